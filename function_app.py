@@ -1,0 +1,45 @@
+"""Azure Functions entry points (v2 programming model). Wiring only: logic is in `handlers/`.
+
+- `pre_maintenance` / `post_maintenance`: Event Grid triggers; they validate, record the run and
+  queue the work, then return at once so Event Grid never redelivers because we were slow.
+- `maintenance_worker`: Storage-queue trigger doing the long work (starting, waiting, restoring).
+- `maintenance_events_queue`: Storage-queue trigger for operators who have Event Grid deliver to a
+  queue instead of the functions.
+"""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from handlers.intake import accept_event_grid_event, accept_queue_delivery
+from handlers.pipeline import run_work_message
+from handlers.runtime import get_runtime
+from handlers.settings import queue_names
+
+WORK_QUEUE, EVENTS_QUEUE = queue_names()
+
+app = func.FunctionApp()
+
+
+@app.function_name("pre_maintenance")
+@app.event_grid_trigger(arg_name="event")
+def pre_maintenance(event: func.EventGridEvent) -> None:
+    accept_event_grid_event(get_runtime(), event)
+
+
+@app.function_name("post_maintenance")
+@app.event_grid_trigger(arg_name="event")
+def post_maintenance(event: func.EventGridEvent) -> None:
+    accept_event_grid_event(get_runtime(), event)
+
+
+@app.function_name("maintenance_worker")
+@app.queue_trigger(arg_name="message", queue_name=WORK_QUEUE, connection="AzureWebJobsStorage")
+def maintenance_worker(message: func.QueueMessage) -> None:
+    run_work_message(get_runtime(), message.get_body())
+
+
+@app.function_name("maintenance_events_queue")
+@app.queue_trigger(arg_name="message", queue_name=EVENTS_QUEUE, connection="AzureWebJobsStorage")
+def maintenance_events_queue(message: func.QueueMessage) -> None:
+    accept_queue_delivery(get_runtime(), message.get_body())

@@ -1,0 +1,215 @@
+"""The one place that builds Azure clients: credential, endpoint, retries, transport.
+
+Nothing here runs at import time; clients are built on first use and reused, because the
+Functions worker keeps the process (and so the connection pools and tokens) warm between calls.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import requests
+from azure.core.configuration import Configuration
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import ResourceExistsError
+from azure.core.pipeline import PipelineResponse
+from azure.core.pipeline.policies import (
+    CustomHookPolicy,
+    HeadersPolicy,
+    NetworkTraceLoggingPolicy,
+    ProxyPolicy,
+    RedirectPolicy,
+    RetryPolicy,
+    UserAgentPolicy,
+)
+from azure.core.pipeline.transport import HttpTransport, RequestsTransport
+from azure.data.tables import TableClient, TableServiceClient
+from azure.identity import DefaultAzureCredential
+from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.core import ARMPipelineClient
+from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy, ARMHttpLoggingPolicy
+from azure.mgmt.resourcegraph import ResourceGraphClient
+from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
+
+from handlers.settings import Settings
+
+USER_AGENT = "update-manager-maintenance-toolkit/0.1"
+
+
+class ThrottleAwareRetryPolicy(RetryPolicy):
+    """azure-core's RetryPolicy, also retrying POSTs that were throttled.
+
+    By default azure-core never retries a POST on 429, yet VM start/deallocate/powerOff and
+    Resource Graph queries are all POSTs. A 429 means the request was refused before it ran,
+    so repeating it after `Retry-After` cannot act twice.
+    """
+
+    def is_retry(self, settings: dict[str, Any], response: PipelineResponse[Any, Any]) -> bool:
+        if response.http_response.status_code == 429 and settings["total"] and settings["status"]:
+            return True
+        return bool(super().is_retry(settings, response))
+
+
+class ClientFactory:
+    """Builds and caches every Azure client from one credential, endpoint and transport.
+
+    `transport` and `credential` are injectable (the emulator plugs in here); by default the
+    credential is `DefaultAzureCredential`: managed identity in Azure (App Service's
+    IDENTITY_ENDPOINT/IDENTITY_HEADER, AZURE_CLIENT_ID for a user-assigned identity), `az login`
+    on a laptop.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: HttpTransport | None = None,
+        credential: TokenCredential | None = None,
+    ) -> None:
+        self._settings = settings
+        self._transport = transport
+        self._pooled_transport: HttpTransport | None = None
+        self._credential = credential
+        self._storage_credential: TokenCredential | None = None
+        self._lock = threading.Lock()
+        self._compute: dict[str, ComputeManagementClient] = {}
+        self._graph: ResourceGraphClient | None = None
+        self._arm: ARMPipelineClient | None = None
+        self._table: TableClient | None = None
+        self._queues: dict[str, QueueClient] = {}
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def credential(self) -> TokenCredential:
+        with self._lock:
+            if self._credential is None:
+                self._credential = DefaultAzureCredential(
+                    managed_identity_client_id=self._settings.client_id, **self._transport_kwargs()
+                )
+            return self._credential
+
+    def retry_policy(self) -> RetryPolicy:
+        """Enough patience for a 429 storm: Retry-After is honoured on every attempt."""
+        retries = self._settings.arm_retries
+        return ThrottleAwareRetryPolicy(
+            retry_total=retries, retry_status=retries, retry_backoff_factor=0.8, retry_backoff_max=60
+        )
+
+    def compute(self, subscription_id: str) -> ComputeManagementClient:
+        key = subscription_id.lower()
+        credential = self.credential
+        with self._lock:
+            client = self._compute.get(key)
+            if client is None:
+                client = ComputeManagementClient(
+                    credential,
+                    subscription_id,
+                    polling_interval=self._settings.poll_interval_seconds,
+                    **self._arm_kwargs(),
+                )
+                self._compute[key] = client
+            return client
+
+    def resource_graph(self) -> ResourceGraphClient:
+        credential = self.credential
+        with self._lock:
+            if self._graph is None:
+                self._graph = ResourceGraphClient(credential, **self._arm_kwargs())
+            return self._graph
+
+    def arm(self) -> ARMPipelineClient:
+        """A bare ARM pipeline (same credential, retries, logging) for calls no SDK offers."""
+        credential = self.credential
+        with self._lock:
+            if self._arm is None:
+                config: Configuration[Any, Any] = Configuration()
+                config.user_agent_policy = UserAgentPolicy(sdk_moniker=USER_AGENT)
+                config.headers_policy = HeadersPolicy()
+                config.proxy_policy = ProxyPolicy()
+                config.logging_policy = NetworkTraceLoggingPolicy()
+                config.http_logging_policy = ARMHttpLoggingPolicy()
+                config.redirect_policy = RedirectPolicy()
+                config.custom_hook_policy = CustomHookPolicy()
+                config.retry_policy = self.retry_policy()
+                config.authentication_policy = ARMChallengeAuthenticationPolicy(credential, self._settings.arm_scope)
+                self._arm = ARMPipelineClient(
+                    base_url=self._settings.arm_endpoint, config=config, transport=self._arm_transport()
+                )
+            return self._arm
+
+    def ledger_table(self) -> TableClient:
+        with self._lock:
+            if self._table is None:
+                storage = self._settings.storage
+                name = self._settings.ledger_table
+                if storage.connection_string:
+                    service = TableServiceClient.from_connection_string(storage.connection_string)
+                else:
+                    assert storage.table_service_uri is not None
+                    service = TableServiceClient(storage.table_service_uri, credential=self._storage_cred())
+                self._table = service.create_table_if_not_exists(name)
+            return self._table
+
+    def queue(self, name: str) -> QueueClient:
+        """A queue client whose messages the Functions host decodes (base64, its default)."""
+        with self._lock:
+            client = self._queues.get(name)
+            if client is None:
+                storage = self._settings.storage
+                encode = TextBase64EncodePolicy()
+                if storage.connection_string:
+                    service = QueueServiceClient.from_connection_string(
+                        storage.connection_string, message_encode_policy=encode
+                    )
+                else:
+                    assert storage.queue_service_uri is not None
+                    service = QueueServiceClient(
+                        storage.queue_service_uri, credential=self._storage_cred(), message_encode_policy=encode
+                    )
+                client = service.get_queue_client(name, message_encode_policy=encode)
+                _ensure_queue(client)
+                self._queues[name] = client
+            return client
+
+    def _storage_cred(self) -> TokenCredential:
+        # Called with the lock held. The Functions host may use a different identity for its
+        # storage (AzureWebJobsStorage__clientId); follow it so one role assignment covers both.
+        if self._storage_credential is None:
+            client_id = self._settings.storage.client_id or self._settings.client_id
+            self._storage_credential = DefaultAzureCredential(managed_identity_client_id=client_id)
+        return self._storage_credential
+
+    def _transport_kwargs(self) -> dict[str, Any]:
+        return {"transport": self._transport} if self._transport is not None else {}
+
+    def _arm_transport(self) -> HttpTransport:
+        # Called with the lock held. One pooled session for every ARM client: requests' default
+        # pool of 10 would discard (and log about) connections once parallelism exceeds it.
+        if self._transport is not None:
+            return self._transport
+        if self._pooled_transport is None:
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_maxsize=self._settings.parallelism + 8)
+            session.mount("https://", adapter)
+            self._pooled_transport = RequestsTransport(session=session, session_owner=False)
+        return self._pooled_transport
+
+    def _arm_kwargs(self) -> dict[str, Any]:
+        return {
+            "base_url": self._settings.arm_endpoint,
+            "credential_scopes": [self._settings.arm_scope],
+            "retry_policy": self.retry_policy(),
+            "user_agent": USER_AGENT,
+            "transport": self._arm_transport(),
+        }
+
+
+def _ensure_queue(client: QueueClient) -> None:
+    try:
+        client.create_queue()
+    except ResourceExistsError:
+        pass

@@ -1,0 +1,320 @@
+"""The run ledger: what we saw and did, per run, in Azure Table storage.
+
+One partition per run. Row ``run`` holds the event; rows ``phase-pre`` / ``phase-post`` hold each
+phase's progress; one ``machine-<hash>`` row per machine holds its original power state, the
+action taken and the outcome. The post event restores only what these rows say we started, so
+the rows are written before and after every action, and every write is an upsert, a conditional
+insert or an ETag-conditional update: redelivered events and retried queue messages find what
+was already done instead of doing it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+
+from handlers.events import MaintenanceEvent
+
+REJECTED_PARTITION = "rejected-events"
+# A worker that holds a phase longer than this has died (Flex Consumption's default timeout).
+PHASE_LEASE = timedelta(minutes=30)
+_MAX_TEXT = 30_000  # Table string properties hold 64 KiB (32K UTF-16 characters)
+
+
+class PhaseStatus(StrEnum):
+    RECEIVED = "received"  # event accepted, work message not yet confirmed sent
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"  # a worker failed; the queue will deliver the message again
+    COMPLETED = "completed"
+
+
+class AcceptOutcome(StrEnum):
+    NEW = "new"
+    RESEND = "resend"  # seen before, but its work message may never have been sent
+    DUPLICATE = "duplicate"
+
+
+def run_key(correlation_id: str) -> str:
+    """Partition key for a run: readable, and free of the characters Table keys forbid."""
+    name = correlation_id.rstrip("/").rsplit("/", 1)[-1]
+    config = correlation_id.split("/maintenanceConfigurations/", 1)[-1].split("/", 1)[0]
+    readable = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{config}_{name}")[:120]
+    return f"{readable}_{_digest(correlation_id)}"
+
+
+def machine_row_key(resource_id: str) -> str:
+    return f"machine-{_digest(resource_id)}"
+
+
+def _digest(value: str) -> str:
+    # ARM ids are case-insensitive; the same machine must always map to the same row.
+    return hashlib.sha256(value.lower().encode()).hexdigest()[:32]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class MachineRecord:
+    """One machine of a run, as the ledger keeps it. Field names map to PascalCase columns."""
+
+    resource_id: str
+    kind: str  # "vm" | "arc" | "other"
+    subscription_id: str = ""
+    resource_group: str = ""
+    name: str = ""
+    location: str = ""
+    original_power_state: str = ""  # e.g. "deallocated"; "" when unknown
+    opted_out: bool = False
+    pre_action: str = "none"  # "start" | "none" | "skip"
+    pre_outcome: str = "pending"  # planned | issued | succeeded | failed | timed-out | not-needed | skipped
+    pre_detail: str = ""
+    start_sent: bool = False  # a start request was accepted by Azure: the post event must restore
+    started_at: datetime | None = None
+    ready_at: datetime | None = None
+    restore_action: str = ""  # "deallocate" | "power-off" | "none"
+    restore_outcome: str = ""  # planned | issued | succeeded | failed | skipped
+    restore_detail: str = ""
+    restored_at: datetime | None = None
+    etag: str | None = field(default=None, compare=False)
+
+    def to_entity(self, partition: str) -> dict[str, Any]:
+        entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": machine_row_key(self.resource_id)}
+        for f in fields(self):
+            if f.name == "etag":
+                continue
+            value = getattr(self, f.name)
+            if value is not None:
+                entity[_column(f.name)] = value
+        return entity
+
+    @classmethod
+    def from_entity(cls, entity: Mapping[str, Any]) -> MachineRecord:
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            column = _column(f.name)
+            if column in entity:
+                values[f.name] = entity[column]
+        etag = entity.metadata.get("etag") if hasattr(entity, "metadata") else None
+        return cls(**values, etag=etag)
+
+
+def _column(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+@dataclass(frozen=True)
+class PhaseClaim:
+    """Returned by `Ledger.claim_phase`: the worker owns the phase until it finishes."""
+
+    partition: str
+    phase: str
+    attempt: int
+    etag: str
+
+
+class Ledger:
+    """Reads and writes run records. All methods are safe to repeat."""
+
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+
+    # -- runs and phases ---------------------------------------------------------------------
+
+    def accept_event(self, event: MaintenanceEvent, *, now: datetime | None = None) -> AcceptOutcome:
+        """Record the run and its phase; tell a first delivery from a redelivery."""
+        now = now or utcnow()
+        partition = run_key(event.correlation_id)
+        run: dict[str, Any] = {
+            "PartitionKey": partition,
+            "RowKey": "run",
+            "CorrelationId": event.correlation_id,
+            "MaintenanceConfigurationId": event.maintenance_configuration_id,
+            "SubscriptionIds": ",".join(event.subscription_ids),
+            "WindowStart": event.start,
+            "WindowEnd": event.end,
+        }
+        if event.cancellation_cutoff is not None:
+            run["CancellationCutoff"] = event.cancellation_cutoff
+        if event.status is not None:
+            run["PostStatus"] = event.status
+        self._table.upsert_entity(run, mode=UpdateMode.MERGE)
+        phase: dict[str, Any] = {
+            "PartitionKey": partition,
+            "RowKey": f"phase-{event.kind.value}",
+            "Status": PhaseStatus.RECEIVED.value,
+            "EventId": event.event_id,
+            "ReceivedAt": now,
+            "Attempts": 0,
+        }
+        try:
+            self._table.create_entity(phase)
+            return AcceptOutcome.NEW
+        except ResourceExistsError:
+            existing = self._table.get_entity(partition, phase["RowKey"])
+            if existing.get("Status") == PhaseStatus.RECEIVED.value:
+                return AcceptOutcome.RESEND
+            return AcceptOutcome.DUPLICATE
+
+    def mark_queued(self, correlation_id: str, phase: str) -> None:
+        partition, row = run_key(correlation_id), f"phase-{phase}"
+        entity = {"PartitionKey": partition, "RowKey": row, "Status": PhaseStatus.QUEUED.value, "QueuedAt": utcnow()}
+        existing = self._get(partition, row)
+        # A fast worker may already have claimed the phase; never move it backwards.
+        if existing is None or existing.get("Status") == PhaseStatus.RECEIVED.value:
+            self._table.upsert_entity(entity, mode=UpdateMode.MERGE)
+
+    def claim_phase(self, correlation_id: str, phase: str, *, now: datetime | None = None) -> PhaseClaim | None:
+        """Take the phase for this worker, or None when another worker has it or it is done."""
+        now = now or utcnow()
+        partition = run_key(correlation_id)
+        row = f"phase-{phase}"
+        existing = self._get(partition, row)
+        if existing is None:
+            # The work message outran the ack's bookkeeping (or the ledger was cleared): start fresh.
+            try:
+                self._table.create_entity({"PartitionKey": partition, "RowKey": row,
+                                           "Status": PhaseStatus.QUEUED.value, "Attempts": 0})
+            except ResourceExistsError:
+                pass
+            existing = self._table.get_entity(partition, row)
+        status = existing.get("Status")
+        if status == PhaseStatus.COMPLETED.value:
+            return None
+        claimed_at = existing.get("ClaimedAt")
+        if status == PhaseStatus.RUNNING.value and claimed_at is not None and now - claimed_at < PHASE_LEASE:
+            return None
+        attempt = int(existing.get("Attempts") or 0) + 1
+        update = {"PartitionKey": partition, "RowKey": row, "Status": PhaseStatus.RUNNING.value,
+                  "ClaimedAt": now, "Attempts": attempt}
+        try:
+            meta = self._table.update_entity(update, mode=UpdateMode.MERGE, etag=existing.metadata["etag"],
+                                             match_condition=MatchConditions.IfNotModified)
+        except ResourceModifiedError:
+            return None  # another worker won the race
+        return PhaseClaim(partition, phase, attempt, meta["etag"])
+
+    def finish_phase(self, claim: PhaseClaim, *, summary: Mapping[str, Any]) -> None:
+        self._table.upsert_entity({
+            "PartitionKey": claim.partition, "RowKey": f"phase-{claim.phase}",
+            "Status": PhaseStatus.COMPLETED.value, "FinishedAt": utcnow(),
+            "Summary": _text(json.dumps(summary, default=str, sort_keys=True)),
+        }, mode=UpdateMode.MERGE)
+
+    def release_phase(self, claim: PhaseClaim, *, error: str) -> None:
+        """The worker failed; the queue message will come back and may claim the phase again."""
+        self._table.upsert_entity({
+            "PartitionKey": claim.partition, "RowKey": f"phase-{claim.phase}",
+            "Status": PhaseStatus.RETRYING.value, "LastError": _text(error), "ReleasedAt": utcnow(),
+        }, mode=UpdateMode.MERGE)
+
+    def get_phase(self, correlation_id: str, phase: str) -> dict[str, Any] | None:
+        return self._get(run_key(correlation_id), f"phase-{phase}")
+
+    def get_run(self, correlation_id: str) -> dict[str, Any] | None:
+        return self._get(run_key(correlation_id), "run")
+
+    def update_run(self, correlation_id: str, values: Mapping[str, Any]) -> None:
+        entity = {"PartitionKey": run_key(correlation_id), "RowKey": "run"}
+        entity.update({k: _text(v) if isinstance(v, str) else v for k, v in values.items()})
+        self._table.upsert_entity(entity, mode=UpdateMode.MERGE)
+
+    # -- machines -----------------------------------------------------------------------------
+
+    def list_machines(self, correlation_id: str) -> list[MachineRecord]:
+        partition = run_key(correlation_id)
+        query = "PartitionKey eq @pk and RowKey ge 'machine-' and RowKey lt 'machine.'"
+        rows = self._table.query_entities(query, parameters={"pk": partition})
+        return [MachineRecord.from_entity(row) for row in rows]
+
+    def add_machine(self, correlation_id: str, record: MachineRecord) -> MachineRecord:
+        """Insert the first sighting of a machine; if it exists, keep (and return) what is there.
+
+        The first sighting carries the power state from before we touched anything: a retried
+        worker sees the VM running because we started it, and must not overwrite that.
+        """
+        partition = run_key(correlation_id)
+        try:
+            meta = self._table.create_entity(record.to_entity(partition))
+            return replace(record, etag=meta["etag"])
+        except ResourceExistsError:
+            row = self._table.get_entity(partition, machine_row_key(record.resource_id))
+            return MachineRecord.from_entity(row)
+
+    def add_machines(self, correlation_id: str, records: Iterable[MachineRecord]) -> list[MachineRecord]:
+        """`add_machine` for many rows, 100 inserts per transaction.
+
+        A transaction fails whole when any row exists already (a concurrent writer); that chunk
+        then falls back to one conditional insert per row, which keeps what is there.
+        """
+        partition = run_key(correlation_id)
+        pending = list(records)
+        stored: list[MachineRecord] = []
+        for start in range(0, len(pending), 100):
+            chunk = pending[start : start + 100]
+            try:
+                self._table.submit_transaction([("create", r.to_entity(partition)) for r in chunk])
+                stored.extend(chunk)
+            except TableTransactionError:
+                stored.extend(self.add_machine(correlation_id, r) for r in chunk)
+        return stored
+
+    def save_machine(self, correlation_id: str, record: MachineRecord) -> MachineRecord:
+        meta = self._table.upsert_entity(record.to_entity(run_key(correlation_id)), mode=UpdateMode.MERGE)
+        return replace(record, etag=meta.get("etag"))
+
+    def save_machines(self, correlation_id: str, records: Iterable[MachineRecord]) -> None:
+        """Merge many rows, 100 per transaction (the Table service's batch limit)."""
+        partition = run_key(correlation_id)
+        batch: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        for record in records:
+            batch.append(("upsert", record.to_entity(partition), {"mode": UpdateMode.MERGE}))
+            if len(batch) == 100:
+                self._table.submit_transaction(batch)
+                batch = []
+        if batch:
+            self._table.submit_transaction(batch)
+
+    # -- events we refused --------------------------------------------------------------------
+
+    def record_rejected(self, *, event_id: str | None, reason: str, raw: str) -> None:
+        """Keep a refused event (and why) so nothing disappears without a record."""
+        key = _digest(f"{event_id}|{raw}")
+        self._table.upsert_entity({
+            "PartitionKey": REJECTED_PARTITION, "RowKey": key, "EventId": event_id or "",
+            "Reason": _text(reason), "Raw": _text(raw), "RejectedAt": utcnow(),
+        })
+
+    def _get(self, partition: str, row: str) -> Any:
+        try:
+            return self._table.get_entity(partition, row)
+        except ResourceNotFoundError:
+            return None
+
+
+def _text(value: str) -> str:
+    return value if len(value) <= _MAX_TEXT else value[: _MAX_TEXT - 3] + "..."
+
+
+__all__ = [
+    "AcceptOutcome",
+    "Ledger",
+    "MachineRecord",
+    "PhaseClaim",
+    "PhaseStatus",
+    "machine_row_key",
+    "run_key",
+    "utcnow",
+]

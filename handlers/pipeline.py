@@ -1,0 +1,78 @@
+"""The queue worker: takes a work message, claims the run's phase, runs it, records the end.
+
+A phase is claimed in the ledger with an ETag-conditional write, so a duplicate message (a
+redelivered event, a retried message, a second worker) finds the phase taken or done and
+leaves. When the worker fails, the phase is released and the exception propagates: the
+Functions host retries the message, and after its last attempt moves it to the poison queue.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from handlers.errors import InvalidEventError, UnsupportedEventTypeError
+from handlers.events import EventKind, MaintenanceEvent, parse_event
+from handlers.intake import WORK_MESSAGE_VERSION, work_message
+from handlers.logs import RunLogger, run_logger
+from handlers.prepare import run_pre
+from handlers.restore import PreStillRunningError, run_post
+from handlers.runtime import Runtime
+
+# A post event that arrives while the pre phase still runs (a cancelled run ends early) waits
+# for it: the message is sent again with this delay, at most this many times.
+DEFER_SECONDS = 60
+MAX_DEFERRALS = 45
+
+
+def run_work_message(runtime: Runtime, body: bytes | str) -> dict[str, Any] | None:
+    """Process one work message; returns the phase summary, or None when there was nothing to do."""
+    log = run_logger(None)
+    try:
+        message = json.loads(body)
+        if not isinstance(message, dict) or message.get("version") != WORK_MESSAGE_VERSION:
+            raise InvalidEventError("message.version", f"expected {WORK_MESSAGE_VERSION}")
+        event = parse_event(message.get("event") or {})
+        deferrals = int(message.get("deferrals") or 0)
+    except (ValueError, UnsupportedEventTypeError) as exc:
+        # Retrying cannot fix a message we cannot read; say so loudly and drop it.
+        log.error("dropping unreadable work message: %s", exc)
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        runtime.ledger.record_rejected(event_id=None, reason=f"work message: {exc}", raw=text)
+        return None
+    run_log = run_logger(event.correlation_id)
+    claim = runtime.ledger.claim_phase(event.correlation_id, event.kind.value)
+    if claim is None:
+        run_log.info("%s phase already running or done elsewhere; this message is a duplicate", event.kind.value)
+        return None
+    run_log.info("%s phase started (attempt %d)", event.kind.value, claim.attempt)
+    try:
+        summary = _run_phase(runtime, event, run_log)
+    except PreStillRunningError:
+        runtime.ledger.release_phase(claim, error="waiting for the pre phase to finish")
+        _defer(runtime, event, deferrals, run_log)
+        return None
+    except Exception as exc:
+        runtime.ledger.release_phase(claim, error=f"{type(exc).__name__}: {exc}")
+        run_log.warning("%s phase failed on attempt %d; the message will be retried: %s",
+                        event.kind.value, claim.attempt, exc)
+        raise
+    runtime.ledger.finish_phase(claim, summary=summary)
+    run_log.info("%s phase finished: %s", event.kind.value, json.dumps(summary, sort_keys=True))
+    return summary
+
+
+def _run_phase(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[str, Any]:
+    if event.kind is EventKind.PRE:
+        return run_pre(runtime, event, log)
+    return run_post(runtime, event, log)
+
+
+def _defer(runtime: Runtime, event: MaintenanceEvent, deferrals: int, log: RunLogger) -> None:
+    if deferrals >= MAX_DEFERRALS:
+        log.error("post phase gave up after waiting %d minutes for the pre phase; VMs were not restored",
+                  deferrals * DEFER_SECONDS // 60)
+        runtime.ledger.update_run(event.correlation_id, {"RestoreOutcome": "gave up waiting for the pre phase"})
+        return
+    log.info("pre phase still running; post phase retries in %d s", DEFER_SECONDS)
+    runtime.work_queue().send_message(work_message(event, deferrals=deferrals + 1), visibility_timeout=DEFER_SECONDS)

@@ -1,0 +1,215 @@
+"""App settings, read once from the environment into one frozen, validated object."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from handlers.errors import SettingsError
+
+DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
+DEFAULT_CANCEL_API_VERSION = "2023-09-01-preview"
+
+# Azurite's documented development account; "UseDevelopmentStorage=true" is a shorthand the
+# Functions host understands but the storage SDKs do not, so we expand it ourselves.
+_DEV_STORAGE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+_CONFIG_ID = re.compile(
+    r"^/subscriptions/[0-9a-f-]{36}/resourceGroups/[-\w.()]{1,90}"
+    r"/providers/Microsoft\.Maintenance/maintenanceConfigurations/[-\w.]{1,260}$",
+    re.IGNORECASE,
+)
+_QUEUE_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+_TAG_NAME = re.compile(r"^[^<>%&\\?/]{1,512}$")
+_API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where the ledger table and the work queues live (the Functions host's own storage)."""
+
+    connection_string: str | None
+    table_service_uri: str | None
+    queue_service_uri: str | None
+    client_id: str | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every app setting the toolkit reads; see the README table for meanings and defaults."""
+
+    arm_endpoint: str
+    client_id: str | None
+    storage: StorageSettings
+    dry_run: bool
+    start_vms: bool
+    restore_vms: bool
+    parallelism: int
+    opt_out_tag: str
+    cancel_on_failure: bool
+    cutoff_safety_seconds: int
+    restore_timeout_seconds: int
+    poll_interval_seconds: int
+    arm_retries: int
+    cancel_api_version: str
+    allowed_configuration_ids: frozenset[str]
+    work_queue: str
+    events_queue: str
+    ledger_table: str
+
+    @property
+    def arm_scope(self) -> str:
+        """The token scope follows the endpoint, so sovereign clouds work unchanged."""
+        return f"{self.arm_endpoint}/.default"
+
+    def allows_configuration(self, configuration_id: str) -> bool:
+        return not self.allowed_configuration_ids or configuration_id.lower() in self.allowed_configuration_ids
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every setting; raises SettingsError naming the first bad one."""
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        return cls(
+            arm_endpoint=reader.https_url("AZURE_RESOURCE_MANAGER_ENDPOINT", DEFAULT_ARM_ENDPOINT),
+            client_id=reader.optional_guid("AZURE_CLIENT_ID"),
+            storage=_storage_settings(reader),
+            dry_run=reader.boolean("MAINTENANCE_DRY_RUN", False),
+            start_vms=reader.boolean("MAINTENANCE_START_VMS", True),
+            restore_vms=reader.boolean("MAINTENANCE_RESTORE_VMS", True),
+            parallelism=reader.integer("MAINTENANCE_PARALLELISM", 32, 1, 256),
+            opt_out_tag=reader.matching("MAINTENANCE_OPT_OUT_TAG", "maintenance-opt-out", _TAG_NAME,
+                                        "a tag name without < > % & \\ ? /"),
+            cancel_on_failure=reader.boolean("MAINTENANCE_CANCEL_ON_FAILURE", True),
+            cutoff_safety_seconds=reader.integer("MAINTENANCE_CUTOFF_SAFETY_SECONDS", 120, 0, 1800),
+            restore_timeout_seconds=reader.integer("MAINTENANCE_RESTORE_TIMEOUT_SECONDS", 1200, 10, 7200),
+            poll_interval_seconds=reader.integer("MAINTENANCE_POLL_INTERVAL_SECONDS", 15, 1, 120),
+            arm_retries=reader.integer("MAINTENANCE_ARM_RETRIES", 10, 0, 50),
+            cancel_api_version=reader.matching("MAINTENANCE_CANCEL_API_VERSION", DEFAULT_CANCEL_API_VERSION,
+                                               _API_VERSION, "an api-version like 2023-09-01-preview"),
+            allowed_configuration_ids=reader.configuration_ids("MAINTENANCE_ALLOWED_CONFIGURATION_IDS"),
+            work_queue=reader.matching("MAINTENANCE_WORK_QUEUE", "maintenance-work", _QUEUE_NAME,
+                                       "3-63 lower-case letters, digits and single hyphens"),
+            events_queue=reader.matching("MAINTENANCE_EVENTS_QUEUE", "maintenance-events", _QUEUE_NAME,
+                                         "3-63 lower-case letters, digits and single hyphens"),
+            ledger_table=reader.matching("MAINTENANCE_LEDGER_TABLE", "MaintenanceRuns", _TABLE_NAME,
+                                         "3-63 letters and digits, starting with a letter"),
+        )
+
+
+def queue_names(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(work queue, events queue): the trigger bindings need them when the app is indexed."""
+    env = os.environ if environ is None else environ
+    reader = _Reader(env)
+    rule = "3-63 lower-case letters, digits and single hyphens"
+    return (
+        reader.matching("MAINTENANCE_WORK_QUEUE", "maintenance-work", _QUEUE_NAME, rule),
+        reader.matching("MAINTENANCE_EVENTS_QUEUE", "maintenance-events", _QUEUE_NAME, rule),
+    )
+
+
+def _storage_settings(reader: _Reader) -> StorageSettings:
+    connection = reader.raw("AzureWebJobsStorage")
+    account = reader.raw("AzureWebJobsStorage__accountName")
+    table_uri = reader.raw("AzureWebJobsStorage__tableServiceUri")
+    queue_uri = reader.raw("AzureWebJobsStorage__queueServiceUri")
+    client_id = reader.optional_guid("AzureWebJobsStorage__clientId")
+    if connection:
+        if connection.strip().lower().rstrip(";") == "usedevelopmentstorage=true":
+            connection = _DEV_STORAGE
+        elif "accountname=" not in connection.lower() and "endpoint=" not in connection.lower():
+            raise SettingsError("AzureWebJobsStorage", "not a storage connection string "
+                                "(expected AccountName=...;AccountKey=... or UseDevelopmentStorage=true)")
+        return StorageSettings(connection, None, None, client_id)
+    if account and not (table_uri and queue_uri):
+        if not re.fullmatch(r"[a-z0-9]{3,24}", account):
+            raise SettingsError("AzureWebJobsStorage__accountName", "3-24 lower-case letters and digits")
+        table_uri = table_uri or f"https://{account}.table.core.windows.net"
+        queue_uri = queue_uri or f"https://{account}.queue.core.windows.net"
+    if not (table_uri and queue_uri):
+        raise SettingsError(
+            "AzureWebJobsStorage",
+            "not set: give a connection string, AzureWebJobsStorage__accountName, or both "
+            "AzureWebJobsStorage__tableServiceUri and AzureWebJobsStorage__queueServiceUri",
+        )
+    table_uri = reader.check_https("AzureWebJobsStorage__tableServiceUri", table_uri)
+    queue_uri = reader.check_https("AzureWebJobsStorage__queueServiceUri", queue_uri)
+    return StorageSettings(None, table_uri, queue_uri, client_id)
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        return value.strip() if value and value.strip() else None
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise SettingsError(name, f"{value!r} is not a boolean; use true or false")
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(name, f"{value!r} is not a whole number; use {low}..{high}") from None
+        if not low <= number <= high:
+            raise SettingsError(name, f"{number} is out of range; use {low}..{high}")
+        return number
+
+    def matching(self, name: str, default: str, pattern: re.Pattern[str], rule: str) -> str:
+        value = self.raw(name) or default
+        if not pattern.fullmatch(value):
+            raise SettingsError(name, f"{value!r} is not valid; use {rule}")
+        return value
+
+    def optional_guid(self, name: str) -> str | None:
+        value = self.raw(name)
+        if value is not None and not _GUID.fullmatch(value):
+            raise SettingsError(name, f"{value!r} is not a GUID (a managed identity's client id)")
+        return value
+
+    def https_url(self, name: str, default: str) -> str:
+        return self.check_https(name, self.raw(name) or default)
+
+    def check_https(self, name: str, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.netloc or parts.query or parts.fragment:
+            raise SettingsError(name, f"{value!r} is not an https URL like {DEFAULT_ARM_ENDPOINT}")
+        return value.rstrip("/")
+
+    def configuration_ids(self, name: str) -> frozenset[str]:
+        value = self.raw(name)
+        if value is None:
+            return frozenset()
+        ids = [item.strip().rstrip("/") for item in re.split(r"[,;\s]+", value) if item.strip()]
+        for item in ids:
+            if not _CONFIG_ID.fullmatch(item):
+                raise SettingsError(
+                    name, f"{item!r} is not a maintenance configuration id like /subscriptions/<guid>/"
+                    "resourceGroups/<rg>/providers/Microsoft.Maintenance/maintenanceConfigurations/<name>"
+                )
+        return frozenset(item.lower() for item in ids)
