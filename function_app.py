@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from handlers.events import EventKind
 from handlers.intake import accept_event_grid_event, accept_queue_delivery
 from handlers.pipeline import run_work_message
 from handlers.runtime import get_runtime
@@ -24,13 +25,13 @@ app = func.FunctionApp()
 @app.function_name("pre_maintenance")
 @app.event_grid_trigger(arg_name="event")
 def pre_maintenance(event: func.EventGridEvent) -> None:
-    accept_event_grid_event(get_runtime(), event)
+    accept_event_grid_event(get_runtime(), event, expected=EventKind.PRE)
 
 
 @app.function_name("post_maintenance")
 @app.event_grid_trigger(arg_name="event")
 def post_maintenance(event: func.EventGridEvent) -> None:
-    accept_event_grid_event(get_runtime(), event)
+    accept_event_grid_event(get_runtime(), event, expected=EventKind.POST)
 
 
 @app.function_name("maintenance_worker")

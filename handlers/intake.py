@@ -14,7 +14,7 @@ from typing import Any
 import azure.functions as func
 
 from handlers.errors import InvalidEventError, UnsupportedEventTypeError
-from handlers.events import MaintenanceEvent, decode_queue_message, parse_event, parse_function_event
+from handlers.events import EventKind, MaintenanceEvent, decode_queue_message, parse_event, parse_function_event
 from handlers.ledger import AcceptOutcome
 from handlers.logs import run_logger
 from handlers.runtime import Runtime
@@ -23,12 +23,20 @@ WORK_MESSAGE_VERSION = 1
 log = run_logger(None)
 
 
-def accept_event_grid_event(runtime: Runtime, event: func.EventGridEvent) -> str:
-    """Handle one Event Grid delivery; never raises for an event that can never succeed."""
+def accept_event_grid_event(runtime: Runtime, event: func.EventGridEvent, *, expected: EventKind) -> str:
+    """Handle one Event Grid delivery; never raises for an event that can never succeed.
+
+    Each event is handled by its own type; a pre event delivered to the post function (or the
+    reverse) is still handled correctly, with a warning that the subscription's filter is wrong.
+    """
     try:
         parsed = parse_function_event(event)
     except (InvalidEventError, UnsupportedEventTypeError) as exc:
         return _refuse(runtime, exc, event_id=event.id, raw=_function_event_json(event))
+    if parsed.kind is not expected:
+        run_logger(parsed.correlation_id).warning(
+            "%s event delivered to the %s_maintenance function: check the event subscription's type filter",
+            parsed.kind.value, expected.value)
     return _accept(runtime, parsed)
 
 
@@ -95,14 +103,14 @@ def _refuse(
     return "invalid"
 
 
-def _function_event_json(event: func.EventGridEvent) -> str:
+def _function_event_json(event: func.EventGridEvent | func.CloudEvent) -> str:
+    """The delivery as close to what was sent as the binding lets us see (for the record)."""
     try:
         data: Any = event.get_json()
     except ValueError:
         data = None
-    envelope = {
-        "id": event.id, "topic": event.topic, "subject": event.subject, "eventType": event.event_type,
-        "eventTime": event.event_time.isoformat() if event.event_time else None, "data": data,
-    }
+    names = ("id", "topic", "subject", "event_type", "event_time", "source", "type", "time", "specversion")
+    envelope = {name: getattr(event, name) for name in names if getattr(event, name, None) is not None}
+    envelope["data"] = data
     return json.dumps(envelope, default=str)
 

@@ -1,0 +1,181 @@
+"""A complete maintenance run against the built-in emulator: `./dev demo` (or `python -m demo`).
+
+No Azure account is needed. A fleet of VMs over two subscriptions lives in the in-process ARM
+emulator, the ledger and the work queues live in a real Azurite started for the run, and the
+app's registered functions are invoked the way the Functions host invokes them: the pre event
+to `pre_maintenance`, the queued work to `maintenance_worker`, then the post event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from emulator import AzureEmulator
+from emulator.azurite import AzuriteStartError, AzuriteUnavailableError, start_azurite
+from emulator.functions_host import FunctionsHost
+
+SUBSCRIPTIONS = ("00000000-0000-0000-0000-0000000000a1", "00000000-0000-0000-0000-0000000000b2")
+CONFIG_ID = (f"/subscriptions/{SUBSCRIPTIONS[0]}/resourceGroups/rg-patching/providers/"
+             "Microsoft.Maintenance/maintenanceConfigurations/weekly-sunday")
+ARM_ENDPOINT = "https://management.emulator.local"
+
+# name, subscription index, resource group, power state before the run, tags
+FLEET: list[tuple[str, int, str, str, dict[str, str]]] = [
+    ("web-01", 0, "rg-web", "running", {}),
+    ("web-02", 0, "rg-web", "deallocated", {}),
+    ("web-03", 0, "rg-web", "deallocated", {}),
+    ("api-01", 0, "rg-api", "stopped", {}),
+    ("db-01", 1, "rg-db", "running", {}),
+    ("db-02", 1, "rg-db", "stopped", {}),
+    ("batch-01", 1, "rg-batch", "deallocated", {}),
+    ("legacy-01", 1, "rg-legacy", "deallocated", {"maintenance-opt-out": "true"}),
+]
+ARC = [("onprem-01", 1, "rg-hybrid")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="./dev demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--fail-start", metavar="VM", help="make this VM's start fail (shows the run cancelled)")
+    parser.add_argument("--dry-run", action="store_true", help="run with MAINTENANCE_DRY_RUN=true")
+    parser.add_argument("--quiet", action="store_true", help="only the final table")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)-7s %(message)s", stream=sys.stderr)
+    logging.getLogger("maintenance").setLevel(logging.WARNING if args.quiet else logging.INFO)
+
+    try:
+        azurite = start_azurite()
+    except (AzuriteUnavailableError, AzuriteStartError) as exc:
+        print(f"cannot run the demo: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _run(azurite.connection_string, args)
+    finally:
+        azurite.stop()
+
+
+def _run(connection_string: str, args: argparse.Namespace) -> int:
+    # One simulated minute passes in 0.12 real seconds: a VM start (about 60 s) is near-instant.
+    emulator = AzureEmulator(time_scale=0.002)
+    ids: dict[str, str] = {}
+    for name, sub, group, state, tags in FLEET:
+        ids[name] = emulator.add_vm(SUBSCRIPTIONS[sub], group, name, power_state=state, tags=tags)
+    for name, sub, group in ARC:
+        ids[name] = emulator.add_arc_machine(SUBSCRIPTIONS[sub], group, name)
+    if args.fail_start:
+        if args.fail_start not in ids:
+            print(f"--fail-start: no VM named {args.fail_start!r}; choose one of {', '.join(ids)}", file=sys.stderr)
+            return 2
+        emulator.fail("start", ids[args.fail_start], mode="operation", code="AllocationFailed",
+                      message="Allocation failed: no capacity for the requested VM size in this region")
+    before = {name: _state(emulator, rid) for name, rid in ids.items()}
+
+    now = datetime.now(UTC)
+    run_id = (now + timedelta(minutes=40)).strftime("%Y%m%d%H%M00")
+    correlation_id = f"{CONFIG_ID}/providers/Microsoft.Maintenance/applyUpdates/{run_id}"
+    emulator.add_run(correlation_id, list(ids.values()))
+
+    os.environ.update({
+        "AzureWebJobsStorage": connection_string,
+        "AZURE_RESOURCE_MANAGER_ENDPOINT": ARM_ENDPOINT,
+        # The emulator also plays the App Service managed identity endpoint.
+        "IDENTITY_ENDPOINT": "http://127.0.0.1:41741/msi/token",
+        "IDENTITY_HEADER": "demo",
+        "MAINTENANCE_LEDGER_TABLE": f"DemoRuns{run_id}",
+        "MAINTENANCE_POLL_INTERVAL_SECONDS": "5",
+        "MAINTENANCE_DRY_RUN": "true" if args.dry_run else "false",
+    })
+    import function_app
+    from handlers import runtime
+
+    app_runtime = runtime.configure(transport=emulator.transport())
+    host = FunctionsHost(function_app.app, connection_string)
+    for queue_name in host.queue_triggers():
+        host.queue(queue_name).clear_messages()
+
+    _shorten_run_id_in_logs(correlation_id)
+    print(f"maintenance run {correlation_id}\n(shown as [run] below)\n", file=sys.stderr)
+    host.deliver_event("pre_maintenance", _event("pre", correlation_id, now))
+    host.run_queues()
+    after_pre = {name: _state(emulator, rid) for name, rid in ids.items()}
+    # Update Manager reports a cancelled run as such in the post event.
+    status = "Canceled" if emulator.run_status(correlation_id) == "Cancelled" else "Succeeded"
+    host.deliver_event("post_maintenance", _event("post", correlation_id, now, status=status))
+    host.run_queues()
+    after_post = {name: _state(emulator, rid) for name, rid in ids.items()}
+
+    records = {r.name: r for r in app_runtime.ledger.list_machines(correlation_id)}
+    run = app_runtime.ledger.get_run(correlation_id) or {}
+    rows = [("machine", "subscription", "before", "pre event", "during window", "post event", "after")]
+    for name in ids:
+        record = records.get(name)
+        pre = f"{record.pre_action}: {record.pre_outcome}" if record else "-"
+        post = f"{record.restore_action or 'none'}: {record.restore_outcome or '-'}" if record else "-"
+        sub = next((s for n, s, *_ in FLEET + [(a, b, c, "", {}) for a, b, c in ARC] if n == name), 0)
+        rows.append((name, SUBSCRIPTIONS[sub][-4:], before[name], pre, after_pre[name], post, after_post[name]))
+    print()
+    _print_table(rows)
+    print(f"\nverdict: {run.get('Verdict', '?')}   cancel: {run.get('CancelOutcome', '?')}   "
+          f"run status: {emulator.run_status(correlation_id)}   post status: {run.get('RunStatus', '?')}")
+    writes = sum(emulator.count(method=m) for m in ("PUT", "DELETE")) + emulator.count(method="POST") - \
+        emulator.count(method="POST", path_contains="microsoft.resourcegraph")
+    print(f"ARM requests: {len(emulator.requests)} ({writes} writes); ledger table {app_runtime.settings.ledger_table}")
+    failed = [i for i in host.invocations if not i.succeeded]
+    return 1 if failed else 0
+
+
+def _event(kind: str, correlation_id: str, now: datetime, *, status: str = "Succeeded") -> dict[str, Any]:
+    start = now + timedelta(minutes=40)
+    data: dict[str, Any] = {
+        "correlationId": correlation_id,
+        "maintenanceConfigurationId": CONFIG_ID,
+        "startDateTime": _iso(start),
+        "endDateTime": _iso(start + timedelta(hours=3)),
+        "resourceSubscriptionIds": list(SUBSCRIPTIONS),
+    }
+    if kind == "pre":
+        data["cancellationCutOffDateTime"] = _iso(start - timedelta(minutes=10))
+    else:
+        data["status"] = status
+    return {
+        "id": correlation_id, "topic": CONFIG_ID, "subject": CONFIG_ID.rsplit("/", 1)[-1],
+        "eventType": f"Microsoft.Maintenance.{'Pre' if kind == 'pre' else 'Post'}MaintenanceEvent",
+        "eventTime": _iso(now), "dataVersion": "1.0", "data": data,
+    }
+
+
+def _shorten_run_id_in_logs(correlation_id: str) -> None:
+    """The app logs the full correlation id on every line; on a terminal one mention is enough."""
+
+    class Shorten(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return super().format(record).replace(f"[{correlation_id}]", "[run]")
+
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(Shorten("%(levelname)-7s %(message)s"))
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _state(emulator: AzureEmulator, resource_id: str) -> str:
+    if "/microsoft.hybridcompute/" in resource_id.lower():
+        return "(arc)"
+    return emulator.vm_power_state(resource_id).removeprefix("PowerState/")
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""An in-process fake of the Azure Resource Manager endpoints this app uses.
+
+Plugged into azure-core as a transport, so the real SDK clients run their real auth, retry and
+LRO polling policies against it. For tests, the benchmark and the demo; production code never
+imports it.
+
+    emu = AzureEmulator(time_scale=0.001)          # 1 simulated second = 1 real millisecond
+    vm = emu.add_vm(sub, "rg", "vm1", power_state="deallocated")
+    client = ComputeManagementClient(credential, sub, base_url="https://management.emulator.test",
+                                     transport=emu.transport(), polling_interval=1,
+                                     credential_scopes=["https://management.emulator.test/.default"])
+    client.virtual_machines.begin_start("rg", "vm1").result()
+    assert emu.vm_power_state(vm) == "PowerState/running"
+"""
+
+from __future__ import annotations
+
+from .clock import EmulatorClock
+from .messages import ArmError
+from .service import AzureEmulator
+from .state import FailureRule, RecordedRequest
+from .throttle import DEFAULT_BUCKETS, BucketSpec
+from .transport import EmulatorResponse, EmulatorTransport, LegacyEmulatorResponse
+
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "ArmError",
+    "AzureEmulator",
+    "BucketSpec",
+    "EmulatorClock",
+    "EmulatorResponse",
+    "EmulatorTransport",
+    "FailureRule",
+    "LegacyEmulatorResponse",
+    "RecordedRequest",
+]

@@ -1,0 +1,54 @@
+"""Simulated time: a scaled wall clock the whole emulator shares."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+
+class EmulatorClock:
+    """Simulated seconds since creation; `time_scale` real seconds pass per simulated second.
+
+    The clock keeps running in real time (scaled) so that background LRO pollers and thread
+    pools see time move on their own; `advance()` jumps ahead for tests that must not wait.
+    """
+
+    def __init__(self, time_scale: float = 1.0, *, epoch: datetime | None = None) -> None:
+        if time_scale <= 0:
+            raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
+        self.time_scale = time_scale
+        self.epoch = epoch or datetime.now(UTC)
+        self._t0 = time.monotonic()
+        self._offset = 0.0
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        """Simulated seconds elapsed since the clock was created."""
+        with self._lock:
+            offset = self._offset
+        return (time.monotonic() - self._t0) / self.time_scale + offset
+
+    def advance(self, seconds: float) -> None:
+        """Jump simulated time forward without sleeping."""
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        with self._lock:
+            self._offset += seconds
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep `seconds` simulated seconds (scaled to real time)."""
+        if seconds > 0:
+            time.sleep(seconds * self.time_scale)
+
+    def to_datetime(self, t: float) -> datetime:
+        """The aware UTC datetime of simulated instant `t`."""
+        return self.epoch + timedelta(seconds=t)
+
+    def isoformat(self, t: float) -> str:
+        """`t` as the ISO 8601 text ARM uses (UTC, `Z` suffix)."""
+        return self.to_datetime(t).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def utcnow(self) -> datetime:
+        """The current simulated time as an aware UTC datetime."""
+        return self.to_datetime(self.now())

@@ -1,0 +1,88 @@
+"""Which emulated API a request is for, and which throttling buckets it draws on."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .ids import key
+from .messages import ArmRequest
+from .state import EmulatorModel
+
+_VM = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/providers/microsoft\.compute"
+    r"/virtualmachines/(?P<name>[^/]+)(?:/(?P<verb>instanceview|start|deallocate|poweroff))?/?$",
+    re.IGNORECASE,
+)
+_OPERATION = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/providers/microsoft\.compute/locations/(?P<loc>[^/]+)"
+    r"/operations/(?P<op>[^/]+)/?$",
+    re.IGNORECASE,
+)
+_GRAPH = re.compile(r"^/providers/microsoft\.resourcegraph/resources/?$", re.IGNORECASE)
+_APPLY_UPDATES = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/.+/providers/microsoft\.maintenance/applyupdates/[^/]+/?$", re.IGNORECASE
+)
+_ACTIONS = {"start": "start", "deallocate": "deallocate", "poweroff": "powerOff"}
+
+
+@dataclass(frozen=True)
+class Route:
+    """A recognised request. `failure_op`/`resource_id` are what AzureEmulator.fail matches on."""
+
+    name: str  # vm.get | vm.instanceView | vm.action | operation | graph | cancel | run.get
+    failure_op: str | None = None
+    resource_id: str | None = None
+    subscription_id: str = ""
+    resource_group: str = ""
+    vm_name: str = ""
+    action: str = ""
+    operation_id: str = ""
+
+
+def match(request: ArmRequest) -> Route | None:
+    """The route of `request`, or None (the emulator then answers 404)."""
+    method, path = request.method, request.path
+    if (m := _VM.match(path)) is not None:
+        sub, rg, name, verb = m["sub"], m["rg"], m["name"], (m["verb"] or "").lower()
+        rid = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}"
+        base = {"subscription_id": sub, "resource_group": rg, "vm_name": name, "resource_id": rid}
+        if method == "GET" and verb == "":
+            return Route("vm.get", failure_op="get", **base)
+        if method == "GET" and verb == "instanceview":
+            return Route("vm.instanceView", failure_op="instanceView", **base)
+        if method == "POST" and verb in _ACTIONS:
+            action = _ACTIONS[verb]
+            return Route("vm.action", failure_op=action, action=action, **base)
+        return None
+    if method == "GET" and (m := _OPERATION.match(path)) is not None:
+        return Route("operation", subscription_id=m["sub"], operation_id=m["op"])
+    if method == "POST" and _GRAPH.match(path):
+        return Route("graph", failure_op="graph")
+    if (m := _APPLY_UPDATES.match(path)) is not None:
+        run = {"resource_id": path.rstrip("/"), "subscription_id": m["sub"]}
+        if method == "PUT":
+            return Route("cancel", failure_op="cancel", **run)
+        if method == "GET":
+            return Route("run.get", **run)
+    return None
+
+
+def throttle_keys(route: Route, model: EmulatorModel) -> list[tuple[str, str]]:
+    """(bucket policy, scope) pairs this request consumes a token from."""
+    sub = route.subscription_id
+    if route.name == "graph":
+        return [("graph", "")]
+    if route.name == "cancel":
+        return [("arm.write", sub)]
+    if route.name == "run.get":
+        return [("arm.read", sub)]
+    if route.name == "operation":
+        op = model.operations.get(route.operation_id)
+        keys = [("arm.read", sub), ("compute.operation.subscription", sub)]
+        return keys + ([("compute.operation.vm", op.vm_key)] if op else [])
+    vm = key(route.resource_id or "")
+    if route.name == "vm.action":
+        policy = "compute.delete" if route.action == "deallocate" else "compute.update"
+        return [("arm.write", sub), (f"{policy}.subscription", sub), (f"{policy}.vm", vm)]
+    return [("arm.read", sub), ("compute.get.subscription", sub), ("compute.get.vm", vm)]

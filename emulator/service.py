@@ -1,0 +1,182 @@
+"""AzureEmulator: the public face. Seeds the world, injects failures, hands out transports."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+
+from .clock import EmulatorClock
+from .ids import key
+from .power import ACTIONS, ArcMachine, VirtualMachine, normalize_power_state
+from .serving import ArmService
+from .state import FAILABLE_OPERATIONS, FailureRule, MaintenanceRun
+from .throttle import BucketSpec
+from .transport import EmulatorTransport
+
+_RUN_MARKER = "/providers/microsoft.maintenance/applyupdates/"
+
+
+class AzureEmulator(ArmService):
+    """An in-process fake of the ARM endpoints the app calls, served through `transport()`.
+
+    All durations, latency and Retry-After values are simulated seconds; `time_scale` real
+    seconds pass per simulated second. Mutable knobs: `operation_durations`, `readable_subscriptions`,
+    `graph_lag`, `poll_retry_after`, `latency`, `throttling`.
+    """
+
+    def __init__(
+        self,
+        time_scale: float = 1.0,
+        latency: float = 0.0,
+        throttling: bool = False,
+        *,
+        buckets: Mapping[str, BucketSpec | tuple[float, float]] | None = None,
+        graph_lag: float = 0.0,
+        clock: EmulatorClock | None = None,
+    ) -> None:
+        super().__init__(clock or EmulatorClock(time_scale), latency=latency, throttling=throttling, buckets=buckets)
+        self.graph_lag = graph_lag
+
+    def transport(self) -> EmulatorTransport:
+        """A new azure-core transport answering from this emulator's state."""
+        return EmulatorTransport(self)
+
+    # ----- seeding the world ------------------------------------------------------------------
+
+    def add_vm(
+        self,
+        subscription_id: str,
+        resource_group: str,
+        name: str,
+        *,
+        location: str = "westeurope",
+        power_state: str = "deallocated",
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """Add a VM; returns its ARM id in canonical casing."""
+        rid = (
+            f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
+            f"/providers/Microsoft.Compute/virtualMachines/{name}"
+        )
+        state = normalize_power_state(power_state)
+        with self.lock:
+            if key(rid) in self.vms:
+                raise ValueError(f"VM already exists: {rid}")
+            self.vms[key(rid)] = VirtualMachine(
+                rid, subscription_id, resource_group, name, location, dict(tags or {}),
+                vm_id=str(uuid.uuid4()), power_state=state, created=self.clock.now(),
+            )  # fmt: skip
+        return rid
+
+    def add_arc_machine(
+        self,
+        subscription_id: str,
+        resource_group: str,
+        name: str,
+        *,
+        location: str = "westeurope",
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """Add an Arc-enabled server (visible in Resource Graph only); returns its ARM id."""
+        rid = (
+            f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
+            f"/providers/Microsoft.HybridCompute/machines/{name}"
+        )
+        machine = ArcMachine(rid, subscription_id, resource_group, name, location, dict(tags or {}))
+        with self.lock:
+            self.arc_machines[key(rid)] = machine
+        return rid
+
+    def add_run(
+        self, correlation_id: str, machine_ids: list[str], *, maintenance_configuration_id: str | None = None
+    ) -> None:
+        """Register a maintenance run (cancellable) and its applyUpdates rows (Pending) in Resource Graph."""
+        index = correlation_id.lower().find(_RUN_MARKER)
+        if index < 0:
+            raise ValueError(f"not an applyUpdates id: {correlation_id!r}")
+        config_id = maintenance_configuration_id or correlation_id[:index]
+        with self.lock:
+            now = self.clock.now()
+            run = MaintenanceRun(correlation_id.rstrip("/"), config_id, list(machine_ids), created=now, last_update=now)
+            self.runs[key(correlation_id)] = run
+
+    def set_power_state(self, resource_id: str, power_state: str) -> None:
+        """Change a VM's state out of band, as someone in the portal would."""
+        with self.lock:
+            self.find_vm(resource_id).set_power_state(normalize_power_state(power_state), self.clock.now())
+
+    # ----- observing it --------------------------------------------------------------------------
+
+    def vm_power_state(self, resource_id: str) -> str:
+        """The VM's current true power state, e.g. 'PowerState/deallocated'."""
+        with self.lock:
+            vm = self.find_vm(resource_id)
+            vm.settle(self.clock.now())
+            return f"PowerState/{vm.power_state}"
+
+    def vm_state_changes(self, resource_id: str) -> list[str]:
+        """Every power state the VM has been in, oldest first, starting with the initial one."""
+        with self.lock:
+            vm = self.find_vm(resource_id)
+            vm.settle(self.clock.now())
+            return [f"PowerState/{state}" for _, state in vm.history]
+
+    def actions(self, resource_id: str) -> list[str]:
+        """Names of the power actions accepted (202) for the VM, in order."""
+        with self.lock:
+            return list(self.find_vm(resource_id).actions)
+
+    def run_status(self, correlation_id: str) -> str:
+        """'Pending' or 'Cancelled'."""
+        with self.lock:
+            return self.runs[key(correlation_id)].status
+
+    def count(self, method: str | None = None, path_contains: str | None = None, status: int | None = None) -> int:
+        """How many recorded ARM requests match (path matched case-insensitively)."""
+        needle = path_contains.lower() if path_contains else None
+        with self.lock:
+            return sum(
+                1
+                for r in self.requests
+                if (method is None or r.method == method.upper())
+                and (needle is None or needle in r.path.lower())
+                and (status is None or r.status == status)
+            )
+
+    # ----- failures ------------------------------------------------------------------------------
+
+    def fail(
+        self,
+        operation: str,
+        resource_id: str | None = None,
+        *,
+        status: int = 500,
+        code: str = "InternalError",
+        message: str = "Injected failure.",
+        times: int | None = None,
+        mode: str = "request",
+    ) -> FailureRule:
+        """Make `operation` fail, for one resource (None: any), `times` times (None: always).
+
+        mode="request": the HTTP call answers `status` with an ARM error body.
+        mode="operation": start/deallocate/powerOff are accepted (202), then the operation ends Failed
+        (`status` is then unused). Failures fire in the order they were added; throttling comes first.
+        Operations: start, deallocate, powerOff, instanceView, get, cancel, graph, token.
+        """
+        if operation not in FAILABLE_OPERATIONS:
+            known = ", ".join(sorted(FAILABLE_OPERATIONS))
+            raise ValueError(f"unknown operation {operation!r}; expected one of {known}")
+        if mode not in ("request", "operation"):
+            raise ValueError(f"mode must be 'request' or 'operation', not {mode!r}")
+        if mode == "operation" and operation not in ACTIONS:
+            raise ValueError(f"mode='operation' applies to {', '.join(ACTIONS)} only")
+        resource_key = key(resource_id) if resource_id else None
+        rule = FailureRule(operation, resource_key, status, code, message, times, mode)
+        with self.lock:
+            self.failures.append(rule)
+        return rule
+
+    def clear_failures(self) -> None:
+        """Disarm every injected failure."""
+        with self.lock:
+            self.failures.clear()

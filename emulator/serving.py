@@ -1,0 +1,139 @@
+"""Serving one request: token endpoint, authentication, throttling, failure injection, dispatch."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+
+from . import compute, graph, maintenance, routes
+from .clock import EmulatorClock
+from .ids import key
+from .messages import ArmError, ArmRequest, Reply, error_reply, not_found
+from .state import EmulatorModel, RecordedRequest
+from .throttle import BucketSpec, Throttler, retry_after_header
+
+_TOKEN_LIFETIME = 24 * 3600  # real seconds, like App Service tokens: msal compares with time.time()
+_ARM_QUOTA_HEADERS = {
+    "arm.read": "x-ms-ratelimit-remaining-subscription-reads",
+    "arm.write": "x-ms-ratelimit-remaining-subscription-writes",
+    "arm.delete": "x-ms-ratelimit-remaining-subscription-deletes",
+}
+_NO_BEARER = ArmError("AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
+_NO_API_VERSION = ArmError("MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required.")
+_THROTTLED = ArmError("TooManyRequests", "The request is being throttled.")
+
+
+def _hhmmss(seconds: float) -> str:
+    whole = int(round(seconds))
+    return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+class ArmService(EmulatorModel):
+    """The request-serving half of the emulator; AzureEmulator adds the public seeding API."""
+
+    def __init__(
+        self,
+        clock: EmulatorClock,
+        *,
+        latency: float,
+        throttling: bool,
+        buckets: Mapping[str, BucketSpec | tuple[float, float]] | None,
+    ) -> None:
+        super().__init__(clock)
+        self.latency = latency
+        self.throttling = throttling
+        self.throttler = Throttler(buckets)
+
+    def serve(self, request: ArmRequest) -> Reply:
+        """Answer one request: the App Service token endpoint, or an ARM call."""
+        if request.path.lower().endswith("/msi/token"):
+            return self._token(request)
+        with self.lock:
+            now = self.clock.now()
+            reply = self._dispatch(request, now)
+            reply.headers.setdefault("x-ms-request-id", str(uuid.uuid4()))
+            correlation = request.header("x-ms-client-request-id") or str(uuid.uuid4())
+            reply.headers.setdefault("x-ms-correlation-request-id", correlation)
+            self.requests.append(RecordedRequest(request.method, request.url, request.path, reply.status, now))
+        # Never sleep holding the lock: other threads keep being served meanwhile.
+        self.clock.sleep(self.latency)
+        return reply
+
+    def _token(self, request: ArmRequest) -> Reply:
+        with self.lock:
+            self.token_requests += 1
+            failure = self.take_failure("token", None, "request")
+        if failure is not None:
+            return Reply(failure[0].status, {"statusCode": failure[0].status, "message": failure[1].message})
+        if not request.header("x-identity-header"):
+            return Reply(400, {"statusCode": 400, "message": "X-IDENTITY-HEADER is missing."})
+        token = {
+            "access_token": f"emulator-token-{uuid.uuid4()}",
+            "expires_on": str(int(time.time()) + _TOKEN_LIFETIME),
+            "resource": request.query.get("resource", ""),
+            "token_type": "Bearer",
+            "client_id": "00000000-0000-0000-0000-00000000c11e",
+        }
+        return Reply(200, token)
+
+    def _dispatch(self, request: ArmRequest, now: float) -> Reply:
+        authorization = request.header("authorization") or ""
+        if not authorization.lower().startswith("bearer ") or not authorization[7:].strip():
+            challenge = 'Bearer authorization_uri="https://login.windows.net/", error="invalid_token"'
+            return error_reply(401, _NO_BEARER, {"WWW-Authenticate": challenge})
+        if "api-version" not in request.query:
+            return error_reply(400, _NO_API_VERSION)
+        route = routes.match(request)
+        if route is None:
+            return not_found(request)
+        headers: dict[str, str] = {}
+        wait = self._throttle(route, now, headers)
+        if wait is not None:
+            headers["Retry-After"] = retry_after_header(wait)
+            return error_reply(429, _THROTTLED, headers)
+        failure = self.take_failure(route.failure_op, route.resource_id, "request") if route.failure_op else None
+        if failure is not None:
+            rule, error = failure
+            if rule.status == 429:
+                headers["Retry-After"] = "1"
+            return error_reply(rule.status, error, headers)
+        reply = self._handle(route, request, now)
+        reply.headers.update(headers)
+        return reply
+
+    def _throttle(self, route: routes.Route, now: float, headers: dict[str, str]) -> float | None:
+        """Take tokens when throttling is on (None, or the wait); fill the quota headers either way."""
+        keys = routes.throttle_keys(route, self)
+        wait = self.throttler.acquire(keys, now) if self.throttling else None
+        for policy, scope in keys:
+            bucket = self.throttler.bucket(policy, scope, now)
+            if policy == "graph":
+                headers["x-ms-user-quota-remaining"] = str(int(bucket.tokens(now)))
+                headers["x-ms-user-quota-resets-after"] = _hhmmss(bucket.time_to_full(now))
+            elif policy in _ARM_QUOTA_HEADERS:
+                headers[_ARM_QUOTA_HEADERS[policy]] = str(int(bucket.tokens(now)))
+        return wait
+
+    def _handle(self, route: routes.Route, request: ArmRequest, now: float) -> Reply:
+        if route.name == "graph":
+            return graph.query(self, request)
+        if route.name == "cancel":
+            return maintenance.cancel(self, request)
+        if route.name == "run.get":
+            return maintenance.get_run(self, request)
+        if route.name == "operation":
+            op = self.operations.get(route.operation_id)
+            if op is None or op.subscription_id.lower() != route.subscription_id.lower():
+                return error_reply(404, ArmError("NotFound", f"Operation {route.operation_id} was not found."))
+            return compute.operation_status(self, request, op)
+        vm = self.vms.get(key(route.resource_id or ""))
+        if vm is None:
+            return compute.vm_not_found(route.resource_group, route.vm_name)
+        vm.settle(now)
+        if route.name == "vm.action":
+            return compute.vm_action(self, request, vm, route.action)
+        if route.name == "vm.instanceView":
+            return Reply(200, compute.instance_view_body(self, vm))
+        expand = request.query.get("$expand", "").lower() == "instanceview"
+        return Reply(200, compute.vm_body(self, vm, expand_instance_view=expand))

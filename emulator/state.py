@@ -1,0 +1,94 @@
+"""The emulated world in one place: machines, runs, operations, injected failures, the request log."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from .clock import EmulatorClock
+from .ids import key
+from .messages import ArmError
+from .power import ArcMachine, Operation, VirtualMachine
+
+FAILABLE_OPERATIONS = frozenset({"start", "deallocate", "powerOff", "instanceView", "get", "cancel", "graph", "token"})
+
+
+@dataclass
+class MaintenanceRun:
+    """One Update Manager run (its correlation id) and the machines in its scope."""
+
+    correlation_id: str
+    maintenance_configuration_id: str
+    machine_ids: list[str]
+    created: float
+    status: str = "Pending"
+    last_update: float = 0.0
+    cancel_requests: int = 0
+
+
+@dataclass
+class FailureRule:
+    """An injected failure; see AzureEmulator.fail. `fired` counts how often it struck."""
+
+    operation: str
+    resource_key: str | None
+    status: int
+    code: str
+    message: str
+    times: int | None
+    mode: str
+    fired: int = 0
+
+    def matches(self, operation: str, resource_id: str | None) -> bool:
+        if self.operation != operation or self.times == 0:
+            return False
+        return self.resource_key is None or (resource_id is not None and key(resource_id) == self.resource_key)
+
+    def fire(self) -> ArmError:
+        self.fired += 1
+        if self.times is not None:
+            self.times -= 1
+        return ArmError(self.code, self.message)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One ARM request the emulator answered (token requests are only counted)."""
+
+    method: str
+    url: str
+    path: str
+    status: int
+    time: float
+
+
+class EmulatorModel:
+    """State shared by every transport of one emulator; `lock` guards all of it."""
+
+    def __init__(self, clock: EmulatorClock) -> None:
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.vms: dict[str, VirtualMachine] = {}
+        self.arc_machines: dict[str, ArcMachine] = {}
+        self.runs: dict[str, MaintenanceRun] = {}
+        self.operations: dict[str, Operation] = {}
+        self.failures: list[FailureRule] = []
+        self.requests: list[RecordedRequest] = []
+        self.token_requests = 0
+        self.operation_durations: dict[str, float] = {"start": 60.0, "deallocate": 90.0, "powerOff": 30.0}
+        self.readable_subscriptions: set[str] | None = None
+        self.graph_lag = 0.0
+        # Retry-After sent while an operation runs, in simulated seconds. None (the default) lets the
+        # client's polling_interval decide; a Retry-After of 0 would make pollers fall back to 30 s.
+        self.poll_retry_after: float | None = None
+
+    def find_vm(self, resource_id: str) -> VirtualMachine:
+        """The VM with this id (any casing); KeyError if unknown."""
+        return self.vms[key(resource_id)]
+
+    def take_failure(self, operation: str, resource_id: str | None, mode: str) -> tuple[FailureRule, ArmError] | None:
+        """The first armed failure for this call, consumed; None when the call should succeed."""
+        for rule in self.failures:
+            if rule.mode == mode and rule.matches(operation, resource_id):
+                return rule, rule.fire()
+        return None

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import pytest
+
+from handlers.errors import SettingsError
+from handlers.settings import Settings, queue_names
+
+BASE = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+CONFIG = ("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/"
+          "Microsoft.Maintenance/maintenanceConfigurations/mc")
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env(BASE)
+    assert settings.arm_endpoint == "https://management.azure.com"
+    assert settings.arm_scope == "https://management.azure.com/.default"
+    assert settings.dry_run is False and settings.start_vms and settings.restore_vms
+    assert settings.cancel_on_failure is True
+    assert settings.cutoff_safety_seconds == 120
+    assert settings.parallelism == 32
+    assert settings.opt_out_tag == "maintenance-opt-out"
+    assert (settings.work_queue, settings.events_queue, settings.ledger_table) == (
+        "maintenance-work", "maintenance-events", "MaintenanceRuns")
+    assert settings.storage.connection_string is not None
+    assert "127.0.0.1:10002" in settings.storage.connection_string
+    assert settings.allows_configuration(CONFIG)
+
+
+def test_sovereign_cloud_scope_follows_endpoint() -> None:
+    settings = Settings.from_env({**BASE, "AZURE_RESOURCE_MANAGER_ENDPOINT": "https://management.usgovcloudapi.net/"})
+    assert settings.arm_endpoint == "https://management.usgovcloudapi.net"
+    assert settings.arm_scope == "https://management.usgovcloudapi.net/.default"
+
+
+def test_identity_based_storage_forms() -> None:
+    by_account = Settings.from_env({"AzureWebJobsStorage__accountName": "stmaint01"}).storage
+    assert by_account.table_service_uri == "https://stmaint01.table.core.windows.net"
+    assert by_account.queue_service_uri == "https://stmaint01.queue.core.windows.net"
+    by_uri = Settings.from_env({
+        "AzureWebJobsStorage__tableServiceUri": "https://x.table.core.usgovcloudapi.net",
+        "AzureWebJobsStorage__queueServiceUri": "https://x.queue.core.usgovcloudapi.net",
+        "AzureWebJobsStorage__clientId": "11111111-2222-3333-4444-555555555555",
+    }).storage
+    assert by_uri.table_service_uri == "https://x.table.core.usgovcloudapi.net"
+    assert by_uri.client_id == "11111111-2222-3333-4444-555555555555"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("MAINTENANCE_DRY_RUN", "maybe", "use true or false"),
+        ("MAINTENANCE_PARALLELISM", "0", "use 1..256"),
+        ("MAINTENANCE_PARALLELISM", "lots", "use 1..256"),
+        ("MAINTENANCE_CUTOFF_SAFETY_SECONDS", "-5", "use 0..1800"),
+        ("AZURE_RESOURCE_MANAGER_ENDPOINT", "http://management.azure.com", "https URL"),
+        ("AZURE_CLIENT_ID", "not-a-guid", "GUID"),
+        ("MAINTENANCE_WORK_QUEUE", "Work_Queue", "lower-case"),
+        ("MAINTENANCE_LEDGER_TABLE", "runs-table", "letters and digits"),
+        ("MAINTENANCE_ALLOWED_CONFIGURATION_IDS", "/subscriptions/x", "maintenance configuration id"),
+        ("MAINTENANCE_CANCEL_API_VERSION", "latest", "api-version"),
+    ],
+)
+def test_bad_values_name_the_setting_and_what_is_allowed(name: str, value: str, expected: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({**BASE, name: value})
+    assert raised.value.setting == name
+    assert name in str(raised.value) and expected in str(raised.value)
+
+
+def test_storage_is_required() -> None:
+    with pytest.raises(SettingsError, match="AzureWebJobsStorage"):
+        Settings.from_env({})
+
+
+def test_allow_list_is_case_insensitive_and_accepts_several() -> None:
+    other = CONFIG.replace("/mc", "/mc2")
+    settings = Settings.from_env({**BASE, "MAINTENANCE_ALLOWED_CONFIGURATION_IDS": f"{CONFIG.upper()}, {other}"})
+    assert settings.allows_configuration(CONFIG)
+    assert settings.allows_configuration(other)
+    assert not settings.allows_configuration(CONFIG.replace("/mc", "/mc3"))
+
+
+def test_queue_names_for_bindings() -> None:
+    assert queue_names({}) == ("maintenance-work", "maintenance-events")
+    assert queue_names({"MAINTENANCE_WORK_QUEUE": "w-q"}) == ("w-q", "maintenance-events")
