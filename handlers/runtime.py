@@ -1,15 +1,16 @@
 """The composition root: settings, clients and ledger, built once per worker process.
 
-`function_app.py` asks `get_runtime()` on every invocation; the first call reads and validates
-the settings and builds nothing else until a client is needed. Tools that run the functions
-outside the Functions host (the demo, the tests, the rehearsal CLI) call `configure()` first to
-plug in their own transport or credential.
+`function_app.py` asks `get_runtime()` on every invocation. The first call reads and validates
+the settings and builds nothing else until a client is needed; later calls reuse it (and so the
+warm connection pools and cached tokens) for as long as the app settings stay the same. Tools
+that run the functions outside the Functions host (the demo, the tests, the rehearsal CLI) call
+`configure()` first to plug in their own transport or credential.
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Mapping
 from functools import cached_property
 
 from azure.core.credentials import TokenCredential
@@ -19,6 +20,9 @@ from azure.storage.queue import QueueClient
 from handlers.clients import ClientFactory
 from handlers.ledger import Ledger
 from handlers.settings import Settings
+
+# Environment variables that feed Settings or the credential chain.
+_WATCHED_PREFIXES = ("MAINTENANCE_", "AZURE_", "AzureWebJobsStorage", "IDENTITY_", "MSI_")
 
 
 class Runtime:
@@ -38,28 +42,34 @@ class Runtime:
 
 _lock = threading.Lock()
 _current: Runtime | None = None
+_current_env: tuple[tuple[str, str], ...] = ()
+_transport: HttpTransport | None = None
+_credential: TokenCredential | None = None
 
 
 def get_runtime() -> Runtime:
-    """The process's runtime, built from the environment on first use."""
-    global _current
+    """The process's runtime, (re)built from the environment when the app settings change.
+
+    The Functions host restarts the worker when app settings change, so in Azure this builds
+    once; a long-lived process that edits its own environment gets fresh settings too.
+    """
+    global _current, _current_env
+    env = _watched_environment()
     with _lock:
-        if _current is None:
-            settings = Settings.from_env()
-            _current = Runtime(settings, ClientFactory(settings))
+        if _current is None or env != _current_env:
+            settings = Settings.from_env(dict(env))
+            _current = Runtime(settings, ClientFactory(settings, transport=_transport, credential=_credential))
+            _current_env = env
         return _current
 
 
-def configure(
-    *,
-    environ: Mapping[str, str] | None = None,
-    transport: HttpTransport | None = None,
-    credential: TokenCredential | None = None,
-) -> Runtime:
-    """Replace the process's runtime: settings from `environ` (default: the environment)."""
-    global _current
-    settings = Settings.from_env(environ)
-    runtime = Runtime(settings, ClientFactory(settings, transport=transport, credential=credential))
+def configure(*, transport: HttpTransport | None = None, credential: TokenCredential | None = None) -> Runtime:
+    """Use this transport and/or credential for every client from now on; rebuild the runtime."""
+    global _current, _transport, _credential
     with _lock:
-        _current = runtime
-    return runtime
+        _transport, _credential, _current = transport, credential, None
+    return get_runtime()
+
+
+def _watched_environment() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_WATCHED_PREFIXES)))

@@ -62,11 +62,8 @@ def test_unknown_event_type_is_ignored_with_a_warning(
 def test_allow_list_refuses_other_configurations(
     host: FunctionsHost, emulator: AzureEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from handlers import runtime
-
     other = CONFIG_ID.replace("mc-weekly", "mc-allowed")
     monkeypatch.setenv("MAINTENANCE_ALLOWED_CONFIGURATION_IDS", other)
-    runtime.configure(transport=emulator.transport())
 
     host.deliver_event("pre_maintenance", make_event("pre"))
 

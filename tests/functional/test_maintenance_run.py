@@ -115,9 +115,6 @@ def test_failed_start_with_cancel_off_only_reports(
     host: FunctionsHost, emulator: AzureEmulator, fleet: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MAINTENANCE_CANCEL_ON_FAILURE", "false")
-    from handlers import runtime
-
-    runtime.configure(transport=emulator.transport())
     pre = make_event("pre")
     emulator.add_run(run_of(pre), list(fleet.values()))
     emulator.fail("start", fleet["db-stopped"], status=409, code="OperationNotAllowed")
@@ -168,9 +165,6 @@ def test_dry_run_writes_nothing_to_azure(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("MAINTENANCE_DRY_RUN", "true")
-    from handlers import runtime
-
-    runtime.configure(transport=emulator.transport())
     pre = make_event("pre")
     emulator.add_run(run_of(pre), list(fleet.values()))
 
@@ -191,9 +185,6 @@ def test_start_still_pending_at_deadline_cancels_before_cutoff(
     host: FunctionsHost, emulator: AzureEmulator, fleet: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MAINTENANCE_CUTOFF_SAFETY_SECONDS", "2")
-    from handlers import runtime
-
-    runtime.configure(transport=emulator.transport())
     emulator.operation_durations["start"] = 10_000_000.0  # never finishes while we wait
     pre = make_event("pre", cutoff_in=timedelta(seconds=4))
     emulator.add_run(run_of(pre), list(fleet.values()))
@@ -259,3 +250,41 @@ def test_acknowledgement_does_not_grow_with_the_fleet(host: FunctionsHost, emula
     assert emulator.requests == []
     assert ledger().get_phase(run_of(pre), "pre")["Status"] == "queued"  # type: ignore[index]
     assert run_key(run_of(pre)) in ledger().get_run(run_of(pre))["PartitionKey"]  # type: ignore[index]
+
+
+def test_retried_worker_does_not_start_twice_and_finishes_the_cancel(
+    host: FunctionsHost, emulator: AzureEmulator, fleet: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAINTENANCE_ARM_RETRIES", "0")  # let the injected 503 reach the worker
+    pre = make_event("pre")
+    emulator.add_run(run_of(pre), list(fleet.values()))
+    emulator.fail("start", fleet["db-stopped"], mode="operation", code="AllocationFailed")
+    emulator.fail("cancel", status=503, code="ServiceUnavailable", times=1)
+
+    host.deliver_event("pre_maintenance", pre)
+    host.run_queues()
+
+    worker_runs = [i for i in host.invocations if i.function == "maintenance_worker"]
+    assert [i.succeeded for i in worker_runs] == [False, True], "first attempt fails on the cancel, retry succeeds"
+    assert emulator.actions(fleet["web-deallocated"]) == ["start"]
+    assert emulator.actions(fleet["db-stopped"]) == ["start"]
+    assert emulator.run_status(run_of(pre)) == "Cancelled"
+    phase = ledger().get_phase(run_of(pre), "pre")
+    assert phase is not None and phase["Status"] == "completed" and phase["Attempts"] == 2
+
+
+def test_post_waits_for_a_pre_phase_still_running(
+    host: FunctionsHost, emulator: AzureEmulator, fleet: dict[str, str]
+) -> None:
+    pre = make_event("pre")
+    emulator.add_run(run_of(pre), list(fleet.values()))
+    host.deliver_event("pre_maintenance", pre)
+    assert ledger().claim_phase(run_of(pre), "pre") is not None  # a worker elsewhere is busy with it
+
+    host.deliver_event("post_maintenance", make_event("post"))
+    host.run_queues()
+
+    assert arm_writes(emulator) == []
+    assert ledger().get_phase(run_of(pre), "post")["Status"] == "retrying"  # type: ignore[index]
+    work = host.queue(get_runtime().settings.work_queue).get_queue_properties()
+    assert work.approximate_message_count == 1, "the post work is queued again, invisible for a while"
