@@ -170,11 +170,18 @@ class Ledger:
 
     def mark_queued(self, correlation_id: str, phase: str) -> None:
         partition, row = run_key(correlation_id), f"phase-{phase}"
-        entity = {"PartitionKey": partition, "RowKey": row, "Status": PhaseStatus.QUEUED.value, "QueuedAt": utcnow()}
         existing = self._get(partition, row)
-        # A fast worker may already have claimed the phase; never move it backwards.
-        if existing is None or existing.get("Status") == PhaseStatus.RECEIVED.value:
-            self._table.upsert_entity(entity, mode=UpdateMode.MERGE)
+        if existing is None or existing.get("Status") != PhaseStatus.RECEIVED.value:
+            return
+        # ETag-conditional: a fast worker may claim the phase between our read and this write,
+        # and the phase must never move back from "running" to "queued".
+        try:
+            self._table.update_entity(
+                {"PartitionKey": partition, "RowKey": row, "Status": PhaseStatus.QUEUED.value, "QueuedAt": utcnow()},
+                mode=UpdateMode.MERGE, etag=existing.metadata["etag"], match_condition=MatchConditions.IfNotModified,
+            )
+        except ResourceModifiedError:
+            pass
 
     def claim_phase(self, correlation_id: str, phase: str, *, now: datetime | None = None) -> PhaseClaim | None:
         """Take the phase for this worker, or None when another worker has it or it is done."""

@@ -1,0 +1,82 @@
+"""Ledger semantics against a real Azurite table: claims, duplicates, first sightings."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from azure.data.tables import TableServiceClient
+
+from emulator.azurite import Azurite
+from handlers.events import parse_event
+from handlers.ledger import PHASE_LEASE, AcceptOutcome, Ledger, MachineRecord, utcnow
+from tests.conftest import make_event
+
+VM = ("/subscriptions/00000000-0000-0000-0000-00000000000a/resourceGroups/rg/providers/"
+      "Microsoft.Compute/virtualMachines/vm1")
+
+
+@pytest.fixture
+def ledger(azurite: Azurite) -> Ledger:
+    service = TableServiceClient.from_connection_string(azurite.connection_string)
+    return Ledger(service.create_table(f"Ledger{uuid.uuid4().hex[:12]}"))
+
+
+def test_first_delivery_is_new_then_resend_until_queued_then_duplicate(ledger: Ledger) -> None:
+    event = parse_event(make_event("pre"))
+    assert ledger.accept_event(event) is AcceptOutcome.NEW
+    assert ledger.accept_event(event) is AcceptOutcome.RESEND  # work message may never have gone out
+    ledger.mark_queued(event.correlation_id, "pre")
+    assert ledger.accept_event(event) is AcceptOutcome.DUPLICATE
+
+
+def test_only_one_worker_gets_the_phase(ledger: Ledger) -> None:
+    event = parse_event(make_event("pre"))
+    ledger.accept_event(event)
+    first = ledger.claim_phase(event.correlation_id, "pre")
+    second = ledger.claim_phase(event.correlation_id, "pre")
+    assert first is not None and second is None
+    ledger.finish_phase(first, summary={"ok": True})
+    assert ledger.claim_phase(event.correlation_id, "pre") is None, "a completed phase is never run again"
+
+
+def test_queued_mark_never_overrides_a_running_claim(ledger: Ledger) -> None:
+    event = parse_event(make_event("pre"))
+    ledger.accept_event(event)
+    assert ledger.claim_phase(event.correlation_id, "pre") is not None
+    ledger.mark_queued(event.correlation_id, "pre")
+    assert ledger.get_phase(event.correlation_id, "pre")["Status"] == "running"  # type: ignore[index]
+
+
+def test_a_released_or_stale_claim_can_be_taken_again(ledger: Ledger) -> None:
+    event = parse_event(make_event("pre"))
+    ledger.accept_event(event)
+    claim = ledger.claim_phase(event.correlation_id, "pre")
+    assert claim is not None
+    ledger.release_phase(claim, error="boom")
+    retry = ledger.claim_phase(event.correlation_id, "pre")
+    assert retry is not None and retry.attempt == 2
+    later = utcnow() + PHASE_LEASE + timedelta(seconds=1)
+    takeover = ledger.claim_phase(event.correlation_id, "pre", now=later)
+    assert takeover is not None and takeover.attempt == 3
+
+
+def test_first_sighting_of_a_machine_is_kept(ledger: Ledger) -> None:
+    run = parse_event(make_event("pre")).correlation_id
+    first = MachineRecord(resource_id=VM, kind="vm", original_power_state="deallocated", pre_action="start")
+    ledger.add_machines(run, [first])
+    again = replace(first, original_power_state="running", pre_action="none")
+    stored = ledger.add_machines(run, [again])
+    assert stored[0].original_power_state == "deallocated"
+    assert [r.original_power_state for r in ledger.list_machines(run)] == ["deallocated"]
+
+
+def test_many_machines_are_written_in_batches(ledger: Ledger) -> None:
+    run = parse_event(make_event("pre")).correlation_id
+    records = [MachineRecord(resource_id=f"{VM}{i}", kind="vm", original_power_state="stopped") for i in range(250)]
+    ledger.add_machines(run, records)
+    ledger.save_machines(run, [replace(r, pre_outcome="succeeded") for r in records])
+    rows = ledger.list_machines(run)
+    assert len(rows) == 250 and {r.pre_outcome for r in rows} == {"succeeded"}
