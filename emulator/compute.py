@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from .disks import disk_names, storage_profile
 from .messages import ArmError, ArmRequest, Reply, error_reply
 from .power import Operation, VirtualMachine
 from .state import EmulatorModel
@@ -30,14 +31,6 @@ def _status(code: str, display: str, at: str, level: str = "Info", message: str 
     return status
 
 
-def os_disk_id(vm: VirtualMachine) -> str:
-    suffix = vm.vm_id.replace("-", "")
-    return (
-        f"/subscriptions/{vm.subscription_id}/resourceGroups/{vm.resource_group}"
-        f"/providers/Microsoft.Compute/disks/{vm.name}_OsDisk_1_{suffix}"
-    )
-
-
 def instance_view_body(model: EmulatorModel, vm: VirtualMachine) -> dict[str, Any]:
     """A VirtualMachineInstanceView as compute answers it."""
     changed = model.clock.isoformat(vm.history[-1][0])
@@ -53,15 +46,14 @@ def instance_view_body(model: EmulatorModel, vm: VirtualMachine) -> dict[str, An
         "osVersion": "22.04",
         "hyperVGeneration": "V2",
         "disks": [
-            {
-                "name": os_disk_id(vm).rsplit("/", 1)[-1],
-                "statuses": [_status("ProvisioningState/succeeded", "Provisioning succeeded", changed)],
-            }
+            {"name": name, "statuses": [_status("ProvisioningState/succeeded", "Provisioning succeeded", changed)]}
+            for name in disk_names(vm)
         ],
         "statuses": [provisioning, _status(f"PowerState/{state}", f"VM {state}", changed)],
     }
     # The guest agent only reports from a running VM; a deallocated VM has no agent section at all.
-    if state == "running":
+    # A running VM whose agent is down (set_agent_ready(vm, False)) reports it as not ready.
+    if state == "running" and vm.agent_ready:
         body["vmAgent"] = {
             "vmAgentVersion": _AGENT_VERSION,
             "statuses": [
@@ -75,6 +67,8 @@ def instance_view_body(model: EmulatorModel, vm: VirtualMachine) -> dict[str, An
             "extensionHandlers": [],
         }
     elif state != "deallocated":
+        # Unresponsive agent of a running VM, or a VM between states: the portal's "Not Ready".
+        down = "VM Agent is unresponsive." if state == "running" else "VM status blob is found but not yet populated."
         body["vmAgent"] = {
             "vmAgentVersion": "Unknown",
             "statuses": [
@@ -83,7 +77,7 @@ def instance_view_body(model: EmulatorModel, vm: VirtualMachine) -> dict[str, An
                     "Not Ready",
                     changed,
                     level="Warning",
-                    message="VM status blob is found but not yet populated.",
+                    message=down,
                 )
             ],
         }
@@ -95,24 +89,7 @@ def vm_body(model: EmulatorModel, vm: VirtualMachine, *, expand_instance_view: b
     properties: dict[str, Any] = {
         "vmId": vm.vm_id,
         "hardwareProfile": {"vmSize": "Standard_B2s"},
-        "storageProfile": {
-            "imageReference": {
-                "publisher": "Canonical",
-                "offer": "0001-com-ubuntu-server-jammy",
-                "sku": "22_04-lts-gen2",
-                "version": "latest",
-            },
-            "osDisk": {
-                "osType": "Linux",
-                "name": os_disk_id(vm).rsplit("/", 1)[-1],
-                "createOption": "FromImage",
-                "caching": "ReadWrite",
-                "managedDisk": {"id": os_disk_id(vm), "storageAccountType": "Premium_LRS"},
-                "deleteOption": "Delete",
-                "diskSizeGB": 30,
-            },
-            "dataDisks": [],
-        },
+        "storageProfile": storage_profile(vm),
         "osProfile": {"computerName": vm.name, "adminUsername": "azureuser", "secrets": []},
         "networkProfile": {"networkInterfaces": []},
         "provisioningState": "Updating" if vm.pending else "Succeeded",
@@ -141,7 +118,7 @@ def _operation_urls(request: ArmRequest, op: Operation) -> tuple[str, str]:
     return base, base + "&monitor=true"
 
 
-def _retry_after(model: EmulatorModel) -> dict[str, str]:
+def poll_retry_after_headers(model: EmulatorModel) -> dict[str, str]:
     # No Retry-After by default so the client's polling_interval decides (Retry-After: 0 would not).
     if model.poll_retry_after is None:
         return {}
@@ -156,7 +133,7 @@ def vm_action(model: EmulatorModel, request: ArmRequest, vm: VirtualMachine, act
     op = vm.begin(action, str(uuid.uuid4()), now, float(model.operation_durations[action]), error)
     model.operations[op.id] = op
     async_url, location_url = _operation_urls(request, op)
-    headers = {"Azure-AsyncOperation": async_url, "Location": location_url, **_retry_after(model)}
+    headers = {"Azure-AsyncOperation": async_url, "Location": location_url, **poll_retry_after_headers(model)}
     return Reply(202, None, headers)
 
 
@@ -169,7 +146,7 @@ def operation_status(model: EmulatorModel, request: ArmRequest, op: Operation) -
     status = op.status(now)
     if request.query.get("monitor", "").lower() == "true":
         if status == "InProgress":
-            return Reply(202, None, {"Location": request.url, **_retry_after(model)})
+            return Reply(202, None, {"Location": request.url, **poll_retry_after_headers(model)})
         if status == "Failed" and op.error is not None:
             return error_reply(409, op.error)
         # start/deallocate/powerOff have no result body: the final GET of ARMPolling lands here.
@@ -179,5 +156,5 @@ def operation_status(model: EmulatorModel, request: ArmRequest, op: Operation) -
         body["endTime"] = model.clock.isoformat(op.ends)
     if status == "Failed" and op.error is not None:
         body["error"] = op.error.as_dict()
-    headers = _retry_after(model) if status == "InProgress" else {}
+    headers = poll_retry_after_headers(model) if status == "InProgress" else {}
     return Reply(200, body, headers)

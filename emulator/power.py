@@ -69,6 +69,9 @@ class VirtualMachine:
     history: list[tuple[float, str]] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
     pending: Operation | None = None
+    os_disk: str = "managed"  # managed | ephemeral | unmanaged (see disks.py)
+    data_disks: int = 0
+    agent_ready: bool = True  # False: a running VM's guest agent reports Not Ready
 
     def __post_init__(self) -> None:
         self.history.append((self.created, self.power_state))

@@ -19,18 +19,37 @@ _OPERATION = re.compile(
     r"/operations/(?P<op>[^/]+)/?$",
     re.IGNORECASE,
 )
+_DISK_RP = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/providers/microsoft\.compute"
+    r"/(?P<type>disks|snapshots)/(?P<name>[^/]+)/?$",
+    re.IGNORECASE,
+)
+_DISK_OPERATION = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/providers/microsoft\.compute/locations/(?P<loc>[^/]+)"
+    r"/diskoperations/(?P<op>[^/]+)/?$",
+    re.IGNORECASE,
+)
 _GRAPH = re.compile(r"^/providers/microsoft\.resourcegraph/resources/?$", re.IGNORECASE)
 _APPLY_UPDATES = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/.+/providers/microsoft\.maintenance/applyupdates/[^/]+/?$", re.IGNORECASE
 )
 _ACTIONS = {"start": "start", "deallocate": "deallocate", "poweroff": "powerOff"}
+# (resource type, method) -> (route name, failure operation)
+_DISK_RP_ROUTES = {
+    ("disks", "GET"): ("disk.get", "disk"),
+    ("snapshots", "GET"): ("snapshot.get", "getSnapshot"),
+    ("snapshots", "PUT"): ("snapshot.put", "snapshot"),
+    ("snapshots", "DELETE"): ("snapshot.delete", "deleteSnapshot"),
+}
 
 
 @dataclass(frozen=True)
 class Route:
     """A recognised request. `failure_op`/`resource_id` are what AzureEmulator.fail matches on."""
 
-    name: str  # vm.get | vm.instanceView | vm.action | operation | graph | cancel | run.get
+    # vm.get | vm.instanceView | vm.action | operation | graph | cancel | run.get
+    # | disk.get | snapshot.get | snapshot.put | snapshot.delete | diskOperation
+    name: str
     failure_op: str | None = None
     resource_id: str | None = None
     subscription_id: str = ""
@@ -38,6 +57,7 @@ class Route:
     vm_name: str = ""
     action: str = ""
     operation_id: str = ""
+    resource_name: str = ""  # the disk's or snapshot's name
 
 
 def match(request: ArmRequest) -> Route | None:
@@ -55,6 +75,17 @@ def match(request: ArmRequest) -> Route | None:
             action = _ACTIONS[verb]
             return Route("vm.action", failure_op=action, action=action, **base)
         return None
+    if (m := _DISK_RP.match(path)) is not None:
+        kind = m["type"].lower()
+        found = _DISK_RP_ROUTES.get((kind, method))
+        if found is None:
+            return None
+        sub, rg, name = m["sub"], m["rg"], m["name"]
+        rid = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/{kind}/{name}"
+        return Route(found[0], failure_op=found[1], resource_id=rid, subscription_id=sub, resource_group=rg,
+                     resource_name=name)  # fmt: skip
+    if method == "GET" and (m := _DISK_OPERATION.match(path)) is not None:
+        return Route("diskOperation", subscription_id=m["sub"], operation_id=m["op"])
     if method == "GET" and (m := _OPERATION.match(path)) is not None:
         return Route("operation", subscription_id=m["sub"], operation_id=m["op"])
     if method == "POST" and _GRAPH.match(path):
@@ -75,8 +106,14 @@ def throttle_keys(route: Route, model: EmulatorModel) -> list[tuple[str, str]]:
         return [("graph", "")]
     if route.name == "cancel":
         return [("arm.write", sub)]
-    if route.name == "run.get":
+    if route.name in ("run.get", "disk.get", "snapshot.get"):
         return [("arm.read", sub)]
+    if route.name == "snapshot.put":
+        return [("arm.write", sub), ("compute.snapshot.subscription", sub)]
+    if route.name == "snapshot.delete":
+        return [("arm.delete", sub)]
+    if route.name == "diskOperation":
+        return [("arm.read", sub), ("compute.operation.subscription", sub)]
     if route.name == "operation":
         op = model.operations.get(route.operation_id)
         keys = [("arm.read", sub), ("compute.operation.subscription", sub)]

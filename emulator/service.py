@@ -6,22 +6,26 @@ import uuid
 from collections.abc import Mapping
 
 from .clock import EmulatorClock
+from .disk_api import DiskApi
+from .disks import OS_DISK_KINDS, make_disks
 from .ids import key
-from .power import ACTIONS, ArcMachine, VirtualMachine, normalize_power_state
+from .power import ArcMachine, VirtualMachine, normalize_power_state
 from .serving import ArmService
-from .state import FAILABLE_OPERATIONS, FailureRule, MaintenanceRun
+from .state import ASYNC_OPERATIONS, FAILABLE_OPERATIONS, FailureRule, MaintenanceRun
 from .throttle import BucketSpec
 from .transport import EmulatorTransport
 
 _RUN_MARKER = "/providers/microsoft.maintenance/applyupdates/"
 
 
-class AzureEmulator(ArmService):
+class AzureEmulator(DiskApi, ArmService):
     """An in-process fake of the ARM endpoints the app calls, served through `transport()`.
 
     All durations, latency and Retry-After values are simulated seconds; `time_scale` real
-    seconds pass per simulated second. Mutable knobs: `operation_durations`, `readable_subscriptions`,
-    `graph_lag`, `poll_retry_after`, `latency`, `throttling`.
+    seconds pass per simulated second. Mutable knobs: `operation_durations` (start, deallocate,
+    powerOff, snapshot, deleteSnapshot), `readable_subscriptions`, `graph_lag`, `poll_retry_after`,
+    `latency`, `throttling`. Disks and snapshots: `add_vm(os_disk=, data_disks=)`, `add_snapshot`,
+    `snapshots`, `snapshot`, `disk_ids`, `snapshot_requests` (disk_api.py).
     """
 
     def __init__(
@@ -52,8 +56,19 @@ class AzureEmulator(ArmService):
         location: str = "westeurope",
         power_state: str = "deallocated",
         tags: Mapping[str, str] | None = None,
+        os_disk: str = "managed",
+        data_disks: int = 0,
     ) -> str:
-        """Add a VM; returns its ARM id in canonical casing."""
+        """Add a VM; returns its ARM id in canonical casing.
+
+        os_disk: "managed" (a disk resource `{name}-osdisk`), "ephemeral" (local, no disk resource,
+        cannot be snapshotted) or "unmanaged" (a VHD page blob); data_disks: how many 64 GB data
+        disks `{name}-datadisk-{lun}`, managed unless the OS disk is unmanaged. See disks.py.
+        """
+        if os_disk not in OS_DISK_KINDS:
+            raise ValueError(f"os_disk must be one of {', '.join(OS_DISK_KINDS)}, not {os_disk!r}")
+        if data_disks < 0:
+            raise ValueError("data_disks must be >= 0")
         rid = (
             f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
             f"/providers/Microsoft.Compute/virtualMachines/{name}"
@@ -62,10 +77,16 @@ class AzureEmulator(ArmService):
         with self.lock:
             if key(rid) in self.vms:
                 raise ValueError(f"VM already exists: {rid}")
-            self.vms[key(rid)] = VirtualMachine(
+            now = self.clock.now()
+            vm = VirtualMachine(
                 rid, subscription_id, resource_group, name, location, dict(tags or {}),
-                vm_id=str(uuid.uuid4()), power_state=state, created=self.clock.now(),
+                vm_id=str(uuid.uuid4()), power_state=state, created=now, os_disk=os_disk, data_disks=data_disks,
             )  # fmt: skip
+            disks = make_disks(vm, now)
+            if clash := [d.id for d in disks if key(d.id) in self.disks]:
+                raise ValueError(f"disk already exists: {clash[0]}")
+            self.vms[key(rid)] = vm
+            self.disks.update((key(d.id), d) for d in disks)
         return rid
 
     def add_arc_machine(
@@ -104,6 +125,12 @@ class AzureEmulator(ArmService):
         """Change a VM's state out of band, as someone in the portal would."""
         with self.lock:
             self.find_vm(resource_id).set_power_state(normalize_power_state(power_state), self.clock.now())
+
+    def set_agent_ready(self, vm_id: str, ready: bool) -> None:
+        """Make a VM's guest agent (un)responsive: a running VM then reports `vmAgent` Not Ready
+        (`ProvisioningState/Unavailable`) in its instance view. `vm_id` is the VM's ARM id."""
+        with self.lock:
+            self.find_vm(vm_id).agent_ready = ready
 
     # ----- observing it --------------------------------------------------------------------------
 
@@ -159,17 +186,20 @@ class AzureEmulator(ArmService):
         """Make `operation` fail, for one resource (None: any), `times` times (None: always).
 
         mode="request": the HTTP call answers `status` with an ARM error body.
-        mode="operation": start/deallocate/powerOff are accepted (202), then the operation ends Failed
-        (`status` is then unused). Failures fire in the order they were added; throttling comes first.
-        Operations: start, deallocate, powerOff, instanceView, get, cancel, graph, token.
+        mode="operation": start/deallocate/powerOff/snapshot/deleteSnapshot are accepted (202), then the
+        operation ends Failed (`status` is then unused; a snapshot is then left Failed, a snapshot being
+        deleted stays). Failures fire in the order they were added; throttling comes first.
+        Operations: start, deallocate, powerOff, instanceView, get (VM GET), cancel, graph, token,
+        snapshot (snapshot PUT), deleteSnapshot, getSnapshot, disk (disk GET). `resource_id` is the
+        VM's, snapshot's or disk's ARM id.
         """
         if operation not in FAILABLE_OPERATIONS:
             known = ", ".join(sorted(FAILABLE_OPERATIONS))
             raise ValueError(f"unknown operation {operation!r}; expected one of {known}")
         if mode not in ("request", "operation"):
             raise ValueError(f"mode must be 'request' or 'operation', not {mode!r}")
-        if mode == "operation" and operation not in ACTIONS:
-            raise ValueError(f"mode='operation' applies to {', '.join(ACTIONS)} only")
+        if mode == "operation" and operation not in ASYNC_OPERATIONS:
+            raise ValueError(f"mode='operation' applies to {', '.join(sorted(ASYNC_OPERATIONS))} only")
         resource_key = key(resource_id) if resource_id else None
         rule = FailureRule(operation, resource_key, status, code, message, times, mode)
         with self.lock:

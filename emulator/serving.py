@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Mapping
 
-from . import compute, graph, maintenance, routes
+from . import compute, graph, maintenance, routes, snapshots
 from .clock import EmulatorClock
 from .ids import key
 from .messages import ArmError, ArmRequest, Reply, error_reply, not_found
@@ -22,6 +22,15 @@ _ARM_QUOTA_HEADERS = {
 _NO_BEARER = ArmError("AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
 _NO_API_VERSION = ArmError("MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required.")
 _THROTTLED = ArmError("TooManyRequests", "The request is being throttled.")
+
+
+_DISK_RP_HANDLERS = {
+    "disk.get": snapshots.get_disk,
+    "snapshot.get": snapshots.get_snapshot,
+    "snapshot.put": snapshots.put_snapshot,
+    "snapshot.delete": snapshots.delete_snapshot,
+    "diskOperation": snapshots.disk_operation_status,
+}
 
 
 def _hhmmss(seconds: float) -> str:
@@ -113,6 +122,9 @@ class ArmService(EmulatorModel):
                 headers["x-ms-user-quota-resets-after"] = _hhmmss(bucket.time_to_full(now))
             elif policy in _ARM_QUOTA_HEADERS:
                 headers[_ARM_QUOTA_HEADERS[policy]] = str(int(bucket.tokens(now)))
+            elif policy == "compute.snapshot.subscription":
+                remaining = int(bucket.tokens(now))
+                headers["x-ms-ratelimit-remaining-resource"] = f"Microsoft.Compute/CreateUpdateDisks3Min;{remaining}"
         return wait
 
     def _handle(self, route: routes.Route, request: ArmRequest, now: float) -> Reply:
@@ -122,6 +134,8 @@ class ArmService(EmulatorModel):
             return maintenance.cancel(self, request)
         if route.name == "run.get":
             return maintenance.get_run(self, request)
+        if route.name in _DISK_RP_HANDLERS:
+            return _DISK_RP_HANDLERS[route.name](self, request, route)
         if route.name == "operation":
             op = self.operations.get(route.operation_id)
             if op is None or op.subscription_id.lower() != route.subscription_id.lower():

@@ -6,11 +6,18 @@ import threading
 from dataclasses import dataclass
 
 from .clock import EmulatorClock
+from .disks import Disk
 from .ids import key
 from .messages import ArmError
 from .power import ArcMachine, Operation, VirtualMachine
+from .snapshot_model import DiskOperation, Snapshot, settle_snapshots
 
-FAILABLE_OPERATIONS = frozenset({"start", "deallocate", "powerOff", "instanceView", "get", "cancel", "graph", "token"})
+FAILABLE_OPERATIONS = frozenset(
+    {"start", "deallocate", "powerOff", "instanceView", "get", "cancel", "graph", "token"}
+    | {"snapshot", "deleteSnapshot", "getSnapshot", "disk"}
+)
+# Operations whose failure can also be injected into the async operation (mode="operation").
+ASYNC_OPERATIONS = frozenset({"start", "deallocate", "powerOff", "snapshot", "deleteSnapshot"})
 
 
 @dataclass
@@ -72,10 +79,20 @@ class EmulatorModel:
         self.arc_machines: dict[str, ArcMachine] = {}
         self.runs: dict[str, MaintenanceRun] = {}
         self.operations: dict[str, Operation] = {}
+        self.disks: dict[str, Disk] = {}
+        self.snapshot_records: dict[str, Snapshot] = {}
+        self.deleted_snapshot_records: list[Snapshot] = []  # still shown by a lagging Resource Graph
+        self.disk_operations: dict[str, DiskOperation] = {}
         self.failures: list[FailureRule] = []
         self.requests: list[RecordedRequest] = []
         self.token_requests = 0
-        self.operation_durations: dict[str, float] = {"start": 60.0, "deallocate": 90.0, "powerOff": 30.0}
+        self.operation_durations: dict[str, float] = {
+            "start": 60.0,
+            "deallocate": 90.0,
+            "powerOff": 30.0,
+            "snapshot": 30.0,
+            "deleteSnapshot": 5.0,
+        }
         self.readable_subscriptions: set[str] | None = None
         self.graph_lag = 0.0
         # Retry-After sent while an operation runs, in simulated seconds. None (the default) lets the
@@ -85,6 +102,10 @@ class EmulatorModel:
     def find_vm(self, resource_id: str) -> VirtualMachine:
         """The VM with this id (any casing); KeyError if unknown."""
         return self.vms[key(resource_id)]
+
+    def settle_snapshots(self, now: float) -> None:
+        """Apply the snapshot deletes that have ended (every snapshot reader calls this first)."""
+        settle_snapshots(self.snapshot_records, self.deleted_snapshot_records, now)
 
     def take_failure(self, operation: str, resource_id: str | None, mode: str) -> tuple[FailureRule, ArmError] | None:
         """The first armed failure for this call, consumed; None when the call should succeed."""

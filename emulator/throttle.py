@@ -32,6 +32,12 @@ DEFAULT_BUCKETS: Mapping[str, BucketSpec] = {
     "compute.get.subscription": BucketSpec(24000, 8000 * _PER_MINUTE),
     "compute.operation.vm": BucketSpec(45, 15 * _PER_MINUTE),
     "compute.operation.subscription": BucketSpec(15000, 5000 * _PER_MINUTE),
+    # Snapshot create/update (PUT), per subscription. DOMAIN.md's table has no policy for disks or
+    # snapshots; the disk RP reports `x-ms-ratelimit-remaining-resource:
+    # Microsoft.Compute/CreateUpdateDisks3Min;999,...30Min;7999` after one write, i.e. 1000 writes
+    # per 3 minutes (observed in Azure/azure-libraries-for-java#1252). So: 1000 burst, refilled over
+    # 3 minutes. Snapshot deletes draw only on arm.delete.
+    "compute.snapshot.subscription": BucketSpec(1000, 1000 / 180),
     # Resource Graph: about 15 queries per 5 seconds per user; one caller here.
     "graph": BucketSpec(15, 3),
 }

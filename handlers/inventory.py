@@ -30,11 +30,12 @@ RUN_MACHINES_QUERY = """maintenanceresources
 | where properties.correlationId =~ '{correlation_id}'
 | project id, resourceId = tostring(properties.resourceId), correlationId = tostring(properties.correlationId)"""
 
-VM_STATE_QUERY = """resources
-| where type =~ 'microsoft.compute/virtualmachines'
+MACHINE_QUERY = """resources
+| where type in~ ('microsoft.compute/virtualmachines', 'microsoft.hybridcompute/machines')
 | where id in~ ({ids})
-| project id, name, location, resourceGroup, subscriptionId, tags,
-    powerState = tostring(properties.extended.instanceView.powerState.code)"""
+| project id, name, type, location, resourceGroup, subscriptionId, tags,
+    powerState = tostring(properties.extended.instanceView.powerState.code),
+    storageProfile = properties.storageProfile"""
 
 
 class MachineKind(StrEnum):
@@ -55,13 +56,27 @@ class RunMachine:
 
 
 @dataclass(frozen=True)
+class DiskRef:
+    """A disk as the VM's storage profile names it."""
+
+    role: str  # "os" | "data"
+    name: str
+    managed_disk_id: str  # "" for an unmanaged (VHD) disk
+    ephemeral: bool = False
+    vhd: bool = False
+    lun: int | None = None
+
+
+@dataclass(frozen=True)
 class VmView:
-    """What Resource Graph last saw of a VM."""
+    """What Resource Graph last saw of a machine (a VM, or an Arc server's tags)."""
 
     resource_id: str
     power_state: str  # "running", "deallocated", ... ("" when Resource Graph has none)
     location: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
+    disks: tuple[DiskRef, ...] = ()
+    has_storage_profile: bool = False
 
 
 def power_state_name(code: str | None) -> str:
@@ -82,6 +97,15 @@ def describe_machine(resource_id: str) -> RunMachine | None:
         "microsoft.hybridcompute/machines": MachineKind.ARC,
     }.get(provider_type, MachineKind.OTHER)
     return RunMachine(resource_id, kind, match["sub"].lower(), match["rg"], match["name"])
+
+
+def describe_resource_group(resource_id: str) -> str:
+    """The resource group segment of any ARM id ("" when there is none)."""
+    parts = resource_id.split("/")
+    for index, part in enumerate(parts[:-1]):
+        if part.lower() == "resourcegroups":
+            return parts[index + 1]
+    return ""
 
 
 def find_run_machines(
@@ -106,26 +130,55 @@ def find_run_machines(
 def get_vm_views(
     graph: ResourceGraphClient, subscription_ids: Sequence[str], resource_ids: Iterable[str]
 ) -> dict[str, VmView]:
-    """Power state, location and tags of many VMs, keyed by lower-cased id, in few queries."""
+    """Power state, location, tags and disks of many machines, keyed by lower-cased id, in few queries."""
     wanted = sorted({rid.lower() for rid in resource_ids})
     views: dict[str, VmView] = {}
     for start in range(0, len(wanted), IDS_PER_QUERY):
         chunk = wanted[start : start + IDS_PER_QUERY]
         ids = ", ".join(f"'{_kql_literal(rid)}'" for rid in chunk)
         chunk_set = set(chunk)
-        for row in query_all(graph, subscription_ids, VM_STATE_QUERY.format(ids=ids)):
+        for row in query_all(graph, subscription_ids, MACHINE_QUERY.format(ids=ids)):
             resource_id = str(row.get("id") or "")
             if resource_id.lower() not in chunk_set:
                 continue
             code = _first(row, "powerState", ("properties", "extended", "instanceView", "powerState", "code"))
             tags = row.get("tags") or {}
+            profile = row.get("storageProfile") or (row.get("properties") or {}).get("storageProfile")
             views[resource_id.lower()] = VmView(
                 resource_id=resource_id,
                 power_state=power_state_name(code),
                 location=str(row.get("location") or ""),
                 tags={str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {},
+                disks=parse_storage_profile(profile) if isinstance(profile, Mapping) else (),
+                has_storage_profile=isinstance(profile, Mapping),
             )
     return views
+
+
+def parse_storage_profile(profile: Mapping[str, Any]) -> tuple[DiskRef, ...]:
+    """The VM's disks, OS disk first, from `properties.storageProfile`."""
+    disks: list[DiskRef] = []
+    os_disk = profile.get("osDisk") or {}
+    if isinstance(os_disk, Mapping) and os_disk:
+        disks.append(_disk("os", os_disk))
+    for data_disk in profile.get("dataDisks") or []:
+        if isinstance(data_disk, Mapping):
+            disks.append(_disk("data", data_disk))
+    return tuple(disks)
+
+
+def _disk(role: str, disk: Mapping[str, Any]) -> DiskRef:
+    managed = disk.get("managedDisk") or {}
+    diff = disk.get("diffDiskSettings") or {}
+    lun = disk.get("lun")
+    return DiskRef(
+        role=role,
+        name=str(disk.get("name") or ""),
+        managed_disk_id=str(managed.get("id") or "") if isinstance(managed, Mapping) else "",
+        ephemeral=bool(isinstance(diff, Mapping) and diff.get("option")),
+        vhd=bool(disk.get("vhd")),
+        lun=int(lun) if isinstance(lun, int) else None,
+    )
 
 
 def query_all(graph: ResourceGraphClient, subscription_ids: Sequence[str], query: str) -> Iterator[dict[str, Any]]:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -26,6 +26,7 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 from handlers.events import MaintenanceEvent
 
 REJECTED_PARTITION = "rejected-events"
+_R = TypeVar("_R", bound="_Row")
 # A worker that holds a phase longer than this has died (Flex Consumption's default timeout).
 PHASE_LEASE = timedelta(minutes=30)
 _MAX_TEXT = 30_000  # Table string properties hold 64 KiB (32K UTF-16 characters)
@@ -66,9 +67,32 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class _Row:
+    """A dataclass stored as one table row: fields map to PascalCase columns."""
+
+    etag: str | None
+
+    def row_key(self) -> str:
+        raise NotImplementedError
+
+    def to_entity(self, partition: str) -> dict[str, Any]:
+        entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": self.row_key()}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name != "etag" and value is not None:
+                entity[_column(f.name)] = value
+        return entity
+
+    @classmethod
+    def from_entity(cls, entity: Mapping[str, Any]) -> Any:
+        values = {f.name: entity[_column(f.name)] for f in fields(cls) if _column(f.name) in entity}  # type: ignore[arg-type]
+        values["etag"] = entity.metadata.get("etag") if hasattr(entity, "metadata") else None
+        return cls(**values)
+
+
 @dataclass(frozen=True)
-class MachineRecord:
-    """One machine of a run, as the ledger keeps it. Field names map to PascalCase columns."""
+class MachineRecord(_Row):
+    """One machine of a run, as the ledger keeps it."""
 
     resource_id: str
     kind: str  # "vm" | "arc" | "other"
@@ -79,36 +103,39 @@ class MachineRecord:
     original_power_state: str = ""  # e.g. "deallocated"; "" when unknown
     opted_out: bool = False
     pre_action: str = "none"  # "start" | "none" | "skip"
-    pre_outcome: str = "pending"  # planned | issued | succeeded | failed | timed-out | not-needed | skipped
+    pre_outcome: str = "pending"  # planned | starting | succeeded | failed | timed-out | not-needed | skipped | unknown
     pre_detail: str = ""
-    start_sent: bool = False  # a start request was accepted by Azure: the post event must restore
     started_at: datetime | None = None
     ready_at: datetime | None = None
+    check_failures: str = ""  # "; "-joined reasons from the pre-checks
     restore_action: str = ""  # "deallocate" | "power-off" | "none"
-    restore_outcome: str = ""  # planned | issued | succeeded | failed | skipped
+    restore_outcome: str = ""  # planned | issued | succeeded | failed | timed-out | skipped
     restore_detail: str = ""
     restored_at: datetime | None = None
     etag: str | None = field(default=None, compare=False)
 
-    def to_entity(self, partition: str) -> dict[str, Any]:
-        entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": machine_row_key(self.resource_id)}
-        for f in fields(self):
-            if f.name == "etag":
-                continue
-            value = getattr(self, f.name)
-            if value is not None:
-                entity[_column(f.name)] = value
-        return entity
+    def row_key(self) -> str:
+        return machine_row_key(self.resource_id)
 
-    @classmethod
-    def from_entity(cls, entity: Mapping[str, Any]) -> MachineRecord:
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            column = _column(f.name)
-            if column in entity:
-                values[f.name] = entity[column]
-        etag = entity.metadata.get("etag") if hasattr(entity, "metadata") else None
-        return cls(**values, etag=etag)
+
+@dataclass(frozen=True)
+class SnapshotRecord(_Row):
+    """One disk's snapshot for a run (or why the disk gets none)."""
+
+    disk_id: str  # the source disk (for a skipped machine: the machine id)
+    vm_id: str
+    role: str = "os"  # "os" | "data"
+    snapshot_id: str = ""
+    snapshot_name: str = ""
+    location: str = ""
+    outcome: str = "pending"  # planned | pending | creating | succeeded | reused | failed | timed-out | skipped
+    detail: str = ""
+    requested_at: datetime | None = None
+    finished_at: datetime | None = None
+    etag: str | None = field(default=None, compare=False)
+
+    def row_key(self) -> str:
+        return f"snapshot-{_digest(self.disk_id)}"
 
 
 def _column(name: str) -> str:
@@ -233,6 +260,12 @@ class Ledger:
     def get_run(self, correlation_id: str) -> dict[str, Any] | None:
         return self._get(run_key(correlation_id), "run")
 
+    def get_run_by_key(self, partition: str) -> dict[str, Any] | None:
+        """The run row of another run, by the key its snapshots carry in their tags."""
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", partition):
+            return None
+        return self._get(partition, "run")
+
     def update_run(self, correlation_id: str, values: Mapping[str, Any]) -> None:
         entity = {"PartitionKey": run_key(correlation_id), "RowKey": "run"}
         entity.update({k: _text(v) if isinstance(v, str) else v for k, v in values.items()})
@@ -246,8 +279,13 @@ class Ledger:
         rows = self._table.query_entities(query, parameters={"pk": partition})
         return [MachineRecord.from_entity(row) for row in rows]
 
-    def add_machine(self, correlation_id: str, record: MachineRecord) -> MachineRecord:
-        """Insert the first sighting of a machine; if it exists, keep (and return) what is there.
+    def list_snapshots(self, correlation_id: str) -> list[SnapshotRecord]:
+        query = "PartitionKey eq @pk and RowKey ge 'snapshot-' and RowKey lt 'snapshot.'"
+        rows = self._table.query_entities(query, parameters={"pk": run_key(correlation_id)})
+        return [SnapshotRecord.from_entity(row) for row in rows]
+
+    def _add_one(self, correlation_id: str, record: _R) -> _R:
+        """Insert the first sighting of a row; if it exists, keep (and return) what is there.
 
         The first sighting carries the power state from before we touched anything: a retried
         worker sees the VM running because we started it, and must not overwrite that.
@@ -255,34 +293,30 @@ class Ledger:
         partition = run_key(correlation_id)
         try:
             meta = self._table.create_entity(record.to_entity(partition))
-            return replace(record, etag=meta["etag"])
+            return replace(record, etag=meta["etag"])  # type: ignore[type-var]
         except ResourceExistsError:
-            row = self._table.get_entity(partition, machine_row_key(record.resource_id))
-            return MachineRecord.from_entity(row)
+            row = self._table.get_entity(partition, record.row_key())
+            return type(record).from_entity(row)  # type: ignore[no-any-return,unused-ignore]
 
-    def add_machines(self, correlation_id: str, records: Iterable[MachineRecord]) -> list[MachineRecord]:
-        """`add_machine` for many rows, 100 inserts per transaction.
+    def add_rows(self, correlation_id: str, records: Iterable[_R]) -> list[_R]:
+        """Insert first sightings (machines, snapshots), 100 per transaction.
 
         A transaction fails whole when any row exists already (a concurrent writer); that chunk
         then falls back to one conditional insert per row, which keeps what is there.
         """
         partition = run_key(correlation_id)
         pending = list(records)
-        stored: list[MachineRecord] = []
+        stored: list[_R] = []
         for start in range(0, len(pending), 100):
             chunk = pending[start : start + 100]
             try:
                 self._table.submit_transaction([("create", r.to_entity(partition)) for r in chunk])
                 stored.extend(chunk)
             except TableTransactionError:
-                stored.extend(self.add_machine(correlation_id, r) for r in chunk)
+                stored.extend(self._add_one(correlation_id, r) for r in chunk)
         return stored
 
-    def save_machine(self, correlation_id: str, record: MachineRecord) -> MachineRecord:
-        meta = self._table.upsert_entity(record.to_entity(run_key(correlation_id)), mode=UpdateMode.MERGE)
-        return replace(record, etag=meta.get("etag"))
-
-    def save_machines(self, correlation_id: str, records: Iterable[MachineRecord]) -> None:
+    def save_rows(self, correlation_id: str, records: Iterable[_Row]) -> None:
         """Merge many rows, 100 per transaction (the Table service's batch limit)."""
         partition = run_key(correlation_id)
         batch: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
@@ -321,6 +355,7 @@ __all__ = [
     "MachineRecord",
     "PhaseClaim",
     "PhaseStatus",
+    "SnapshotRecord",
     "machine_row_key",
     "run_key",
     "utcnow",

@@ -16,7 +16,7 @@ from handlers.events import EventKind, MaintenanceEvent, parse_event
 from handlers.intake import WORK_MESSAGE_VERSION, work_message
 from handlers.logs import RunLogger, run_logger
 from handlers.prepare import run_pre
-from handlers.restore import PreStillRunningError, run_post
+from handlers.restore import PreStillRunningError, run_post_with_retention
 from handlers.runtime import Runtime
 
 # A post event that arrives while the pre phase still runs (a cancelled run ends early) waits
@@ -65,7 +65,7 @@ def run_work_message(runtime: Runtime, body: bytes | str) -> dict[str, Any] | No
 def _run_phase(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[str, Any]:
     if event.kind is EventKind.PRE:
         return run_pre(runtime, event, log)
-    return run_post(runtime, event, log)
+    return run_post_with_retention(runtime, event, log)
 
 
 def _defer(runtime: Runtime, event: MaintenanceEvent, deferrals: int, log: RunLogger) -> None:

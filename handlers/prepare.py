@@ -1,5 +1,9 @@
-"""The pre event's work: find the run's machines, start the ones that are off, and cancel the
-run when they are not running by the deadline (the cancellation cutoff minus a safety margin).
+"""The pre event's work: find the run's machines, snapshot their disks, start the ones that are
+off, run the pre-checks, and cancel the run while a cancel is still honoured when anything fails.
+
+Everything due is sent first (snapshots, then starts) and then waited on until the deadline: the
+cancellation cutoff minus MAINTENANCE_CUTOFF_SAFETY_SECONDS. What is still running then counts as
+failed, so the verdict (and a cancel) always comes before the cutoff.
 """
 
 from __future__ import annotations
@@ -8,23 +12,24 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from azure.core.exceptions import AzureError
-
-from handlers.cancellation import cancel_run
+from handlers.checks import CheckContext, run_checks, tag_is_set
 from handlers.events import MaintenanceEvent
 from handlers.inventory import MachineKind, RunMachine, VmView, find_run_machines, get_vm_views
-from handlers.ledger import MachineRecord, utcnow
+from handlers.ledger import MachineRecord, SnapshotRecord, utcnow
 from handlers.logs import RunLogger
-from handlers.power import STARTABLE_STATES, read_power_states, run_power_actions
+from handlers.operations import Operation, run_operations
+from handlers.power import STARTABLE_STATES, power_operation, read_power_states
 from handlers.runtime import Runtime
+from handlers.snapshots import find_existing, plan_snapshots, read_storage_profiles, reconcile, snapshot_operation
+from handlers.verdict import decide
 
-# Outcomes after which a retried worker leaves a machine alone.
-_FINAL = frozenset({"succeeded", "failed", "skipped", "not-needed", "unknown", "planned"})
-_FALSE_TAG_VALUES = frozenset({"false", "no", "0", "off"})
+# Outcomes after which a retried worker leaves a machine or a snapshot alone.
+_FINAL = frozenset({"succeeded", "failed", "skipped", "not-needed", "unknown", "planned", "reused"})
 EMPTY_RUN_HINT = (
     "no machines found for this run. Likely causes: the app's identity has no Reader role on a "
     "target subscription (Resource Graph then returns nothing rather than an error), the run's "
-    "scope holds only machines outside these subscriptions, or the dynamic scope matched nothing"
+    "scope holds only machines outside these subscriptions (Arc-enabled servers are listed but "
+    "never started), or the dynamic scope matched nothing"
 )
 
 
@@ -40,17 +45,59 @@ def run_pre(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[s
         log.warning(EMPTY_RUN_HINT)
         ledger.update_run(event.correlation_id, {"Verdict": "empty", "MachineCount": 0})
         return {"machines": 0, "verdict": "empty"}
+    if all(m.kind is MachineKind.ARC for m in machines):
+        log.warning("every machine of this run is an Arc-enabled server: none can be started or snapshotted "
+                    "from Azure")
 
-    vms = [m for m in machines if m.kind is MachineKind.VM]
-    views = get_vm_views(graph, event.subscription_ids, [m.resource_id for m in vms])
+    views = get_vm_views(graph, event.subscription_ids,
+                         [m.resource_id for m in machines if m.kind is not MachineKind.OTHER])
+    records = _record_machines(runtime, event, machines, views, log)
+    if settings.snapshot_disks != "none":
+        views = read_storage_profiles(runtime.clients, machines, views, parallelism=settings.parallelism)
+    snapshots = _record_snapshots(runtime, event, machines, views)
+
+    to_start = _machines_to_start(runtime, event, machines, records, log)
+    to_snapshot = [s for s in snapshots.values() if s.outcome not in _FINAL]
+    if settings.dry_run:
+        for record in records.values():
+            if record.pre_action == "start":
+                log.info("dry run: would start %s (%s)", record.resource_id, record.original_power_state)
+        for snapshot in snapshots.values():
+            if snapshot.outcome == "planned":
+                log.info("dry run: would snapshot %s as %s", snapshot.disk_id, snapshot.snapshot_id)
+        results = run_checks(CheckContext(runtime, records, views, list(snapshots.values())), log.info)
+        failing = [f"{r.name}: {f.reason}" for r in results for f in r.findings]
+        for reason in failing:
+            log.info("dry run: would cancel the run because %s", reason)
+        ledger.update_run(event.correlation_id, {"Verdict": "dry-run", "MachineCount": len(records)})
+        return _summary(records, snapshots, verdict="dry-run", cancel="not-requested (dry run)")
+
+    now = utcnow()
+    snapshot_ops = [snapshot_operation(runtime.clients, settings, s, correlation_id=event.correlation_id, now=now)
+                    for s in to_snapshot]
+    start_ops = [power_operation(runtime.clients, m, "start") for m in to_start]
+    _send_and_wait(runtime, event, records, snapshots, snapshot_ops, start_ops, deadline, log)
+
+    context = CheckContext(runtime, records, views, list(snapshots.values()))
+    verdict = decide(runtime, event, context, log)
+    return _summary(records, snapshots, verdict=verdict.verdict, cancel=verdict.cancel)
+
+
+def _record_machines(
+    runtime: Runtime, event: MaintenanceEvent, machines: list[RunMachine], views: dict[str, VmView], log: RunLogger
+) -> dict[str, MachineRecord]:
+    """Machine rows, written before anything is touched.
+
+    A machine's first row keeps its power state from before we touched anything; a retried
+    worker reuses it instead of re-planning from a VM we may already have started.
+    """
+    ledger = runtime.ledger
+    records = {r.resource_id.lower(): r for r in ledger.list_machines(event.correlation_id)}
+    vms = [m for m in machines if m.kind is MachineKind.VM and m.resource_id.lower() not in records]
     # Resource Graph can miss a VM (a new VM not yet indexed, a partial read permission):
     # only those few get an instance-view GET of their own.
     unseen = [m for m in vms if not (views.get(m.resource_id.lower()) or VmView("", "")).power_state]
-    direct = read_power_states(runtime.clients, unseen, parallelism=settings.parallelism)
-
-    # A machine's first row keeps its power state from before we touched anything; a retried
-    # worker reuses it instead of re-planning from a VM we may already have started.
-    records = {r.resource_id.lower(): r for r in ledger.list_machines(event.correlation_id)}
+    direct = read_power_states(runtime.clients, unseen, parallelism=runtime.settings.parallelism)
     new = []
     for machine in machines:
         key = machine.resource_id.lower()
@@ -58,40 +105,58 @@ def run_pre(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[s
             view = views.get(key)
             state = (view.power_state if view else "") or direct.get(key, "")
             new.append(_plan(machine, view, state, runtime))
-    for record in ledger.add_machines(event.correlation_id, new):
+    for record in ledger.add_rows(event.correlation_id, new):
         records[record.resource_id.lower()] = record
     for record in records.values():
         if record.pre_action != "start":
             log.info("%s: %s, %s (%s)", record.resource_id, record.pre_outcome, record.pre_detail,
                      record.original_power_state or "state unknown")
+    return records
 
-    to_start = _machines_to_start(runtime, event, machines, records, log)
-    if settings.dry_run:
-        planned = [r for r in records.values() if r.pre_action == "start"]
-        for record in planned:
-            log.info("dry run: would start %s (%s)", record.resource_id, record.original_power_state)
-        return _summary(records, verdict="dry-run", cancel="not-requested")
 
-    if to_start:
-        intents = [replace(records[m.resource_id.lower()], pre_outcome="starting") for m in to_start]
-        ledger.save_machines(event.correlation_id, intents)
-        results = run_power_actions(runtime.clients, [(m, "start") for m in to_start],
-                                    parallelism=settings.parallelism, deadline=deadline, log=log)
-        updated = []
-        for key, result in results.items():
+def _record_snapshots(
+    runtime: Runtime, event: MaintenanceEvent, machines: list[RunMachine], views: dict[str, VmView]
+) -> dict[str, SnapshotRecord]:
+    """Snapshot rows: planned ones reconciled with snapshots of those names that already exist."""
+    ledger = runtime.ledger
+    existing_rows = {r.row_key(): r for r in ledger.list_snapshots(event.correlation_id)}
+    planned = [r for r in plan_snapshots(runtime.settings, event.correlation_id, machines, views)
+               if r.row_key() not in existing_rows]
+    due = [r for r in list(existing_rows.values()) + planned if r.outcome not in _FINAL]
+    if due and not runtime.settings.dry_run:
+        found = find_existing(runtime.clients, event.subscription_ids, due)
+        reconciled = {r.row_key(): reconcile(r, found.get(r.snapshot_id.lower())) for r in due}
+        planned = [reconciled.get(r.row_key(), r) for r in planned]
+        existing_rows.update({k: v for k, v in reconciled.items() if k in existing_rows})
+    for record in ledger.add_rows(event.correlation_id, planned):
+        existing_rows[record.row_key()] = record
+    return existing_rows
+
+
+def _send_and_wait(
+    runtime: Runtime, event: MaintenanceEvent, records: dict[str, MachineRecord],
+    snapshots: dict[str, SnapshotRecord], snapshot_ops: list[Operation], start_ops: list[Operation],
+    deadline: Any, log: RunLogger,
+) -> None:
+    """Record intents, send snapshots then starts, wait until the deadline, record outcomes."""
+    ledger = runtime.ledger
+    intents: list[Any] = [replace(snapshots[o.key], outcome="creating") for o in snapshot_ops]
+    intents += [replace(records[o.key], pre_outcome="starting") for o in start_ops]
+    ledger.save_rows(event.correlation_id, intents)
+    results = run_operations([snapshot_ops, start_ops], parallelism=runtime.settings.parallelism,
+                             deadline=deadline, log=log)
+    updated: list[Any] = []
+    for key, result in results.items():
+        if result.action == "snapshot":
+            snapshots[key] = replace(snapshots[key], outcome=result.outcome, detail=result.detail,
+                                     requested_at=result.sent_at, finished_at=result.finished_at)
+            updated.append(snapshots[key])
+        else:
             ready_at = result.finished_at if result.outcome == "succeeded" else None
-            record = replace(records[key], pre_outcome=result.outcome, pre_detail=result.detail,
-                             started_at=result.sent_at, ready_at=ready_at)
-            records[key] = record
-            updated.append(record)
-        ledger.save_machines(event.correlation_id, updated)
-
-    failing = [r for r in records.values() if r.pre_action == "start" and r.pre_outcome in ("failed", "timed-out")]
-    verdict = "failed" if failing else "ready"
-    cancel = _cancel_if_needed(runtime, event, failing, log)
-    ledger.update_run(event.correlation_id, {"Verdict": verdict, "MachineCount": len(records),
-                                             "FailingMachines": len(failing), "CancelOutcome": cancel})
-    return _summary(records, verdict=verdict, cancel=cancel)
+            records[key] = replace(records[key], pre_outcome=result.outcome, pre_detail=result.detail,
+                                   started_at=result.sent_at, ready_at=ready_at)
+            updated.append(records[key])
+    ledger.save_rows(event.correlation_id, updated)
 
 
 def _plan(machine: RunMachine, view: VmView | None, state: str, runtime: Runtime) -> MachineRecord:
@@ -107,9 +172,7 @@ def _plan(machine: RunMachine, view: VmView | None, state: str, runtime: Runtime
                        pre_detail="Arc-enabled server: it cannot be powered on from Azure")
     if machine.kind is MachineKind.OTHER:
         return replace(base, pre_action="skip", pre_outcome="skipped", pre_detail="not a virtual machine")
-    tags = {k.lower(): v for k, v in (view.tags if view else {}).items()}
-    opt_out = tags.get(settings.opt_out_tag.lower())
-    if opt_out is not None and opt_out.strip().lower() not in _FALSE_TAG_VALUES:
+    if tag_is_set(dict(view.tags) if view else {}, settings.opt_out_tag) is not None:
         return replace(base, opted_out=True, pre_action="skip", pre_outcome="skipped",
                        pre_detail=f"opted out by tag {settings.opt_out_tag}")
     if state in ("running", "starting"):
@@ -140,44 +203,18 @@ def _machines_to_start(
             log.info("%s already running after an earlier attempt", machine.resource_id)
             records[key] = replace(records[key], pre_outcome="succeeded", ready_at=utcnow())
             confirmed.append(records[key])
-    runtime.ledger.save_machines(event.correlation_id, confirmed)
+    runtime.ledger.save_rows(event.correlation_id, confirmed)
     return [m for m in due if records[m.resource_id.lower()].pre_outcome not in _FINAL]
 
 
-def _cancel_if_needed(runtime: Runtime, event: MaintenanceEvent, failing: list[MachineRecord], log: RunLogger) -> str:
-    """Cancel the run while a cancel is still honoured; say exactly what happened."""
-    if not failing:
-        return "not-needed"
-    names = ", ".join(r.resource_id for r in failing[:20]) + (" ..." if len(failing) > 20 else "")
-    settings = runtime.settings
-    if not settings.cancel_on_failure:
-        log.warning("%d VM(s) not running by the deadline (%s); MAINTENANCE_CANCEL_ON_FAILURE is false, "
-                    "so the run goes ahead", len(failing), names)
-        return "not-requested (cancel-on-failure off)"
-    run = runtime.ledger.get_run(event.correlation_id) or {}
-    if run.get("CancelOutcome") == "accepted":
-        return "accepted"
-    assert event.cancellation_cutoff is not None
-    now = utcnow()
-    if now >= event.cancellation_cutoff:
-        log.error("%d VM(s) not running (%s) but the cancellation cutoff %s has passed: the run could NOT be "
-                  "cancelled and will go ahead", len(failing), names, event.cancellation_cutoff.isoformat())
-        return "missed (cutoff passed)"
-    log.warning("cancelling the run: %d VM(s) not running by the deadline: %s", len(failing), names)
-    try:
-        result = cancel_run(runtime.clients.arm(), event, endpoint=settings.arm_endpoint,
-                            api_version=settings.cancel_api_version, now=now)
-    except AzureError as exc:
-        log.error("cancel request failed: %s", exc)
-        runtime.ledger.update_run(event.correlation_id, {"CancelOutcome": f"failed: {exc}"})
-        raise
-    log.warning("run cancelled (HTTP %d, status %s)", result.status_code, result.status)
-    return "accepted"
-
-
-def _summary(records: dict[str, MachineRecord], *, verdict: str, cancel: str) -> dict[str, Any]:
+def _summary(
+    records: dict[str, MachineRecord], snapshots: dict[str, SnapshotRecord], *, verdict: str, cancel: str
+) -> dict[str, Any]:
     outcomes: dict[str, int] = {}
     for record in records.values():
         outcomes[record.pre_outcome] = outcomes.get(record.pre_outcome, 0) + 1
-    return {"machines": len(records), "outcomes": outcomes, "verdict": verdict, "cancel": cancel}
-
+    snapshot_outcomes: dict[str, int] = {}
+    for snapshot in snapshots.values():
+        snapshot_outcomes[snapshot.outcome] = snapshot_outcomes.get(snapshot.outcome, 0) + 1
+    return {"machines": len(records), "outcomes": outcomes, "snapshots": snapshot_outcomes,
+            "verdict": verdict, "cancel": cancel}

@@ -15,7 +15,9 @@ from handlers.events import MaintenanceEvent
 from handlers.inventory import describe_machine, get_vm_views
 from handlers.ledger import MachineRecord, PhaseStatus, utcnow
 from handlers.logs import RunLogger
-from handlers.power import RESTORE_ACTIONS, run_power_actions
+from handlers.operations import run_operations
+from handlers.power import RESTORE_ACTIONS, power_operation
+from handlers.retention import run_retention
 from handlers.runtime import Runtime
 
 # Current power states that already satisfy a restore action.
@@ -53,7 +55,7 @@ def run_post(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[
                and r.restore_outcome not in ("succeeded", "skipped")]
     if not settings.restore_vms:
         log.info("MAINTENANCE_RESTORE_VMS is false: leaving %d started VM(s) running", len(started))
-        ledger.save_machines(event.correlation_id, [
+        ledger.save_rows(event.correlation_id, [
             replace(r, restore_action="none", restore_outcome="skipped",
                     restore_detail="MAINTENANCE_RESTORE_VMS is false")
             for r in started])
@@ -84,23 +86,30 @@ def run_post(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[
 
     by_id = {record.resource_id.lower(): record for _, _, record in actions}
     if actions:
-        ledger.save_machines(event.correlation_id, [
+        ledger.save_rows(event.correlation_id, [
             replace(r, restore_action=a, restore_outcome="issued") for _, a, r in actions])
     deadline = utcnow() + timedelta(seconds=settings.restore_timeout_seconds)
-    results = run_power_actions(runtime.clients, [(m, a) for m, a, _ in actions],
-                                parallelism=settings.parallelism, deadline=deadline, log=log)
+    results = run_operations([[power_operation(runtime.clients, m, a) for m, a, _ in actions]],
+                             parallelism=settings.parallelism, deadline=deadline, log=log)
     for key, result in results.items():
         record = by_id[key]
         action = RESTORE_ACTIONS[record.original_power_state]
         settled.append(replace(record, restore_action=action, restore_outcome=result.outcome,
                                restore_detail=result.detail, restored_at=result.finished_at))
-    ledger.save_machines(event.correlation_id, settled)
+    ledger.save_rows(event.correlation_id, settled)
     failed = [r for r in settled if r.restore_outcome in ("failed", "timed-out")]
     if failed:
         log.warning("%d VM(s) could not be put back: %s", len(failed), ", ".join(r.resource_id for r in failed[:20]))
     merged = {r.resource_id.lower(): r for r in records}
     merged.update({r.resource_id.lower(): r for r in settled})
     return _summary(list(merged.values()), run_status, restored="failed" if failed else "ok")
+
+
+def run_post_with_retention(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[str, Any]:
+    """Restore first (the VMs matter most), then clean up expired snapshots."""
+    summary = run_post(runtime, event, log)
+    summary["retention"] = run_retention(runtime, event, log)
+    return summary
 
 
 def _summary(records: list[MachineRecord], run_status: str, *, restored: str) -> dict[str, Any]:

@@ -33,6 +33,10 @@ _QUEUE_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 _TAG_NAME = re.compile(r"^[^<>%&\\?/]{1,512}$")
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
+_RG_NAME = re.compile(r"^[-\w.()]{0,89}[-\w()]$")
+CHECK_NAMES = ("vms-running", "snapshots-succeeded", "no-hold-tag", "http-probe")
+DEFAULT_CHECKS = ("vms-running", "snapshots-succeeded", "no-hold-tag")
+SNAPSHOT_SCOPES = ("os", "all", "none")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -69,6 +73,15 @@ class Settings:
     work_queue: str
     events_queue: str
     ledger_table: str
+    snapshot_disks: str
+    snapshot_incremental: bool
+    snapshot_resource_group: str | None
+    snapshot_retention_days: int
+    pre_checks: tuple[str, ...]
+    hold_tag: str
+    check_vm_agent: bool
+    http_probe_url: str | None
+    http_probe_timeout_seconds: int
 
     @property
     def arm_scope(self) -> str:
@@ -107,7 +120,24 @@ class Settings:
                                          "3-63 lower-case letters, digits and single hyphens"),
             ledger_table=reader.matching("MAINTENANCE_LEDGER_TABLE", "MaintenanceRuns", _TABLE_NAME,
                                          "3-63 letters and digits, starting with a letter"),
-        )
+            snapshot_disks=reader.choice("MAINTENANCE_SNAPSHOT_DISKS", "os", SNAPSHOT_SCOPES),
+            snapshot_incremental=reader.boolean("MAINTENANCE_SNAPSHOT_INCREMENTAL", True),
+            snapshot_resource_group=reader.optional_matching(
+                "MAINTENANCE_SNAPSHOT_RESOURCE_GROUP", _RG_NAME, "a resource group name (1-90 characters)"),
+            snapshot_retention_days=reader.integer("MAINTENANCE_SNAPSHOT_RETENTION_DAYS", 7, 1, 3650),
+            pre_checks=reader.names("MAINTENANCE_PRE_CHECKS", DEFAULT_CHECKS, CHECK_NAMES),
+            hold_tag=reader.matching("MAINTENANCE_HOLD_TAG", "maintenance-hold", _TAG_NAME,
+                                     "a tag name without < > % & \\ ? /"),
+            check_vm_agent=reader.boolean("MAINTENANCE_CHECK_VM_AGENT", False),
+            http_probe_url=reader.optional_url("MAINTENANCE_HTTP_PROBE_URL"),
+            http_probe_timeout_seconds=reader.integer("MAINTENANCE_HTTP_PROBE_TIMEOUT_SECONDS", 10, 1, 120),
+        )._validated()
+
+    def _validated(self) -> Settings:
+        if "http-probe" in self.pre_checks and not self.http_probe_url:
+            raise SettingsError("MAINTENANCE_HTTP_PROBE_URL",
+                                "required when MAINTENANCE_PRE_CHECKS includes http-probe")
+        return self
 
 
 def queue_names(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
@@ -184,6 +214,39 @@ class _Reader:
         value = self.raw(name) or default
         if not pattern.fullmatch(value):
             raise SettingsError(name, f"{value!r} is not valid; use {rule}")
+        return value
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = (self.raw(name) or default).lower()
+        if value not in allowed:
+            raise SettingsError(name, f"{value!r} is not one of: {', '.join(allowed)}")
+        return value
+
+    def names(self, name: str, default: tuple[str, ...], allowed: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.strip().lower() == "none":
+            return ()
+        chosen = [item.strip().lower() for item in re.split(r"[,;\s]+", value) if item.strip()]
+        unknown = [item for item in chosen if item not in allowed]
+        if unknown:
+            raise SettingsError(name, f"unknown {', '.join(map(repr, unknown))}; valid names: {', '.join(allowed)}")
+        return tuple(dict.fromkeys(chosen))
+
+    def optional_matching(self, name: str, pattern: re.Pattern[str], rule: str) -> str | None:
+        value = self.raw(name)
+        if value is not None and not pattern.fullmatch(value):
+            raise SettingsError(name, f"{value!r} is not valid; use {rule}")
+        return value
+
+    def optional_url(self, name: str) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise SettingsError(name, f"{value!r} is not an http(s) URL")
         return value
 
     def optional_guid(self, name: str) -> str | None:

@@ -66,9 +66,9 @@ def test_a_released_or_stale_claim_can_be_taken_again(ledger: Ledger) -> None:
 def test_first_sighting_of_a_machine_is_kept(ledger: Ledger) -> None:
     run = parse_event(make_event("pre")).correlation_id
     first = MachineRecord(resource_id=VM, kind="vm", original_power_state="deallocated", pre_action="start")
-    ledger.add_machines(run, [first])
+    ledger.add_rows(run, [first])
     again = replace(first, original_power_state="running", pre_action="none")
-    stored = ledger.add_machines(run, [again])
+    stored = ledger.add_rows(run, [again])
     assert stored[0].original_power_state == "deallocated"
     assert [r.original_power_state for r in ledger.list_machines(run)] == ["deallocated"]
 
@@ -76,7 +76,7 @@ def test_first_sighting_of_a_machine_is_kept(ledger: Ledger) -> None:
 def test_many_machines_are_written_in_batches(ledger: Ledger) -> None:
     run = parse_event(make_event("pre")).correlation_id
     records = [MachineRecord(resource_id=f"{VM}{i}", kind="vm", original_power_state="stopped") for i in range(250)]
-    ledger.add_machines(run, records)
-    ledger.save_machines(run, [replace(r, pre_outcome="succeeded") for r in records])
+    ledger.add_rows(run, records)
+    ledger.save_rows(run, [replace(r, pre_outcome="succeeded") for r in records])
     rows = ledger.list_machines(run)
     assert len(rows) == 250 and {r.pre_outcome for r in rows} == {"succeeded"}

@@ -1,0 +1,151 @@
+"""Pre-checks: named tests of the fleet's readiness, chosen and ordered by MAINTENANCE_PRE_CHECKS.
+
+Each check returns pass/fail with a reason per machine. Any failure cancels the run (unless
+cancel-on-failure is off). The registry's names are validated when the settings are read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import requests
+
+from handlers.inventory import VmView, describe_machine
+from handlers.ledger import MachineRecord, SnapshotRecord
+from handlers.power import read_vm_statuses
+from handlers.runtime import Runtime
+from handlers.settings import CHECK_NAMES
+
+_FALSE_TAG_VALUES = frozenset({"false", "no", "0", "off"})
+
+
+@dataclass(frozen=True)
+class Finding:
+    resource_id: str | None  # None for a finding about the run as a whole
+    reason: str
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    passed: bool
+    findings: tuple[Finding, ...] = ()
+    note: str = ""
+
+
+@dataclass
+class CheckContext:
+    """What the pre phase knows when the checks run (at the deadline or when the work is done)."""
+
+    runtime: Runtime
+    machines: dict[str, MachineRecord]  # by lower-cased id
+    views: dict[str, VmView]
+    snapshots: list[SnapshotRecord] = field(default_factory=list)
+
+
+def tag_is_set(tags: dict[str, str] | object, name: str) -> str | None:
+    """The tag's value when present and not a 'false'-like value (tag names are case-insensitive)."""
+    if not isinstance(tags, dict):
+        return None
+    for key, value in tags.items():
+        if str(key).lower() == name.lower() and str(value).strip().lower() not in _FALSE_TAG_VALUES:
+            return str(value)
+    return None
+
+
+def vms_running(context: CheckContext) -> CheckResult:
+    """Every Azure VM of the run (but opted-out ones) is running; optionally its agent is Ready."""
+    settings = context.runtime.settings
+    vms = [r for r in context.machines.values() if r.kind == "vm" and not r.opted_out]
+    findings: list[Finding] = []
+    statuses = {}
+    if settings.check_vm_agent:
+        machines = [m for m in (describe_machine(r.resource_id) for r in vms) if m is not None]
+        statuses = read_vm_statuses(context.runtime.clients, machines, parallelism=settings.parallelism)
+    for record in vms:
+        key = record.resource_id.lower()
+        if record.pre_action == "start":
+            running = record.pre_outcome == "succeeded"
+            state = {"timed-out": "still starting at the deadline", "failed": f"start failed: {record.pre_detail}"}.get(
+                record.pre_outcome, f"start {record.pre_outcome}")
+        else:
+            running = record.original_power_state in ("running", "starting") and record.pre_outcome == "not-needed"
+            state = record.pre_detail or f"power state {record.original_power_state or 'unknown'}"
+        status = statuses.get(key)
+        if status is not None:
+            running = status.power_state == "running"
+            state = f"power state {status.power_state or 'unknown'}"
+            if running and status.agent_ready is not True:
+                findings.append(Finding(record.resource_id, "running, but the VM agent is not Ready"))
+                continue
+        if not running:
+            findings.append(Finding(record.resource_id, f"not running: {state}"))
+    return CheckResult("vms-running", not findings, tuple(findings))
+
+
+def snapshots_succeeded(context: CheckContext) -> CheckResult:
+    """Every snapshot that was due exists and succeeded (skipped disks do not count)."""
+    findings = [
+        Finding(s.vm_id, f"snapshot of {s.disk_id} {_describe_snapshot(s)}")
+        for s in context.snapshots
+        if s.outcome not in ("succeeded", "reused", "skipped", "planned")
+    ]
+    return CheckResult("snapshots-succeeded", not findings, tuple(findings))
+
+
+def _describe_snapshot(record: SnapshotRecord) -> str:
+    if record.outcome == "timed-out":
+        return "still being created at the deadline"
+    return f"{record.outcome}: {record.detail}" if record.detail else record.outcome
+
+
+def no_hold_tag(context: CheckContext) -> CheckResult:
+    """No machine of the run carries the hold tag: an operator's brake on one run."""
+    hold = context.runtime.settings.hold_tag
+    findings = []
+    for record in context.machines.values():
+        view = context.views.get(record.resource_id.lower())
+        value = tag_is_set(dict(view.tags) if view else {}, hold)
+        if value is not None:
+            findings.append(Finding(record.resource_id, f"carries the hold tag {hold}={value}"))
+    return CheckResult("no-hold-tag", not findings, tuple(findings))
+
+
+def http_probe(context: CheckContext) -> CheckResult:
+    """The configured URL answers 2xx within the timeout (an application's 'ready for patching')."""
+    settings = context.runtime.settings
+    url = settings.http_probe_url or ""
+    try:
+        response = requests.get(url, timeout=settings.http_probe_timeout_seconds, allow_redirects=False)
+    except requests.RequestException as exc:
+        return CheckResult("http-probe", False, (Finding(None, f"{url} did not answer: {type(exc).__name__}"),))
+    if 200 <= response.status_code < 300:
+        return CheckResult("http-probe", True, note=f"{url} answered {response.status_code}")
+    return CheckResult("http-probe", False, (Finding(None, f"{url} answered {response.status_code}"),))
+
+
+CHECKS: dict[str, Callable[[CheckContext], CheckResult]] = {
+    "vms-running": vms_running,
+    "snapshots-succeeded": snapshots_succeeded,
+    "no-hold-tag": no_hold_tag,
+    "http-probe": http_probe,
+}
+assert tuple(CHECKS) == CHECK_NAMES, "settings.CHECK_NAMES must list exactly the registered checks"
+
+
+def run_checks(context: CheckContext, log: Callable[..., None]) -> list[CheckResult]:
+    """Run the configured checks in order; a check that raises fails with the error as its reason."""
+    results = []
+    for name in context.runtime.settings.pre_checks:
+        try:
+            result = CHECKS[name](context)
+        except Exception as exc:  # a broken check must fail the verdict, not pass it silently
+            result = CheckResult(name, False, (Finding(None, f"check raised {type(exc).__name__}: {exc}"),))
+        results.append(result)
+        for finding in result.findings:
+            log("check %s failed for %s: %s", name, finding.resource_id or "the run", finding.reason)
+    return results
+
+
+__all__ = ["CHECKS", "CheckContext", "CheckResult", "Finding", "run_checks", "tag_is_set"]

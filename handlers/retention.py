@@ -1,0 +1,89 @@
+"""Snapshot retention after a run: delete this toolkit's snapshots whose expiry has passed.
+
+Found through Resource Graph by the toolkit's marker tag (not by listing every snapshot), across
+the run's subscriptions. Never deleted: a snapshot of the current run, one without a readable
+expiry, and the snapshots of a run whose post event reported it failed (kept for a rollback until
+an operator removes them).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from handlers.events import MaintenanceEvent, RunStatus
+from handlers.inventory import describe_resource_group, query_all
+from handlers.ledger import run_key, utcnow
+from handlers.logs import RunLogger
+from handlers.operations import Operation, run_operations
+from handlers.runtime import Runtime
+from handlers.snapshots import EXPIRES_TAG, MARKER_TAG, MARKER_VALUE, RUN_TAG
+
+TOOLKIT_SNAPSHOTS_QUERY = f"""resources
+| where type =~ 'microsoft.compute/snapshots'
+| where tags['{MARKER_TAG}'] =~ '{MARKER_VALUE}'
+| project id, name, resourceGroup, subscriptionId, location, tags"""
+
+
+def run_retention(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[str, int]:
+    settings = runtime.settings
+    now = utcnow()
+    current = run_key(event.correlation_id)
+    rows = query_all(runtime.clients.resource_graph(), event.subscription_ids, TOOLKIT_SNAPSHOTS_QUERY)
+    expired: list[dict[str, Any]] = []
+    counts = {"seen": 0, "expired": 0, "deleted": 0, "kept-failed-run": 0, "failed": 0}
+    failed_runs: dict[str, bool] = {}
+    for row in rows:
+        tags = {str(k).lower(): str(v) for k, v in (row.get("tags") or {}).items()}
+        if tags.get(MARKER_TAG) != MARKER_VALUE:
+            continue
+        counts["seen"] += 1
+        run = tags.get(RUN_TAG, "")
+        expires = _parse_time(tags.get(EXPIRES_TAG, ""))
+        if run == current or expires is None or expires > now:
+            continue
+        counts["expired"] += 1
+        if run not in failed_runs:
+            failed_runs[run] = _run_failed(runtime, run)
+        if failed_runs[run]:
+            counts["kept-failed-run"] += 1
+            log.info("keeping expired snapshot %s: its run %s failed", row.get("id"), run)
+            continue
+        expired.append(row)
+
+    if settings.dry_run:
+        for row in expired:
+            log.info("dry run: would delete expired snapshot %s", row.get("id"))
+    elif expired:
+        operations = [_delete_operation(runtime, str(row["id"])) for row in expired]
+        deadline = now + timedelta(seconds=settings.restore_timeout_seconds)
+        results = run_operations([operations], parallelism=settings.parallelism, deadline=deadline, log=log)
+        counts["deleted"] = sum(1 for r in results.values() if r.outcome == "succeeded")
+        counts["failed"] = len(results) - counts["deleted"]
+    runtime.ledger.update_run(event.correlation_id, {f"Retention{k.title().replace('-', '')}": v
+                                                     for k, v in counts.items()})
+    log.info("snapshot retention: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return counts
+
+
+def _run_failed(runtime: Runtime, partition: str) -> bool:
+    run = runtime.ledger.get_run_by_key(partition) if partition else None
+    return bool(run) and run.get("RunStatus") == RunStatus.FAILED.value  # type: ignore[union-attr]
+
+
+def _delete_operation(runtime: Runtime, snapshot_id: str) -> Operation:
+    subscription, group = snapshot_id.split("/")[2], describe_resource_group(snapshot_id)
+    name = snapshot_id.rstrip("/").rsplit("/", 1)[-1]
+
+    def begin() -> Any:
+        return runtime.clients.compute(subscription).snapshots.begin_delete(group, name)
+
+    return Operation(key=snapshot_id.lower(), resource_id=snapshot_id, action="delete-snapshot", begin=begin)
+
+
+def _parse_time(value: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
