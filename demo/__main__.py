@@ -73,6 +73,12 @@ def _run(connection_string: str, args: argparse.Namespace) -> int:
         emulator.fail("start", ids[args.fail_start], mode="operation", code="AllocationFailed",
                       message="Allocation failed: no capacity for the requested VM size in this region")
     before = {name: _state(emulator, rid) for name, rid in ids.items()}
+    # A snapshot this toolkit made for last week's run, now past its expiry: retention removes it.
+    expired = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    emulator.add_snapshot(SUBSCRIPTIONS[0], "rg-web", "mt-web-02-osdisk-lastweek",
+                          source_disk_id=emulator.disk_ids(ids["web-02"])[0],
+                          tags={"maintenance-toolkit": "snapshot", "maintenance-run": "weekly-sunday_lastweek",
+                                "maintenance-expires": expired})
 
     now = datetime.now(UTC)
     run_id = (now + timedelta(minutes=40)).strftime("%Y%m%d%H%M00")
@@ -109,18 +115,25 @@ def _run(connection_string: str, args: argparse.Namespace) -> int:
     after_post = {name: _state(emulator, rid) for name, rid in ids.items()}
 
     records = {r.name: r for r in app_runtime.ledger.list_machines(correlation_id)}
+    snapshots: dict[str, list[str]] = {}
+    for snapshot in app_runtime.ledger.list_snapshots(correlation_id):
+        snapshots.setdefault(snapshot.vm_id.lower(), []).append(f"{snapshot.role}: {snapshot.outcome}")
     run = app_runtime.ledger.get_run(correlation_id) or {}
-    rows = [("machine", "subscription", "before", "pre event", "during window", "post event", "after")]
+    rows = [("machine", "subscription", "before", "snapshot", "pre event", "during window", "post event", "after")]
     for name in ids:
         record = records.get(name)
         pre = f"{record.pre_action}: {record.pre_outcome}" if record else "-"
         post = f"{record.restore_action or 'none'}: {record.restore_outcome or '-'}" if record else "-"
+        snap = ", ".join(snapshots.get(ids[name].lower(), [])) or "-"
         sub = next((s for n, s, *_ in FLEET + [(a, b, c, "", {}) for a, b, c in ARC] if n == name), 0)
-        rows.append((name, SUBSCRIPTIONS[sub][-4:], before[name], pre, after_pre[name], post, after_post[name]))
+        rows.append((name, SUBSCRIPTIONS[sub][-4:], before[name], snap, pre, after_pre[name], post, after_post[name]))
     print()
     _print_table(rows)
     print(f"\nverdict: {run.get('Verdict', '?')}   cancel: {run.get('CancelOutcome', '?')}   "
           f"run status: {emulator.run_status(correlation_id)}   post status: {run.get('RunStatus', '?')}")
+    for reason in str(run.get("FailingReasons") or "").splitlines():
+        print(f"  reason: {reason}")
+    print(f"snapshot retention: {run.get('RetentionDeleted', 0)} expired snapshot(s) of earlier runs deleted")
     writes = sum(emulator.count(method=m) for m in ("PUT", "DELETE")) + emulator.count(method="POST") - \
         emulator.count(method="POST", path_contains="microsoft.resourcegraph")
     print(f"ARM requests: {len(emulator.requests)} ({writes} writes); ledger table {app_runtime.settings.ledger_table}")

@@ -113,5 +113,7 @@ def describe_error(exc: AzureError) -> str:
     if isinstance(exc, HttpResponseError):
         code = exc.error.code if exc.error is not None else None
         message = exc.error.message if exc.error is not None else exc.message
-        return f"{exc.status_code or ''} {code or type(exc).__name__}: {message}".strip()
+        # A failed long-running operation arrives on a 200 poll: only an HTTP error status says more.
+        status = f"{exc.status_code} " if exc.status_code and exc.status_code >= 400 else ""
+        return f"{status}{code or type(exc).__name__}: {message}"
     return f"{type(exc).__name__}: {exc.message}"

@@ -54,7 +54,8 @@ def snapshot_name(disk_id: str, correlation_id: str) -> str:
     alphanumeric) and the same for the same disk and run, whatever the casing of either id."""
     digest = hashlib.sha256(f"{disk_id.lower()}|{correlation_id.lower()}".encode()).hexdigest()[:8]
     run = correlation_id.rstrip("/").rsplit("/", 1)[-1]
-    disk = re.sub(r"[^A-Za-z0-9_.-]", "-", disk_id.rstrip("/").rsplit("/", 1)[-1])
+    # Lower case: ARM returns the same disk id in different casings in different places.
+    disk = re.sub(r"[^a-z0-9_.-]", "-", disk_id.rstrip("/").rsplit("/", 1)[-1].lower())
     room = _NAME_MAX - len(f"mt--{run}-{digest}")
     return f"mt-{disk[:room]}-{run}-{digest}"
 
@@ -68,7 +69,8 @@ def plan_snapshots(
     records: list[SnapshotRecord] = []
     for machine in machines:
         if machine.kind.value == "arc":
-            records.append(SnapshotRecord(disk_id=machine.resource_id, vm_id=machine.resource_id, outcome="skipped",
+            records.append(SnapshotRecord(disk_id=machine.resource_id, vm_id=machine.resource_id, role="machine",
+                                          outcome="skipped",
                                           detail="Arc-enabled server: no Azure managed disks to snapshot"))
             continue
         if machine.kind.value != "vm":

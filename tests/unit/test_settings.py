@@ -83,3 +83,32 @@ def test_allow_list_is_case_insensitive_and_accepts_several() -> None:
 def test_queue_names_for_bindings() -> None:
     assert queue_names({}) == ("maintenance-work", "maintenance-events")
     assert queue_names({"MAINTENANCE_WORK_QUEUE": "w-q"}) == ("w-q", "maintenance-events")
+
+
+def test_snapshot_and_check_settings() -> None:
+    settings = Settings.from_env(BASE)
+    assert settings.snapshot_disks == "os" and settings.snapshot_incremental is True
+    assert settings.snapshot_retention_days == 7 and settings.snapshot_resource_group is None
+    assert settings.pre_checks == ("vms-running", "snapshots-succeeded", "no-hold-tag")
+    assert settings.hold_tag == "maintenance-hold" and settings.check_vm_agent is False
+    chosen = Settings.from_env({**BASE, "MAINTENANCE_PRE_CHECKS": "no-hold-tag, http-probe",
+                                "MAINTENANCE_HTTP_PROBE_URL": "https://app.example/ready"})
+    assert chosen.pre_checks == ("no-hold-tag", "http-probe")
+    assert Settings.from_env({**BASE, "MAINTENANCE_PRE_CHECKS": "none"}).pre_checks == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "setting", "expected"),
+    [
+        ({"MAINTENANCE_PRE_CHECKS": "vms-running,disk-space"}, "MAINTENANCE_PRE_CHECKS",
+         "valid names: vms-running, snapshots-succeeded, no-hold-tag, http-probe"),
+        ({"MAINTENANCE_PRE_CHECKS": "http-probe"}, "MAINTENANCE_HTTP_PROBE_URL", "required"),
+        ({"MAINTENANCE_SNAPSHOT_DISKS": "some"}, "MAINTENANCE_SNAPSHOT_DISKS", "os, all, none"),
+        ({"MAINTENANCE_SNAPSHOT_RETENTION_DAYS": "0"}, "MAINTENANCE_SNAPSHOT_RETENTION_DAYS", "1..3650"),
+        ({"MAINTENANCE_HTTP_PROBE_URL": "ftp://x"}, "MAINTENANCE_HTTP_PROBE_URL", "http(s) URL"),
+    ],
+)
+def test_bad_snapshot_and_check_settings(env: dict[str, str], setting: str, expected: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({**BASE, **env})
+    assert raised.value.setting == setting and expected in str(raised.value)
