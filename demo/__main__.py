@@ -18,6 +18,7 @@ from typing import Any
 from emulator import AzureEmulator
 from emulator.azurite import AzuriteStartError, AzuriteUnavailableError, start_azurite
 from emulator.functions_host import FunctionsHost
+from tools.report import print_table, snapshot_summary, verdict_lines
 
 SUBSCRIPTIONS = ("00000000-0000-0000-0000-0000000000a1", "00000000-0000-0000-0000-0000000000b2")
 CONFIG_ID = (f"/subscriptions/{SUBSCRIPTIONS[0]}/resourceGroups/rg-patching/providers/"
@@ -115,24 +116,22 @@ def _run(connection_string: str, args: argparse.Namespace) -> int:
     after_post = {name: _state(emulator, rid) for name, rid in ids.items()}
 
     records = {r.name: r for r in app_runtime.ledger.list_machines(correlation_id)}
-    snapshots: dict[str, list[str]] = {}
-    for snapshot in app_runtime.ledger.list_snapshots(correlation_id):
-        snapshots.setdefault(snapshot.vm_id.lower(), []).append(f"{snapshot.role}: {snapshot.outcome}")
+    snapshots = snapshot_summary(app_runtime.ledger, correlation_id)
     run = app_runtime.ledger.get_run(correlation_id) or {}
     rows = [("machine", "subscription", "before", "snapshot", "pre event", "during window", "post event", "after")]
     for name in ids:
         record = records.get(name)
         pre = f"{record.pre_action}: {record.pre_outcome}" if record else "-"
         post = f"{record.restore_action or 'none'}: {record.restore_outcome or '-'}" if record else "-"
-        snap = ", ".join(snapshots.get(ids[name].lower(), [])) or "-"
+        snap = snapshots.get(ids[name].lower(), "-")
         sub = next((s for n, s, *_ in FLEET + [(a, b, c, "", {}) for a, b, c in ARC] if n == name), 0)
         rows.append((name, SUBSCRIPTIONS[sub][-4:], before[name], snap, pre, after_pre[name], post, after_post[name]))
     print()
-    _print_table(rows)
-    print(f"\nverdict: {run.get('Verdict', '?')}   cancel: {run.get('CancelOutcome', '?')}   "
-          f"run status: {emulator.run_status(correlation_id)}   post status: {run.get('RunStatus', '?')}")
-    for reason in str(run.get("FailingReasons") or "").splitlines():
-        print(f"  reason: {reason}")
+    print_table(rows)
+    print()
+    for line in verdict_lines(app_runtime.ledger, correlation_id):
+        print(line)
+    print(f"run status: {emulator.run_status(correlation_id)}   post status: {run.get('RunStatus', '?')}")
     print(f"snapshot retention: {run.get('RetentionDeleted', 0)} expired snapshot(s) of earlier runs deleted")
     writes = sum(emulator.count(method=m) for m in ("PUT", "DELETE")) + emulator.count(method="POST") - \
         emulator.count(method="POST", path_contains="microsoft.resourcegraph")
@@ -180,14 +179,6 @@ def _state(emulator: AzureEmulator, resource_id: str) -> str:
     if "/microsoft.hybridcompute/" in resource_id.lower():
         return "(arc)"
     return emulator.vm_power_state(resource_id).removeprefix("PowerState/")
-
-
-def _print_table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for index, row in enumerate(rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-        if index == 0:
-            print("  ".join("-" * width for width in widths))
 
 
 if __name__ == "__main__":

@@ -121,6 +121,11 @@ class AzureEmulator(DiskApi, ArmService):
             run = MaintenanceRun(correlation_id.rstrip("/"), config_id, list(machine_ids), created=now, last_update=now)
             self.runs[key(correlation_id)] = run
 
+    def assign(self, maintenance_configuration_id: str, machine_ids: list[str]) -> None:
+        """Assign machines to a maintenance configuration (configurationAssignments in Resource Graph)."""
+        with self.lock:
+            self.assignments.setdefault(maintenance_configuration_id, []).extend(machine_ids)
+
     def set_power_state(self, resource_id: str, power_state: str) -> None:
         """Change a VM's state out of band, as someone in the portal would."""
         with self.lock:

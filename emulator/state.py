@@ -78,6 +78,8 @@ class EmulatorModel:
         self.vms: dict[str, VirtualMachine] = {}
         self.arc_machines: dict[str, ArcMachine] = {}
         self.runs: dict[str, MaintenanceRun] = {}
+        # maintenance configuration id (lower) -> machine ids assigned to it
+        self.assignments: dict[str, list[str]] = {}
         self.operations: dict[str, Operation] = {}
         self.disks: dict[str, Disk] = {}
         self.snapshot_records: dict[str, Snapshot] = {}

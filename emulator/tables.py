@@ -147,6 +147,21 @@ def apply_update_rows(model: EmulatorModel, run: MaintenanceRun) -> list[dict[st
     return rows
 
 
+def assignment_rows(model: EmulatorModel) -> list[dict[str, Any]]:
+    """`maintenanceresources` rows of type configurationassignments: which machine uses which schedule."""
+    rows = []
+    for config_id, machine_ids in model.assignments.items():
+        config_name = config_id.rsplit("/", 1)[-1]
+        for machine_id in machine_ids:
+            row = base_row(machine_id, "microsoft.maintenance/configurationassignments", "", None)
+            row.update(id=f"{machine_id}/providers/Microsoft.Maintenance/configurationAssignments/{config_name}",
+                       name=config_name)
+            row["properties"] = {"maintenanceConfigurationId": config_id, "resourceId": machine_id}
+            row.update(resourceId=machine_id, maintenanceConfigurationId=config_id)
+            rows.append(row)
+    return rows
+
+
 def _runs(model: EmulatorModel, parsed: ParsedQuery) -> list[MaintenanceRun]:
     """The runs a query can match: building rows only for the asked-for run keeps big scopes cheap."""
     for dotted in ("properties.correlationId", "correlationId"):
@@ -159,7 +174,8 @@ def _runs(model: EmulatorModel, parsed: ParsedQuery) -> list[MaintenanceRun]:
 def table_rows(model: EmulatorModel, parsed: ParsedQuery, now: float) -> list[dict[str, Any]]:
     """The rows of the query's table, before filtering (only of the asked-for types, when it says)."""
     if parsed.table == "maintenanceresources":
-        return [row for run in _runs(model, parsed) for row in apply_update_rows(model, run)]
+        runs = [row for run in _runs(model, parsed) for row in apply_update_rows(model, run)]
+        return runs + assignment_rows(model)
     t = now - model.graph_lag
     types = parsed.values_of("type")
     return [row for type_, rows in _RESOURCES.items() if types is None or type_ in types for row in rows(model, now, t)]

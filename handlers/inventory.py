@@ -30,6 +30,11 @@ RUN_MACHINES_QUERY = """maintenanceresources
 | where properties.correlationId =~ '{correlation_id}'
 | project id, resourceId = tostring(properties.resourceId), correlationId = tostring(properties.correlationId)"""
 
+ASSIGNED_MACHINES_QUERY = """maintenanceresources
+| where type =~ 'microsoft.maintenance/configurationassignments'
+| where properties.maintenanceConfigurationId =~ '{configuration_id}'
+| project id, resourceId = tostring(properties.resourceId)"""
+
 MACHINE_QUERY = """resources
 | where type in~ ('microsoft.compute/virtualmachines', 'microsoft.hybridcompute/machines')
 | where id in~ ({ids})
@@ -122,6 +127,27 @@ def find_run_machines(
         machine = describe_machine(resource_id.rstrip("/")) if resource_id else None
         if machine is None:
             log.warning("applyUpdates record %s names no machine id we recognise: %r", row.get("id"), resource_id)
+            continue
+        machines.setdefault(machine.resource_id.lower(), machine)
+    return list(machines.values())
+
+
+def find_assigned_machines(
+    graph: ResourceGraphClient, subscription_ids: Sequence[str], configuration_id: str,
+    *, log: logging.LoggerAdapter[Any],
+) -> list[RunMachine]:
+    """Machines statically assigned to a maintenance configuration (for a run that has not happened yet).
+
+    Dynamic scopes are assigned at subscription level and name no machine: they are reported and
+    left out, since only a real run says which machines they matched.
+    """
+    query = ASSIGNED_MACHINES_QUERY.format(configuration_id=_kql_literal(configuration_id))
+    machines: dict[str, RunMachine] = {}
+    for row in query_all(graph, subscription_ids, query):
+        resource_id = _first(row, "resourceId", ("properties", "resourceId")).rstrip("/")
+        machine = describe_machine(resource_id)
+        if machine is None:
+            log.warning("assignment %s is not of a machine (a dynamic scope?): %s", row.get("id"), resource_id)
             continue
         machines.setdefault(machine.resource_id.lower(), machine)
     return list(machines.values())

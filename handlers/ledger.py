@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -152,10 +152,21 @@ class PhaseClaim:
     etag: str
 
 
+class LedgerTable(Protocol):
+    """The Table storage calls the ledger makes (azure.data.tables.TableClient has them all)."""
+
+    def create_entity(self, entity: Any, **kwargs: Any) -> Any: ...
+    def upsert_entity(self, entity: Any, mode: Any = ..., **kwargs: Any) -> Any: ...
+    def update_entity(self, entity: Any, mode: Any = ..., **kwargs: Any) -> Any: ...
+    def get_entity(self, partition_key: str, row_key: str, **kwargs: Any) -> Any: ...
+    def query_entities(self, query_filter: str, **kwargs: Any) -> Any: ...
+    def submit_transaction(self, operations: Any, **kwargs: Any) -> Any: ...
+
+
 class Ledger:
     """Reads and writes run records. All methods are safe to repeat."""
 
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: TableClient | LedgerTable) -> None:
         self._table = table
 
     # -- runs and phases ---------------------------------------------------------------------

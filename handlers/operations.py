@@ -40,18 +40,24 @@ class OperationResult:
     finished_at: datetime | None
 
 
+Progress = Callable[[str, int, int], None]  # (stage "sent" | "done", count so far, total)
+
+
 def run_operations(
     waves: Sequence[Sequence[Operation]],
     *,
     parallelism: int,
     deadline: datetime,
     log: logging.LoggerAdapter[Any],
+    progress: Progress | None = None,
 ) -> dict[str, OperationResult]:
     """Send every wave in order, then wait for all operations until `deadline`.
 
     An operation still running at the deadline is "timed-out": it continues in Azure, we just
-    stop waiting for it.
+    stop waiting for it. `progress`, when given, hears of every request sent and every result.
     """
+    total = sum(len(wave) for wave in waves)
+    report = progress or (lambda stage, count, of: None)
     results: dict[str, OperationResult] = {}
     pollers: list[tuple[Operation, LROPoller[Any], datetime]] = []
 
@@ -74,9 +80,11 @@ def run_operations(
                     results[operation.key] = _result(operation, "failed", error, sent_at, utcnow())
                 else:
                     pollers.append((operation, poller, sent_at))
+                report("sent", len(pollers) + len(results), total)
 
     for operation, poller, sent_at in pollers:
         results[operation.key] = _await(operation, poller, sent_at, deadline, log)
+        report("done", len(results), total)
     return results
 
 

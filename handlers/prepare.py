@@ -33,14 +33,18 @@ EMPTY_RUN_HINT = (
 )
 
 
-def run_pre(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[str, Any]:
+def run_pre(
+    runtime: Runtime, event: MaintenanceEvent, log: RunLogger, *, machines: list[RunMachine] | None = None
+) -> dict[str, Any]:
+    """The pre phase. `machines` replaces discovery (a rehearsal of a run that has not happened)."""
     settings = runtime.settings
     ledger = runtime.ledger
     assert event.cancellation_cutoff is not None  # parse_event requires it on pre events
     deadline = event.cancellation_cutoff - timedelta(seconds=settings.cutoff_safety_seconds)
     graph = runtime.clients.resource_graph()
 
-    machines = find_run_machines(graph, event.subscription_ids, event.correlation_id, log=log)
+    if machines is None:
+        machines = find_run_machines(graph, event.subscription_ids, event.correlation_id, log=log)
     if not machines:
         log.warning(EMPTY_RUN_HINT)
         ledger.update_run(event.correlation_id, {"Verdict": "empty", "MachineCount": 0})
@@ -144,7 +148,7 @@ def _send_and_wait(
     intents += [replace(records[o.key], pre_outcome="starting") for o in start_ops]
     ledger.save_rows(event.correlation_id, intents)
     results = run_operations([snapshot_ops, start_ops], parallelism=runtime.settings.parallelism,
-                             deadline=deadline, log=log)
+                             deadline=deadline, log=log, progress=runtime.progress)
     updated: list[Any] = []
     for key, result in results.items():
         if result.action == "snapshot":

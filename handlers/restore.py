@@ -90,7 +90,8 @@ def run_post(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[
             replace(r, restore_action=a, restore_outcome="issued") for _, a, r in actions])
     deadline = utcnow() + timedelta(seconds=settings.restore_timeout_seconds)
     results = run_operations([[power_operation(runtime.clients, m, a) for m, a, _ in actions]],
-                             parallelism=settings.parallelism, deadline=deadline, log=log)
+                             parallelism=settings.parallelism, deadline=deadline, log=log,
+                             progress=runtime.progress)
     for key, result in results.items():
         record = by_id[key]
         action = RESTORE_ACTIONS[record.original_power_state]

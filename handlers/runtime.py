@@ -19,6 +19,7 @@ from azure.storage.queue import QueueClient
 
 from handlers.clients import ClientFactory
 from handlers.ledger import Ledger
+from handlers.operations import Progress
 from handlers.settings import Settings
 
 # Environment variables that feed Settings or the credential chain.
@@ -31,6 +32,8 @@ class Runtime:
     def __init__(self, settings: Settings, clients: ClientFactory) -> None:
         self.settings = settings
         self.clients = clients
+        # Tools that show a progress display (the rehearsal CLI) set this; the app leaves it None.
+        self.progress: Progress | None = None
 
     @cached_property
     def ledger(self) -> Ledger:

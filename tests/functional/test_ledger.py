@@ -13,13 +13,18 @@ from emulator.azurite import Azurite
 from handlers.events import parse_event
 from handlers.ledger import PHASE_LEASE, AcceptOutcome, Ledger, MachineRecord, utcnow
 from tests.conftest import make_event
+from tools.memory_table import MemoryTable
 
 VM = ("/subscriptions/00000000-0000-0000-0000-00000000000a/resourceGroups/rg/providers/"
       "Microsoft.Compute/virtualMachines/vm1")
 
 
-@pytest.fixture
-def ledger(azurite: Azurite) -> Ledger:
+@pytest.fixture(params=["azurite", "memory"])
+def ledger(request: pytest.FixtureRequest) -> Ledger:
+    """The same semantics from a real Azurite table and from the rehearsal CLI's in-memory one."""
+    if request.param == "memory":
+        return Ledger(MemoryTable())
+    azurite: Azurite = request.getfixturevalue("azurite")
     service = TableServiceClient.from_connection_string(azurite.connection_string)
     return Ledger(service.create_table(f"Ledger{uuid.uuid4().hex[:12]}"))
 
