@@ -6,6 +6,7 @@ Functions worker keeps the process (and so the connection pools and tokens) warm
 
 from __future__ import annotations
 
+import random
 import threading
 from typing import Any
 
@@ -20,6 +21,7 @@ from azure.core.pipeline.policies import (
     NetworkTraceLoggingPolicy,
     ProxyPolicy,
     RedirectPolicy,
+    RequestHistory,
     RetryPolicy,
     UserAgentPolicy,
 )
@@ -38,17 +40,44 @@ USER_AGENT = "update-manager-maintenance-toolkit/0.1"
 
 
 class ThrottleAwareRetryPolicy(RetryPolicy):
-    """azure-core's RetryPolicy, also retrying POSTs that were throttled.
+    """azure-core's RetryPolicy, with throttling (429) handled as its own, larger budget.
 
-    By default azure-core never retries a POST on 429, yet VM start/deallocate/powerOff and
-    Resource Graph queries are all POSTs. A 429 means the request was refused before it ran,
-    so repeating it after `Retry-After` cannot act twice.
+    - azure-core never retries a POST on 429, yet VM start/deallocate/powerOff and Resource
+      Graph queries are all POSTs. A 429 means the request was refused before it ran, so
+      repeating it after `Retry-After` cannot act twice.
+    - Under a 429 storm every throttled caller is told the same `Retry-After`; all retrying at
+      that instant throttles them again, so each waits `Retry-After` plus up to half of it again.
+    - 429s draw on `throttle_retries`, not on the status-retry budget: being told to wait is
+      not the request failing, and a fleet's worth of starts can be told so many times.
     """
 
+    def __init__(self, *, throttle_retries: int = 60, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.throttle_retries = throttle_retries
+
+    def configure_retries(self, options: dict[str, Any]) -> dict[str, Any]:
+        settings = super().configure_retries(options)
+        settings["throttle"] = self.throttle_retries
+        return settings
+
     def is_retry(self, settings: dict[str, Any], response: PipelineResponse[Any, Any]) -> bool:
-        if response.http_response.status_code == 429 and settings["total"] and settings["status"]:
-            return True
+        if response.http_response.status_code == 429:
+            return bool(settings.get("throttle", 0) > 0)
         return bool(super().is_retry(settings, response))
+
+    def increment(self, settings: dict[str, Any], response: Any = None, error: Exception | None = None) -> bool:
+        if isinstance(response, PipelineResponse) and response.http_response.status_code == 429:
+            settings["throttle"] -= 1
+            settings["history"].append(RequestHistory(response.http_request, http_response=response.http_response))
+            return bool(settings["throttle"] >= 0)
+        return bool(super().increment(settings, response=response, error=error))
+
+    def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
+        retry_after = self.get_retry_after(response) if response is not None else None
+        if retry_after and response.http_response.status_code == 429:
+            transport.sleep(retry_after * (1 + random.random() / 2))
+            return
+        super().sleep(settings, transport, response)
 
 
 class ClientFactory:

@@ -74,5 +74,12 @@ def configure(*, transport: HttpTransport | None = None, credential: TokenCreden
     return get_runtime()
 
 
+def reset() -> None:
+    """Forget the runtime and any injected transport or credential (back to production defaults)."""
+    global _current, _transport, _credential
+    with _lock:
+        _transport, _credential, _current = None, None, None
+
+
 def _watched_environment() -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_WATCHED_PREFIXES)))

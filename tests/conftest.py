@@ -82,6 +82,7 @@ def host(app_env: dict[str, str], azurite: Azurite, emulator: AzureEmulator) -> 
         for name in (queue_name, f"{queue_name}-poison"):
             functions_host.queue(name).clear_messages()
     yield functions_host
+    runtime.reset()
 
 
 def make_event(

@@ -25,11 +25,14 @@ from typing import Any, TextIO
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError
 
+from handlers.clients import ClientFactory
 from handlers.errors import InvalidEventError, SettingsError, UnsupportedEventTypeError
 from handlers.events import MaintenanceEvent, parse_event
 from handlers.inventory import find_assigned_machines
 from handlers.ledger import Ledger
 from handlers.logs import run_logger
+from handlers.runtime import Runtime
+from handlers.settings import Settings
 from tools.memory_table import MemoryTable
 from tools.report import print_table, snapshot_summary, verdict_lines
 from tools.send_event import rewrite_times
@@ -69,19 +72,21 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout, err: TextIO
 
 
 def _rehearse(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from handlers import runtime as runtime_module
     from handlers.prepare import run_pre
 
     synthetic = args.configuration_id is not None
+    environ = dict(os.environ)
     if args.dry_run:
-        os.environ["MAINTENANCE_DRY_RUN"] = "true"
+        environ["MAINTENANCE_DRY_RUN"] = "true"
     if synthetic:
         # A run that has not happened cannot be cancelled: report what the verdict would do.
-        os.environ["MAINTENANCE_CANCEL_ON_FAILURE"] = "false"
-    in_memory = not any(os.environ.get(name) for name in _STORAGE_SETTINGS)
+        environ["MAINTENANCE_CANCEL_ON_FAILURE"] = "false"
+    in_memory = not any(environ.get(name) for name in _STORAGE_SETTINGS)
     if in_memory:
-        os.environ["AzureWebJobsStorage"] = "UseDevelopmentStorage=true"  # satisfies Settings; never used
-    runtime = runtime_module.get_runtime()
+        environ["AzureWebJobsStorage"] = "UseDevelopmentStorage=true"  # satisfies Settings; never used
+    settings = Settings.from_env(environ)
+    # Production clients: DefaultAzureCredential (az login) and the default transport.
+    runtime = Runtime(settings, ClientFactory(settings))
     if in_memory:
         runtime.ledger = Ledger(MemoryTable())
         print("no AzureWebJobsStorage configured: the ledger for this rehearsal is kept in memory", file=err)

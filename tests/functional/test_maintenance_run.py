@@ -220,10 +220,11 @@ def test_cutoff_already_passed_sends_no_cancel(
 def test_throttled_arm_still_gets_everything_done(host: FunctionsHost, monkeypatch: pytest.MonkeyPatch) -> None:
     from handlers import runtime
 
-    # Tiny buckets so a dozen VMs overrun them: 3 writes burst, refilling 0.5/s. The time scale
-    # (1 real second = 100 simulated) keeps refills slower than the requests arrive.
+    # Tiny buckets so a dozen VMs overrun them: 3 writes burst, refilling 0.2/s. At this time
+    # scale (1 real second = 100 simulated) that is 20 writes per real second: slower than a
+    # dozen parallel requests arrive even on a loaded machine, fast enough for retries to heal.
     emulator = AzureEmulator(time_scale=0.01, throttling=True,
-                             buckets={"arm.write": (3, 0.5), "graph": (2, 0.5), "compute.operation.vm": (2, 0.2)})
+                             buckets={"arm.write": (3, 0.2), "graph": (2, 0.2), "compute.operation.vm": (2, 0.1)})
     runtime.configure(transport=emulator.transport())
     vms = [emulator.add_vm(SUB_A, "rg-fleet", f"vm{i:02d}", power_state="deallocated") for i in range(12)]
     pre = make_event("pre")

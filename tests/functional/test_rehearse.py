@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,8 +32,13 @@ def live(emulator: AzureEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[L
     for name, value in endpoints.environment().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("MAINTENANCE_POLL_INTERVAL_SECONDS", "1")
+    # The CLI configures logging as a program does; give the rest of the session its levels back.
+    app_logger = logging.getLogger("maintenance")
+    level, root_handlers = app_logger.level, list(logging.getLogger().handlers)
     yield endpoints
     endpoints.close()
+    app_logger.setLevel(level)
+    logging.getLogger().handlers[:] = root_handlers
 
 
 def rehearse(*argv: str) -> tuple[int, str, str]:

@@ -38,6 +38,35 @@ def test_other_post_failures_keep_azure_core_rules() -> None:
     assert policy.is_retry(settings, _response("POST", 408)) is False  # may have run: not repeated
 
 
-def test_no_retry_once_the_budget_is_spent() -> None:
-    policy = ThrottleAwareRetryPolicy(retry_total=0, retry_status=0)
+def test_no_retry_once_the_throttle_budget_is_spent() -> None:
+    policy = ThrottleAwareRetryPolicy(throttle_retries=0)
     assert policy.is_retry(policy.configure_retries({}), _response("POST", 429)) is False
+
+
+def test_throttling_draws_on_its_own_budget() -> None:
+    policy = ThrottleAwareRetryPolicy(retry_total=1, retry_status=1, throttle_retries=5)
+    settings = policy.configure_retries({})
+    for _ in range(5):
+        assert policy.is_retry(settings, _response("POST", 429))
+        assert policy.increment(settings, response=_response("POST", 429))
+    assert settings["status"] == 1 and settings["total"] == 1, "a 429 is not a failed attempt"
+    assert policy.is_retry(settings, _response("POST", 429)) is False
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+def test_throttled_callers_spread_their_retries() -> None:
+    policy = ThrottleAwareRetryPolicy()
+    response = _response("POST", 429)
+    response.http_response.headers["Retry-After"] = "10"
+    clock = _Clock()
+    for _ in range(50):
+        policy.sleep(policy.configure_retries({}), clock, response)
+    assert all(10 <= s <= 15 for s in clock.slept)
+    assert len({round(s, 3) for s in clock.slept}) > 10, "not everyone retries at the same instant"

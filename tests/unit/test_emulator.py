@@ -430,7 +430,8 @@ def test_graph_throttling_answers_429_with_quota_headers(credential: ManagedIden
 
 
 def test_sdk_retry_heals_a_429_storm(credential: ManagedIdentityCredential) -> None:
-    emu = AzureEmulator(time_scale=0.001, throttling=True, buckets={"graph": (2, 0.2), "compute.update.vm": (1, 0.1)})
+    # Refills slow enough (a token per 0.1 real s) that CPU contention cannot hide the throttling.
+    emu = AzureEmulator(time_scale=0.001, throttling=True, buckets={"graph": (2, 0.01), "compute.update.vm": (1, 0.01)})
     emu.operation_durations.update(start=1.0, powerOff=1.0)
     rid = emu.add_vm(SUB, RG, "vm1")
     retry = RetryPolicy(**FAST_RETRY)
