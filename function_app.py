@@ -5,6 +5,8 @@
 - `maintenance_worker`: Storage-queue trigger doing the long work (starting, waiting, restoring).
 - `maintenance_events_queue`: Storage-queue trigger for operators who have Event Grid deliver to a
   queue instead of the functions.
+- `scheduled_event`: Event Grid trigger recording the Scheduled Events (platform maintenance)
+  forwarded by the in-VM agent (`agent/`) in the ledger.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import azure.functions as func
 from handlers.events import EventKind
 from handlers.intake import accept_event_grid_event, accept_queue_delivery
 from handlers.pipeline import run_work_message
+from handlers.platform_events import record_platform_event
 from handlers.runtime import get_runtime
 from handlers.settings import queue_names
 
@@ -44,3 +47,9 @@ def maintenance_worker(message: func.QueueMessage) -> None:
 @app.queue_trigger(arg_name="message", queue_name=EVENTS_QUEUE, connection="AzureWebJobsStorage")
 def maintenance_events_queue(message: func.QueueMessage) -> None:
     accept_queue_delivery(get_runtime(), message.get_body())
+
+
+@app.function_name("scheduled_event")
+@app.event_grid_trigger(arg_name="event")
+def scheduled_event(event: func.EventGridEvent) -> None:
+    record_platform_event(get_runtime(), event)

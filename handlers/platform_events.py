@@ -259,7 +259,7 @@ def _hook_failures(results: Any) -> tuple[str, ...]:
     failures = []
     for result in results:
         if isinstance(result, Mapping) and result.get("status") not in ("succeeded", "skipped"):
-            code = result.get("exit_code")
+            code = result.get("exitCode")
             failures.append(f"{result.get('name', '?')}: {result.get('status', '?')}"
                             + (f" (exit {code})" if code is not None else ""))
     return tuple(failures)
