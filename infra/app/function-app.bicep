@@ -1,0 +1,141 @@
+// The Function App on the Flex Consumption plan (Linux, Python 3.11), running as the user-assigned
+// identity for everything: host storage, the deployment package, Application Insights and Azure.
+// No storage keys: the host reaches its storage through AzureWebJobsStorage__* identity settings.
+// Flex Consumption takes the runtime from functionAppConfig and rejects FUNCTIONS_WORKER_RUNTIME,
+// FUNCTIONS_EXTENSION_VERSION and WEBSITE_RUN_FROM_PACKAGE, so none of those are set.
+
+@description('Name of the Function App (globally unique host name).')
+param name string
+
+@description('Name of the Flex Consumption plan.')
+param planName string
+
+@description('Region of the plan and the app.')
+param location string
+
+@description('Tags for the plan and the app (azd-service-name is added to the app).')
+param tags object
+
+@description('Resource id of the user-assigned identity.')
+param identityId string
+
+@description('Client id of the user-assigned identity.')
+param identityClientId string
+
+@description('Name of the storage account (in this resource group) for host storage and deployment.')
+param storageAccountName string
+
+@description('Blob container the platform deploys the app package from.')
+param deploymentContainerName string
+
+@description('Name of the Application Insights component (in this resource group).')
+param applicationInsightsName string
+
+@description('Upper bound of Flex Consumption instances.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int
+
+@description('Memory per instance in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int
+
+@description('The toolkit\'s own settings (MAINTENANCE_*, AZURE_RESOURCE_MANAGER_ENDPOINT), merged over the host settings.')
+param appSettings object
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+var endpoints = storage.properties.primaryEndpoints
+
+// Identity-based host storage. The explicit service URIs win over accountName in the Functions
+// host (and in the app's own settings), so sovereign clouds and custom domains work too;
+// accountName stays for tools that only look for it.
+var hostSettings = {
+  AzureWebJobsStorage__accountName: storage.name
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
+  AzureWebJobsStorage__blobServiceUri: substring(endpoints.blob, 0, length(endpoints.blob) - 1)
+  AzureWebJobsStorage__queueServiceUri: substring(endpoints.queue, 0, length(endpoints.queue) - 1)
+  AzureWebJobsStorage__tableServiceUri: substring(endpoints.table, 0, length(endpoints.table) - 1)
+  AZURE_CLIENT_ID: identityClientId
+  // The connection string names the ingestion endpoint; its instrumentation key alone can no longer
+  // write (local auth is disabled in monitoring.bicep). The authentication string makes the SDK
+  // send with the identity's Entra ID token instead.
+  APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: union(tags, {
+    'azd-service-name': 'api'
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    siteConfig: {
+      minTlsVersion: '1.2'
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${endpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+
+  resource settings 'config' = {
+    name: 'appsettings'
+    properties: union(hostSettings, appSettings)
+  }
+}
+
+output id string = functionApp.id
+output name string = functionApp.name
+output defaultHostName string = functionApp.properties.defaultHostName

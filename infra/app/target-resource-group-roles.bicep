@@ -1,0 +1,35 @@
+// The app identity's roles on one target resource group (machines, disks or snapshots there);
+// the same roles as target-subscription-roles.bicep, at a narrower scope:
+// - Reader: Resource Graph and instance views (Resource Graph only shows what the identity can read);
+// - Virtual Machine Contributor: start, deallocate, power off;
+// - Disk Snapshot Contributor: the toolkit's snapshots (left out when snapshots are off).
+
+@description('Principal (object) id of the app\'s user-assigned identity.')
+param principalId string
+
+@description('Also grant Disk Snapshot Contributor (MAINTENANCE_SNAPSHOT_DISKS is not none).')
+param includeSnapshotRole bool
+
+var roleIds = {
+  reader: 'acdd72a7-3385-48ef-bd42-f606fba81ae7'
+  virtualMachineContributor: '9980e02c-c2be-4d73-94e8-173b1dc7cf3c'
+  diskSnapshotContributor: '7efff54f-a5b4-42b5-a1c5-5411624893ce'
+}
+
+var assignedRoleIds = includeSnapshotRole ? [
+  roleIds.reader
+  roleIds.virtualMachineContributor
+  roleIds.diskSnapshotContributor
+] : [
+  roleIds.reader
+  roleIds.virtualMachineContributor
+]
+
+resource assignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for roleId in assignedRoleIds: {
+  name: guid(resourceGroup().id, principalId, subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId))
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
+  }
+}]
