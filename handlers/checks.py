@@ -65,6 +65,8 @@ def vms_running(context: CheckContext) -> CheckResult:
         statuses = read_vm_statuses(context.runtime.clients, machines, parallelism=settings.parallelism)
     for record in vms:
         key = record.resource_id.lower()
+        if record.pre_outcome == "planned":
+            continue  # a dry run's start: nothing to check until it is really made
         if record.pre_action == "start":
             running = record.pre_outcome == "succeeded"
             state = {"timed-out": "still starting at the deadline", "failed": f"start failed: {record.pre_detail}"}.get(

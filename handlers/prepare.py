@@ -73,7 +73,8 @@ def run_pre(
         failing = [f"{r.name}: {f.reason}" for r in results for f in r.findings]
         for reason in failing:
             log.info("dry run: would cancel the run because %s", reason)
-        ledger.update_run(event.correlation_id, {"Verdict": "dry-run", "MachineCount": len(records)})
+        ledger.update_run(event.correlation_id, {"Verdict": "dry-run", "MachineCount": len(records),
+                                                 "FailingReasons": "\n".join(failing)})
         return _summary(records, snapshots, verdict="dry-run", cancel="not-requested (dry run)")
 
     now = utcnow()

@@ -127,3 +127,14 @@ def test_bad_input_and_empty_runs_have_their_own_exit_codes(
     empty = event_file(tmp_path, emulator, [])
     code, out, _ = rehearse("--event", str(empty), "--keep-times", "--quiet")
     assert code == EXIT_EMPTY and "no machines" in out
+
+
+def test_dry_run_reports_what_would_cancel(live: LoopbackEndpoints, emulator: AzureEmulator, tmp_path: Path) -> None:
+    held = emulator.add_vm(SUB_A, "rg-r", "vm-held", power_state="running", tags={"maintenance-hold": "INC-7"})
+
+    code, out, _ = rehearse("--event", str(event_file(tmp_path, emulator, [held])), "--keep-times", "--dry-run",
+                            "--quiet")
+
+    assert code == EXIT_VERDICT
+    assert "the run would be cancelled" in out and "INC-7" in out
+    assert writes(emulator) == 0
