@@ -99,7 +99,7 @@ def _run(connection_string: str, args: argparse.Namespace) -> int:
     import function_app
     from handlers import runtime
 
-    app_runtime = runtime.configure(transport=emulator.transport())
+    app_runtime = runtime.configure(transport=emulator.transport(), clock=emulator.clock)
     host = FunctionsHost(function_app.app, connection_string)
     for queue_name in host.queue_triggers():
         host.queue(queue_name).clear_messages()

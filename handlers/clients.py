@@ -34,6 +34,7 @@ from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy, ARMHttpLo
 from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
+from handlers.pacing import Clock, PacedTransport, SystemClock
 from handlers.settings import Settings
 
 USER_AGENT = "update-manager-maintenance-toolkit/0.1"
@@ -95,8 +96,10 @@ class ClientFactory:
         *,
         transport: HttpTransport | None = None,
         credential: TokenCredential | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._settings = settings
+        self.clock: Clock = clock or SystemClock()
         self._transport = transport
         self._pooled_transport: HttpTransport | None = None
         self._credential = credential
@@ -216,15 +219,17 @@ class ClientFactory:
         return {"transport": self._transport} if self._transport is not None else {}
 
     def _arm_transport(self) -> HttpTransport:
-        # Called with the lock held. One pooled session for every ARM client: requests' default
-        # pool of 10 would discard (and log about) connections once parallelism exceeds it.
-        if self._transport is not None:
-            return self._transport
+        # Called with the lock held. One paced transport for every ARM client, so the pacing
+        # buckets are shared; underneath, one pooled session: requests' default pool of 10 would
+        # discard (and log about) connections once parallelism exceeds it.
         if self._pooled_transport is None:
-            session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(pool_maxsize=self._settings.parallelism + 8)
-            session.mount("https://", adapter)
-            self._pooled_transport = RequestsTransport(session=session, session_owner=False)
+            inner = self._transport
+            if inner is None:
+                session = requests.Session()
+                adapter = requests.adapters.HTTPAdapter(pool_maxsize=self._settings.parallelism + 8)
+                session.mount("https://", adapter)
+                inner = RequestsTransport(session=session, session_owner=False)
+            self._pooled_transport = PacedTransport(inner, self.clock)
         return self._pooled_transport
 
     def _arm_kwargs(self) -> dict[str, Any]:

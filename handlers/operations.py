@@ -3,7 +3,13 @@
 Every request goes out (bounded parallelism) before any is waited on, so a fleet's time is the
 slowest operation's, not the sum. Requests go out in waves: each wave is fully sent before the
 next starts (snapshots before starts, so a disk is copied as it was before its VM came up).
-Each operation's failure is caught and returned as its result; one can never stop the others.
+
+Waiting is one loop for all operations, not the SDK's poller per operation: a poller is a thread
+that polls every interval, and a fleet of thousands would be thousands of threads and a stream of
+reads that ARM throttles. The loop polls each operation's status URL (Azure-AsyncOperation, else
+Location, else the resource itself) when it is due, honouring Retry-After, through the same ARM
+pipeline (credential, retries, pacing). Each operation's failure is caught and returned as its
+result; one can never stop the others.
 """
 
 from __future__ import annotations
@@ -16,9 +22,21 @@ from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import AzureError, HttpResponseError
-from azure.core.polling import LROPoller
+from azure.core.pipeline import PipelineResponse
+from azure.core.rest import HttpRequest
 
+from handlers.clients import ClientFactory
 from handlers.ledger import utcnow
+
+Progress = Callable[[str, int, int], None]  # (stage "sent" | "done", count so far, total)
+_TERMINAL_OK = {"succeeded"}
+_TERMINAL_FAILED = {"failed", "canceled", "cancelled"}
+_MAX_POLL_ERRORS = 5
+
+
+def raw_response(pipeline_response: Any, deserialized: Any, headers: Any) -> PipelineResponse[Any, Any]:
+    """`cls=` for SDK calls made with `polling=False`: hand back the initial response itself."""
+    return pipeline_response
 
 
 @dataclass(frozen=True)
@@ -26,7 +44,7 @@ class Operation:
     key: str  # unique among the operations of one call; results are keyed by it
     resource_id: str  # what the operation acts on, for logs and records
     action: str  # "start", "snapshot", "delete-snapshot", ...
-    begin: Callable[[], LROPoller[Any]]
+    send: Callable[[], PipelineResponse[Any, Any]]  # sends the initial request, returns its response
 
 
 @dataclass(frozen=True)
@@ -40,10 +58,18 @@ class OperationResult:
     finished_at: datetime | None
 
 
-Progress = Callable[[str, int, int], None]  # (stage "sent" | "done", count so far, total)
+@dataclass
+class _Pending:
+    operation: Operation
+    url: str
+    kind: str  # "async" | "location" | "resource"
+    sent_at: datetime
+    next_at: float
+    errors: int = 0
 
 
 def run_operations(
+    clients: ClientFactory,
     waves: Sequence[Sequence[Operation]],
     *,
     parallelism: int,
@@ -58,53 +84,124 @@ def run_operations(
     """
     total = sum(len(wave) for wave in waves)
     report = progress or (lambda stage, count, of: None)
+    interval = clients.settings.poll_interval_seconds
     results: dict[str, OperationResult] = {}
-    pollers: list[tuple[Operation, LROPoller[Any], datetime]] = []
+    pending: list[_Pending] = []
 
-    def send(operation: Operation) -> tuple[Operation, LROPoller[Any] | None, datetime, str]:
+    def send(operation: Operation) -> tuple[Operation, PipelineResponse[Any, Any] | None, datetime, str]:
         sent_at = utcnow()
         try:
-            poller = operation.begin()
+            response = operation.send()
         except AzureError as exc:
             return operation, None, sent_at, describe_error(exc)
         log.info("%s requested for %s", operation.action, operation.resource_id)
-        return operation, poller, sent_at, ""
+        return operation, response, sent_at, ""
 
     for wave in waves:
         if not wave:
             continue
-        with ThreadPoolExecutor(max_workers=min(parallelism, len(wave)), thread_name_prefix="ops") as pool:
-            for operation, poller, sent_at, error in pool.map(send, wave):
-                if poller is None:
+        with ThreadPoolExecutor(max_workers=min(parallelism, len(wave)), thread_name_prefix="send") as pool:
+            for operation, response, sent_at, error in pool.map(send, wave):
+                if response is None:
                     log.warning("%s failed for %s: %s", operation.action, operation.resource_id, error)
                     results[operation.key] = _result(operation, "failed", error, sent_at, utcnow())
                 else:
-                    pollers.append((operation, poller, sent_at))
-                report("sent", len(pollers) + len(results), total)
-
-    for operation, poller, sent_at in pollers:
-        results[operation.key] = _await(operation, poller, sent_at, deadline, log)
-        report("done", len(results), total)
+                    follow = _follow(response)
+                    if follow is None:
+                        results[operation.key] = _done(operation, sent_at, log)
+                    else:
+                        url, kind = follow
+                        first = clients.clock.now() + _retry_after(response, interval)
+                        pending.append(_Pending(operation, url, kind, sent_at, first))
+                report("sent", len(pending) + len(results), total)
+    report("done", len(results), total)
+    _wait(clients, pending, results, parallelism=parallelism, deadline=deadline, log=log,
+          report=lambda: report("done", len(results), total))
     return results
 
 
-def _await(
-    operation: Operation, poller: LROPoller[Any], sent_at: datetime, deadline: datetime,
-    log: logging.LoggerAdapter[Any],
-) -> OperationResult:
-    remaining = (deadline - utcnow()).total_seconds()
+def _wait(
+    clients: ClientFactory, pending: list[_Pending], results: dict[str, OperationResult], *, parallelism: int,
+    deadline: datetime, log: logging.LoggerAdapter[Any], report: Callable[[], None],
+) -> None:
+    interval = clients.settings.poll_interval_seconds
+    clock = clients.clock
+    arm = clients.arm()
+    with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(pending))), thread_name_prefix="poll") as pool:
+        while pending:
+            if utcnow() >= deadline:
+                for item in pending:
+                    op = item.operation
+                    log.warning("%s of %s still running at the deadline %s", op.action, op.resource_id,
+                                deadline.isoformat())
+                    results[op.key] = _result(op, "timed-out", f"still running at the deadline {deadline.isoformat()}",
+                                              item.sent_at, None)
+                report()
+                return
+            now = clock.now()
+            due = [item for item in pending if item.next_at <= now]
+            if not due:
+                clock.sleep(min(min(item.next_at for item in pending) - now, interval))
+                continue
+            for item, state, retry_after, detail in pool.map(lambda i: (i, *_poll(arm, i)), due):
+                op = item.operation
+                if state == "succeeded":
+                    results[op.key] = _done(op, item.sent_at, log)
+                elif state == "failed":
+                    log.warning("%s failed for %s: %s", op.action, op.resource_id, detail)
+                    results[op.key] = _result(op, "failed", detail, item.sent_at, utcnow())
+                else:
+                    item.errors = item.errors + 1 if state == "error" else 0
+                    if item.errors >= _MAX_POLL_ERRORS:
+                        results[op.key] = _result(op, "failed", f"status unreadable: {detail}", item.sent_at, utcnow())
+                    item.next_at = clock.now() + max(retry_after or 0.0, interval)
+            pending[:] = [item for item in pending if item.operation.key not in results]
+            report()
+
+
+def _poll(arm: Any, item: _Pending) -> tuple[str, float | None, str]:
+    """(state, retry-after, detail): state is succeeded | failed | running | error."""
     try:
-        poller.wait(timeout=max(remaining, 0.0))
-        if not poller.done():
-            log.warning("%s of %s still running at the deadline %s", operation.action, operation.resource_id,
-                        deadline.isoformat())
-            return _result(operation, "timed-out", f"still running at the deadline {deadline.isoformat()}",
-                           sent_at, None)
-        poller.result()
+        response = arm.send_request(HttpRequest("GET", item.url))
     except AzureError as exc:
-        detail = describe_error(exc)
-        log.warning("%s failed for %s: %s", operation.action, operation.resource_id, detail)
-        return _result(operation, "failed", detail, sent_at, utcnow())
+        return "error", None, describe_error(exc)
+    retry_after = _header_seconds(response.headers.get("Retry-After"))
+    body = _json(response)
+    if item.kind == "location":
+        if response.status_code == 202:
+            return "running", retry_after, ""
+        if response.status_code in (200, 201, 204):
+            return "succeeded", None, ""
+        return "failed", None, _error_text(body, response.status_code)
+    if response.status_code >= 400:
+        return "error", retry_after, _error_text(body, response.status_code)
+    if item.kind == "async":
+        status = str(body.get("status") or "").lower()
+    else:
+        status = str((body.get("properties") or {}).get("provisioningState") or "").lower()
+    if status in _TERMINAL_OK:
+        return "succeeded", None, ""
+    if status in _TERMINAL_FAILED:
+        return "failed", None, _error_text(body, response.status_code)
+    return "running", retry_after, ""
+
+
+def _follow(response: PipelineResponse[Any, Any]) -> tuple[str, str] | None:
+    """Where to learn how an accepted request ends; None when it has ended already."""
+    http = response.http_response
+    headers = http.headers
+    if headers.get("Azure-AsyncOperation"):
+        return headers["Azure-AsyncOperation"], "async"
+    if headers.get("Location") and http.status_code == 202:
+        return headers["Location"], "location"
+    if http.status_code in (200, 201):
+        state = str((_json(http).get("properties") or {}).get("provisioningState") or "").lower()
+        if state and state not in _TERMINAL_OK | _TERMINAL_FAILED:
+            return str(http.request.url), "resource"
+    return None
+
+
+def _done(operation: Operation, sent_at: datetime, log: logging.LoggerAdapter[Any]) -> OperationResult:
     log.info("%s succeeded for %s", operation.action, operation.resource_id)
     return _result(operation, "succeeded", "", sent_at, utcnow())
 
@@ -114,6 +211,33 @@ def _result(
 ) -> OperationResult:
     return OperationResult(operation.key, operation.resource_id, operation.action, outcome, detail, sent_at,
                            finished_at)
+
+
+def _json(response: Any) -> dict[str, Any]:
+    try:
+        body = response.json() if hasattr(response, "json") else {}
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error_text(body: dict[str, Any], status: int) -> str:
+    error = body.get("error") or {}
+    if isinstance(error, dict) and (error.get("code") or error.get("message")):
+        prefix = f"{status} " if status >= 400 else ""
+        return f"{prefix}{error.get('code') or 'Error'}: {error.get('message') or ''}".strip()
+    return f"HTTP {status}"
+
+
+def _header_seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _retry_after(response: PipelineResponse[Any, Any], default: float) -> float:
+    return _header_seconds(response.http_response.headers.get("Retry-After")) or default
 
 
 def describe_error(exc: AzureError) -> str:

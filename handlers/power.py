@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from azure.core.exceptions import HttpResponseError
+from azure.core.pipeline import PipelineResponse
 
 from handlers.clients import ClientFactory
 from handlers.inventory import RunMachine, power_state_name
-from handlers.operations import Operation
+from handlers.operations import Operation, raw_response
 
 # Our action names -> the SDK's long-running operations. Nothing else in the toolkit changes a VM.
 _OPERATIONS = {"start": "begin_start", "deallocate": "begin_deallocate", "power-off": "begin_power_off"}
@@ -30,12 +32,12 @@ def power_operation(clients: ClientFactory, machine: RunMachine, action: str) ->
     """An operation that sends `action` ("start", "deallocate", "power-off") to one VM."""
     method = _OPERATIONS[action]
 
-    def begin() -> object:
+    def send() -> PipelineResponse[Any, Any]:
         vms = clients.compute(machine.subscription_id).virtual_machines
-        return getattr(vms, method)(machine.resource_group, machine.name)
+        poller = getattr(vms, method)(machine.resource_group, machine.name, polling=False, cls=raw_response)
+        return poller.result()
 
-    return Operation(key=machine.resource_id.lower(), resource_id=machine.resource_id, action=action,
-                     begin=begin)  # type: ignore[arg-type]
+    return Operation(key=machine.resource_id.lower(), resource_id=machine.resource_id, action=action, send=send)
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ def _send_and_wait(
     intents: list[Any] = [replace(snapshots[o.key], outcome="creating") for o in snapshot_ops]
     intents += [replace(records[o.key], pre_outcome="starting") for o in start_ops]
     ledger.save_rows(event.correlation_id, intents)
-    results = run_operations([snapshot_ops, start_ops], parallelism=runtime.settings.parallelism,
+    results = run_operations(runtime.clients, [snapshot_ops, start_ops], parallelism=runtime.settings.parallelism,
                              deadline=deadline, log=log, progress=runtime.progress)
     updated: list[Any] = []
     for key, result in results.items():

@@ -15,7 +15,7 @@ from handlers.events import MaintenanceEvent, RunStatus
 from handlers.inventory import describe_resource_group, query_all
 from handlers.ledger import run_key, utcnow
 from handlers.logs import RunLogger
-from handlers.operations import Operation, run_operations
+from handlers.operations import Operation, raw_response, run_operations
 from handlers.runtime import Runtime
 from handlers.snapshots import EXPIRES_TAG, MARKER_TAG, MARKER_VALUE, RUN_TAG
 
@@ -57,7 +57,8 @@ def run_retention(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> 
     elif expired:
         operations = [_delete_operation(runtime, str(row["id"])) for row in expired]
         deadline = now + timedelta(seconds=settings.restore_timeout_seconds)
-        results = run_operations([operations], parallelism=settings.parallelism, deadline=deadline, log=log)
+        results = run_operations(runtime.clients, [operations], parallelism=settings.parallelism,
+                                 deadline=deadline, log=log)
         counts["deleted"] = sum(1 for r in results.values() if r.outcome == "succeeded")
         counts["failed"] = len(results) - counts["deleted"]
     runtime.ledger.update_run(event.correlation_id, {f"Retention{k.title().replace('-', '')}": v
@@ -75,10 +76,11 @@ def _delete_operation(runtime: Runtime, snapshot_id: str) -> Operation:
     subscription, group = snapshot_id.split("/")[2], describe_resource_group(snapshot_id)
     name = snapshot_id.rstrip("/").rsplit("/", 1)[-1]
 
-    def begin() -> Any:
-        return runtime.clients.compute(subscription).snapshots.begin_delete(group, name)
+    def send() -> Any:
+        snapshots = runtime.clients.compute(subscription).snapshots
+        return snapshots.begin_delete(group, name, polling=False, cls=raw_response).result()
 
-    return Operation(key=snapshot_id.lower(), resource_id=snapshot_id, action="delete-snapshot", begin=begin)
+    return Operation(key=snapshot_id.lower(), resource_id=snapshot_id, action="delete-snapshot", send=send)
 
 
 def _parse_time(value: str) -> datetime | None:

@@ -20,6 +20,7 @@ from azure.storage.queue import QueueClient
 from handlers.clients import ClientFactory
 from handlers.ledger import Ledger
 from handlers.operations import Progress
+from handlers.pacing import Clock
 from handlers.settings import Settings
 
 # Environment variables that feed Settings or the credential chain.
@@ -48,6 +49,7 @@ _current: Runtime | None = None
 _current_env: tuple[tuple[str, str], ...] = ()
 _transport: HttpTransport | None = None
 _credential: TokenCredential | None = None
+_clock: Clock | None = None
 
 
 def get_runtime() -> Runtime:
@@ -61,24 +63,31 @@ def get_runtime() -> Runtime:
     with _lock:
         if _current is None or env != _current_env:
             settings = Settings.from_env(dict(env))
-            _current = Runtime(settings, ClientFactory(settings, transport=_transport, credential=_credential))
+            clients = ClientFactory(settings, transport=_transport, credential=_credential, clock=_clock)
+            _current = Runtime(settings, clients)
             _current_env = env
         return _current
 
 
-def configure(*, transport: HttpTransport | None = None, credential: TokenCredential | None = None) -> Runtime:
-    """Use this transport and/or credential for every client from now on; rebuild the runtime."""
-    global _current, _transport, _credential
+def configure(
+    *, transport: HttpTransport | None = None, credential: TokenCredential | None = None, clock: Clock | None = None
+) -> Runtime:
+    """Use this transport, credential and/or clock for every client from now on; rebuild the runtime.
+
+    The clock paces requests and schedules status polls; an emulator with simulated time passes
+    its own so both run on the time it simulates.
+    """
+    global _current, _transport, _credential, _clock
     with _lock:
-        _transport, _credential, _current = transport, credential, None
+        _transport, _credential, _clock, _current = transport, credential, clock, None
     return get_runtime()
 
 
 def reset() -> None:
     """Forget the runtime and any injected transport or credential (back to production defaults)."""
-    global _current, _transport, _credential
+    global _current, _transport, _credential, _clock
     with _lock:
-        _transport, _credential, _current = None, None, None
+        _transport, _credential, _clock, _current = None, None, None, None
 
 
 def _watched_environment() -> tuple[tuple[str, str], ...]:

@@ -28,7 +28,7 @@ from handlers.inventory import (
     query_all,
 )
 from handlers.ledger import SnapshotRecord, run_key
-from handlers.operations import Operation
+from handlers.operations import Operation, raw_response
 from handlers.settings import Settings
 
 MARKER_TAG = "maintenance-toolkit"
@@ -196,10 +196,12 @@ def snapshot_operation(
         sku=None if settings.snapshot_incremental else SnapshotSku(name="Standard_LRS"),
     )
 
-    def begin() -> Any:
-        return clients.compute(subscription).snapshots.begin_create_or_update(group, record.snapshot_name, body)
+    def send() -> Any:
+        snapshots = clients.compute(subscription).snapshots
+        return snapshots.begin_create_or_update(group, record.snapshot_name, body, polling=False,
+                                                cls=raw_response).result()
 
-    return Operation(key=record.row_key(), resource_id=record.snapshot_id, action="snapshot", begin=begin)
+    return Operation(key=record.row_key(), resource_id=record.snapshot_id, action="snapshot", send=send)
 
 
 def _tag_value(value: str) -> str:

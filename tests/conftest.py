@@ -76,7 +76,7 @@ def host(app_env: dict[str, str], azurite: Azurite, emulator: AzureEmulator) -> 
     import function_app
     from handlers import runtime
 
-    runtime.configure(transport=emulator.transport())
+    runtime.configure(transport=emulator.transport(), clock=emulator.clock)
     functions_host = FunctionsHost(function_app.app, azurite.connection_string)
     for queue_name in functions_host.queue_triggers():
         for name in (queue_name, f"{queue_name}-poison"):

@@ -225,7 +225,7 @@ def test_throttled_arm_still_gets_everything_done(host: FunctionsHost, monkeypat
     # dozen parallel requests arrive even on a loaded machine, fast enough for retries to heal.
     emulator = AzureEmulator(time_scale=0.01, throttling=True,
                              buckets={"arm.write": (3, 0.2), "graph": (2, 0.2), "compute.operation.vm": (2, 0.1)})
-    runtime.configure(transport=emulator.transport())
+    runtime.configure(transport=emulator.transport(), clock=emulator.clock)
     vms = [emulator.add_vm(SUB_A, "rg-fleet", f"vm{i:02d}", power_state="deallocated") for i in range(12)]
     pre = make_event("pre")
     emulator.add_run(run_of(pre), vms)
