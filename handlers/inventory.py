@@ -37,7 +37,7 @@ ASSIGNED_MACHINES_QUERY = """maintenanceresources
 
 MACHINE_QUERY = """resources
 | where type in~ ('microsoft.compute/virtualmachines', 'microsoft.hybridcompute/machines')
-| where id in~ ({ids})
+| where {field} in~ ({values})
 | project id, name, type, location, resourceGroup, subscriptionId, tags,
     powerState = tostring(properties.extended.instanceView.powerState.code),
     storageProfile = properties.storageProfile"""
@@ -158,14 +158,20 @@ def get_vm_views(
 ) -> dict[str, VmView]:
     """Power state, location, tags and disks of many machines, keyed by lower-cased id, in few queries."""
     wanted = sorted({rid.lower() for rid in resource_ids})
+    if len(wanted) <= IDS_PER_QUERY:
+        queries = [("id", wanted)]
+    else:
+        # A big fleet: ask by resource group (pages of 1000 rows) instead of by id (200 per
+        # query), and keep only the run's machines. Far fewer queries against the 15 per 5 s.
+        groups = sorted({describe_resource_group(rid) for rid in wanted})
+        queries = [("resourceGroup", groups[i : i + IDS_PER_QUERY]) for i in range(0, len(groups), IDS_PER_QUERY)]
+    wanted_set = set(wanted)
     views: dict[str, VmView] = {}
-    for start in range(0, len(wanted), IDS_PER_QUERY):
-        chunk = wanted[start : start + IDS_PER_QUERY]
-        ids = ", ".join(f"'{_kql_literal(rid)}'" for rid in chunk)
-        chunk_set = set(chunk)
-        for row in query_all(graph, subscription_ids, MACHINE_QUERY.format(ids=ids)):
+    for field_name, values in queries:
+        literals = ", ".join(f"'{_kql_literal(value)}'" for value in values)
+        for row in query_all(graph, subscription_ids, MACHINE_QUERY.format(field=field_name, values=literals)):
             resource_id = str(row.get("id") or "")
-            if resource_id.lower() not in chunk_set:
+            if resource_id.lower() not in wanted_set:
                 continue
             code = _first(row, "powerState", ("properties", "extended", "instanceView", "powerState", "code"))
             tags = row.get("tags") or {}

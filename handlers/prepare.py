@@ -129,7 +129,7 @@ def _record_snapshots(
                if r.row_key() not in existing_rows]
     due = [r for r in list(existing_rows.values()) + planned if r.outcome not in _FINAL]
     if due and not runtime.settings.dry_run:
-        found = find_existing(runtime.clients, event.subscription_ids, due)
+        found = find_existing(runtime.clients, event.subscription_ids, event.correlation_id, due)
         reconciled = {r.row_key(): reconcile(r, found.get(r.snapshot_id.lower())) for r in due}
         planned = [reconciled.get(r.row_key(), r) for r in planned]
         existing_rows.update({k: v for k, v in reconciled.items() if k in existing_rows})

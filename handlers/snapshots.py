@@ -20,7 +20,6 @@ from azure.mgmt.compute.models import CreationData, Snapshot, SnapshotProperties
 
 from handlers.clients import ClientFactory
 from handlers.inventory import (
-    IDS_PER_QUERY,
     RunMachine,
     VmView,
     describe_resource_group,
@@ -43,7 +42,7 @@ _NAME_MAX = 80
 
 EXISTING_QUERY = """resources
 | where type =~ 'microsoft.compute/snapshots'
-| where name in~ ({names})
+| where tags['""" + RUN_TAG + """'] =~ '{run}'
 | project id, name, resourceGroup, subscriptionId, location, tags,
     provisioningState = tostring(properties.provisioningState),
     sourceResourceId = tostring(properties.creationData.sourceResourceId)"""
@@ -141,19 +140,20 @@ def read_storage_profiles(
 
 
 def find_existing(
-    clients: ClientFactory, subscription_ids: Sequence[str], records: Iterable[SnapshotRecord]
+    clients: ClientFactory, subscription_ids: Sequence[str], correlation_id: str, records: Iterable[SnapshotRecord]
 ) -> dict[str, dict[str, Any]]:
-    """Snapshots that already carry our names, keyed by lower-cased snapshot id (bulk, Resource Graph)."""
-    wanted = {r.snapshot_id.lower(): r for r in records if r.snapshot_id}
-    names = sorted({r.snapshot_name.lower() for r in wanted.values()})
+    """Snapshots this run already made, keyed by lower-cased snapshot id: one Resource Graph query
+    for the run's tag, whatever the fleet size. (A snapshot of our name made from another disk
+    without our tag is refused by the PUT itself: the source of a snapshot cannot change.)"""
+    wanted = {r.snapshot_id.lower() for r in records if r.snapshot_id}
+    if not wanted:
+        return {}
+    query = EXISTING_QUERY.format(run=run_key(correlation_id))
     found: dict[str, dict[str, Any]] = {}
-    graph = clients.resource_graph()
-    for start in range(0, len(names), IDS_PER_QUERY):
-        chunk = ", ".join(f"'{name}'" for name in names[start : start + IDS_PER_QUERY])
-        for row in query_all(graph, subscription_ids, EXISTING_QUERY.format(names=chunk)):
-            key = str(row.get("id") or "").lower()
-            if key in wanted:
-                found[key] = row
+    for row in query_all(clients.resource_graph(), subscription_ids, query):
+        key = str(row.get("id") or "").lower()
+        if key in wanted:
+            found[key] = row
     return found
 
 

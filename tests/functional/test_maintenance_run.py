@@ -289,3 +289,23 @@ def test_post_waits_for_a_pre_phase_still_running(
     assert ledger().get_phase(run_of(pre), "post")["Status"] == "retrying"  # type: ignore[index]
     work = host.queue(get_runtime().settings.work_queue).get_queue_properties()
     assert work.approximate_message_count == 1, "the post work is queued again, invisible for a while"
+
+
+def test_a_fleet_larger_than_one_id_query_is_read_by_resource_group(
+    host: FunctionsHost, emulator: AzureEmulator
+) -> None:
+    vms = [emulator.add_vm(SUB_A if i % 2 else SUB_B, f"rg-{i % 3}", f"vm{i:03d}", power_state="deallocated")
+           for i in range(250)]
+    outsiders = [emulator.add_vm(SUB_A, "rg-1", f"outside{i}", power_state="deallocated") for i in range(3)]
+    pre = make_event("pre")
+    emulator.add_run(run_of(pre), vms)
+
+    host.deliver_event("pre_maintenance", pre)
+    host.run_queues()
+
+    assert all(emulator.actions(v) == ["start"] for v in vms)
+    assert all(emulator.actions(v) == [] for v in outsiders), "machines outside the run are never touched"
+    graph_queries = emulator.count(method="POST", path_contains="microsoft.resourcegraph")
+    assert graph_queries <= 6, f"{graph_queries} Resource Graph queries for 250 machines"
+    per_vm_gets = emulator.count(method="GET", path_contains="/virtualmachines/")
+    assert per_vm_gets == 0, "power states and disks come from Resource Graph in bulk"

@@ -263,3 +263,23 @@ def test_retention_in_dry_run_only_reports(
 
     assert old in {s["id"] for s in emulator.snapshots()}
     assert any("would delete expired snapshot" in r.getMessage() and old in r.getMessage() for r in caplog.records)
+
+
+def test_a_snapshot_name_taken_by_another_disk_is_an_error_not_a_reuse(
+    host: FunctionsHost, emulator: AzureEmulator
+) -> None:
+    vm = emulator.add_vm(SUB_A, "rg-app", "app-11", power_state="running")
+    other = emulator.add_vm(SUB_A, "rg-app", "app-12", power_state="running")
+    pre = make_event("pre")
+    emulator.add_run(run_of(pre), [vm])
+    ours = snapshot_name(emulator.disk_ids(vm)[0], run_of(pre))
+    emulator.add_snapshot(SUB_A, "rg-app", ours, source_disk_id=emulator.disk_ids(other)[0])
+
+    host.deliver_event("pre_maintenance", pre)
+    host.run_queues()
+
+    [record] = [s for s in get_runtime().ledger.list_snapshots(run_of(pre))]
+    assert record.outcome == "failed" and "409" in record.detail
+    assert emulator.run_status(run_of(pre)) == "Cancelled"
+    taken = [s for s in emulator.snapshots() if s["name"] == ours]
+    assert len(taken) == 1 and taken[0]["source"].lower() == emulator.disk_ids(other)[0].lower()
