@@ -14,11 +14,11 @@ from __future__ import annotations
 import azure.functions as func
 
 from handlers.events import EventKind
-from handlers.intake import accept_event_grid_event, accept_queue_delivery
-from handlers.pipeline import run_work_message
-from handlers.platform_events import record_platform_event
-from handlers.runtime import get_runtime
 from handlers.settings import queue_names
+
+# The handlers (and the Azure SDKs under them) are imported inside each function: the host
+# indexes this module on every cold start, and an Event Grid acknowledgement must not wait for
+# the compute and Resource Graph SDKs that only the queue worker uses.
 
 WORK_QUEUE, EVENTS_QUEUE = queue_names()
 
@@ -28,28 +28,43 @@ app = func.FunctionApp()
 @app.function_name("pre_maintenance")
 @app.event_grid_trigger(arg_name="event")
 def pre_maintenance(event: func.EventGridEvent) -> None:
+    from handlers.intake import accept_event_grid_event
+    from handlers.runtime import get_runtime
+
     accept_event_grid_event(get_runtime(), event, expected=EventKind.PRE)
 
 
 @app.function_name("post_maintenance")
 @app.event_grid_trigger(arg_name="event")
 def post_maintenance(event: func.EventGridEvent) -> None:
+    from handlers.intake import accept_event_grid_event
+    from handlers.runtime import get_runtime
+
     accept_event_grid_event(get_runtime(), event, expected=EventKind.POST)
 
 
 @app.function_name("maintenance_worker")
 @app.queue_trigger(arg_name="message", queue_name=WORK_QUEUE, connection="AzureWebJobsStorage")
 def maintenance_worker(message: func.QueueMessage) -> None:
+    from handlers.pipeline import run_work_message
+    from handlers.runtime import get_runtime
+
     run_work_message(get_runtime(), message.get_body())
 
 
 @app.function_name("maintenance_events_queue")
 @app.queue_trigger(arg_name="message", queue_name=EVENTS_QUEUE, connection="AzureWebJobsStorage")
 def maintenance_events_queue(message: func.QueueMessage) -> None:
+    from handlers.intake import accept_queue_delivery
+    from handlers.runtime import get_runtime
+
     accept_queue_delivery(get_runtime(), message.get_body())
 
 
 @app.function_name("scheduled_event")
 @app.event_grid_trigger(arg_name="event")
 def scheduled_event(event: func.EventGridEvent) -> None:
+    from handlers.platform_events import record_platform_event
+    from handlers.runtime import get_runtime
+
     record_platform_event(get_runtime(), event)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from azure.core.configuration import Configuration
@@ -27,17 +27,19 @@ from azure.core.pipeline.policies import (
 )
 from azure.core.pipeline.transport import HttpTransport, RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
-from azure.identity import DefaultAzureCredential
-from azure.mgmt.compute import ComputeManagementClient
-from azure.mgmt.core import ARMPipelineClient
-from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy, ARMHttpLoggingPolicy
-from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
 from handlers.pacing import Clock, PacedTransport, SystemClock
+
+if TYPE_CHECKING:
+    from azure.mgmt.compute import ComputeManagementClient
+    from azure.mgmt.core import ARMPipelineClient
+    from azure.mgmt.resourcegraph import ResourceGraphClient
 from handlers.settings import Settings
 
 USER_AGENT = "update-manager-maintenance-toolkit/0.1"
+# The management SDKs and azure-identity are imported where a client is first built: the Event
+# Grid acknowledgement path needs only the storage SDKs, and cold starts pay for every import.
 
 
 class ThrottleAwareRetryPolicy(RetryPolicy):
@@ -119,6 +121,8 @@ class ClientFactory:
     def credential(self) -> TokenCredential:
         with self._lock:
             if self._credential is None:
+                from azure.identity import DefaultAzureCredential
+
                 self._credential = DefaultAzureCredential(
                     managed_identity_client_id=self._settings.client_id, **self._transport_kwargs()
                 )
@@ -137,6 +141,8 @@ class ClientFactory:
         with self._lock:
             client = self._compute.get(key)
             if client is None:
+                from azure.mgmt.compute import ComputeManagementClient
+
                 client = ComputeManagementClient(
                     credential,
                     subscription_id,
@@ -150,6 +156,8 @@ class ClientFactory:
         credential = self.credential
         with self._lock:
             if self._graph is None:
+                from azure.mgmt.resourcegraph import ResourceGraphClient
+
                 self._graph = ResourceGraphClient(credential, **self._arm_kwargs())
             return self._graph
 
@@ -158,6 +166,9 @@ class ClientFactory:
         credential = self.credential
         with self._lock:
             if self._arm is None:
+                from azure.mgmt.core import ARMPipelineClient
+                from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy, ARMHttpLoggingPolicy
+
                 config: Configuration[Any, Any] = Configuration()
                 config.user_agent_policy = UserAgentPolicy(sdk_moniker=USER_AGENT)
                 config.headers_policy = HeadersPolicy()
@@ -211,6 +222,8 @@ class ClientFactory:
         # Called with the lock held. The Functions host may use a different identity for its
         # storage (AzureWebJobsStorage__clientId); follow it so one role assignment covers both.
         if self._storage_credential is None:
+            from azure.identity import DefaultAzureCredential
+
             client_id = self._settings.storage.client_id or self._settings.client_id
             self._storage_credential = DefaultAzureCredential(managed_identity_client_id=client_id)
         return self._storage_credential
