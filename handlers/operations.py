@@ -1,8 +1,9 @@
 """Running many Azure long-running operations at once, against a deadline.
 
 Every request goes out (bounded parallelism) before any is waited on, so a fleet's time is the
-slowest operation's, not the sum. Requests go out in waves: each wave is fully sent before the
-next starts (snapshots before starts, so a disk is copied as it was before its VM came up).
+slowest operation's, not the sum. Requests come as tasks: the operations of one task are sent
+in order by one worker (a VM's disk snapshot before its start, so the disk is copied as it was
+before the VM came up); tasks are taken in the order given, many at a time.
 
 Waiting is one loop for all operations, not the SDK's poller per operation: a poller is a thread
 that polls every interval, and a fleet of thousands would be thousands of threads and a stream of
@@ -58,6 +59,9 @@ class OperationResult:
     finished_at: datetime | None
 
 
+_Sent = tuple[Operation, PipelineResponse[Any, Any] | None, datetime, str]  # operation, response, sent at, error
+
+
 @dataclass
 class _Pending:
     operation: Operation
@@ -70,25 +74,25 @@ class _Pending:
 
 def run_operations(
     clients: ClientFactory,
-    waves: Sequence[Sequence[Operation]],
+    tasks: Sequence[Sequence[Operation]],
     *,
     parallelism: int,
     deadline: datetime,
     log: logging.LoggerAdapter[Any],
     progress: Progress | None = None,
 ) -> dict[str, OperationResult]:
-    """Send every wave in order, then wait for all operations until `deadline`.
+    """Send every task, then wait for all operations until `deadline`.
 
     An operation still running at the deadline is "timed-out": it continues in Azure, we just
     stop waiting for it. `progress`, when given, hears of every request sent and every result.
     """
-    total = sum(len(wave) for wave in waves)
+    total = sum(len(task) for task in tasks)
     report = progress or (lambda stage, count, of: None)
     interval = clients.settings.poll_interval_seconds
     results: dict[str, OperationResult] = {}
     pending: list[_Pending] = []
 
-    def send(operation: Operation) -> tuple[Operation, PipelineResponse[Any, Any] | None, datetime, str]:
+    def send(operation: Operation) -> _Sent:
         sent_at = utcnow()
         try:
             response = operation.send()
@@ -97,15 +101,18 @@ def run_operations(
         log.info("%s requested for %s", operation.action, operation.resource_id)
         return operation, response, sent_at, ""
 
-    for wave in waves:
-        if not wave:
-            continue
-        with ThreadPoolExecutor(max_workers=min(parallelism, len(wave)), thread_name_prefix="send") as pool:
-            for operation, response, sent_at, error in pool.map(send, wave):
-                if response is None:
-                    log.warning("%s failed for %s: %s", operation.action, operation.resource_id, error)
-                    results[operation.key] = _result(operation, "failed", error, sent_at, utcnow())
-                else:
+    def send_task(task: Sequence[Operation]) -> list[_Sent]:
+        return [send(operation) for operation in task]
+
+    live = [task for task in tasks if task]
+    if live:
+        with ThreadPoolExecutor(max_workers=min(parallelism, len(live)), thread_name_prefix="send") as pool:
+            for sent in pool.map(send_task, live):
+                for operation, response, sent_at, error in sent:
+                    if response is None:
+                        log.warning("%s failed for %s: %s", operation.action, operation.resource_id, error)
+                        results[operation.key] = _result(operation, "failed", error, sent_at, utcnow())
+                        continue
                     follow = _follow(response)
                     if follow is None:
                         results[operation.key] = _done(operation, sent_at, log)

@@ -78,10 +78,10 @@ def run_pre(
         return _summary(records, snapshots, verdict="dry-run", cancel="not-requested (dry run)")
 
     now = utcnow()
-    snapshot_ops = [snapshot_operation(runtime.clients, settings, s, correlation_id=event.correlation_id, now=now)
-                    for s in to_snapshot]
-    start_ops = [power_operation(runtime.clients, m, "start") for m in to_start]
-    _send_and_wait(runtime, event, records, snapshots, snapshot_ops, start_ops, deadline, log)
+    snapshot_ops = {s.row_key(): snapshot_operation(runtime.clients, settings, s, correlation_id=event.correlation_id,
+                                                    now=now) for s in to_snapshot}
+    start_ops = {m.resource_id.lower(): power_operation(runtime.clients, m, "start") for m in to_start}
+    _send_and_wait(runtime, event, records, snapshots, _tasks(snapshots, snapshot_ops, start_ops), deadline, log)
 
     context = CheckContext(runtime, records, views, list(snapshots.values()))
     verdict = decide(runtime, event, context, log)
@@ -138,17 +138,43 @@ def _record_snapshots(
     return existing_rows
 
 
+def _tasks(
+    snapshots: dict[str, SnapshotRecord], snapshot_ops: dict[str, Operation], start_ops: dict[str, Operation]
+) -> list[list[Operation]]:
+    """Starts go out first, each after its own VM's snapshots: a start takes about twice as long
+    as an incremental snapshot, so the fleet is ready soonest when starts lead; snapshots of VMs
+    that need no start follow. Within a task, a disk is copied before its VM comes up."""
+    by_vm: dict[str, list[Operation]] = {}
+    for key, operation in snapshot_ops.items():
+        by_vm.setdefault(snapshots[key].vm_id.lower(), []).append(operation)
+    tasks = [by_vm.pop(vm, []) + [start] for vm, start in start_ops.items()]
+    return _round_robin(tasks) + _round_robin(list(by_vm.values()))
+
+
+def _round_robin(tasks: list[list[Operation]]) -> list[list[Operation]]:
+    """Alternate subscriptions: each has its own ARM buckets, and workers waiting on one
+    subscription's pacing must not leave the others idle."""
+    by_subscription: dict[str, list[list[Operation]]] = {}
+    for task in tasks:
+        by_subscription.setdefault(task[0].resource_id.split("/")[2].lower(), []).append(task)
+    queues = list(by_subscription.values())
+    ordered = []
+    for index in range(max((len(q) for q in queues), default=0)):
+        ordered += [q[index] for q in queues if index < len(q)]
+    return ordered
+
+
 def _send_and_wait(
     runtime: Runtime, event: MaintenanceEvent, records: dict[str, MachineRecord],
-    snapshots: dict[str, SnapshotRecord], snapshot_ops: list[Operation], start_ops: list[Operation],
-    deadline: Any, log: RunLogger,
+    snapshots: dict[str, SnapshotRecord], tasks: list[list[Operation]], deadline: Any, log: RunLogger,
 ) -> None:
-    """Record intents, send snapshots then starts, wait until the deadline, record outcomes."""
+    """Record intents, send the tasks, wait until the deadline, record outcomes."""
     ledger = runtime.ledger
-    intents: list[Any] = [replace(snapshots[o.key], outcome="creating") for o in snapshot_ops]
-    intents += [replace(records[o.key], pre_outcome="starting") for o in start_ops]
+    operations = [operation for task in tasks for operation in task]
+    intents: list[Any] = [replace(snapshots[o.key], outcome="creating") for o in operations if o.action == "snapshot"]
+    intents += [replace(records[o.key], pre_outcome="starting") for o in operations if o.action == "start"]
     ledger.save_rows(event.correlation_id, intents)
-    results = run_operations(runtime.clients, [snapshot_ops, start_ops], parallelism=runtime.settings.parallelism,
+    results = run_operations(runtime.clients, tasks, parallelism=runtime.settings.parallelism,
                              deadline=deadline, log=log, progress=runtime.progress)
     updated: list[Any] = []
     for key, result in results.items():

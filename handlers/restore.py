@@ -89,7 +89,7 @@ def run_post(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[
         ledger.save_rows(event.correlation_id, [
             replace(r, restore_action=a, restore_outcome="issued") for _, a, r in actions])
     deadline = utcnow() + timedelta(seconds=settings.restore_timeout_seconds)
-    results = run_operations(runtime.clients, [[power_operation(runtime.clients, m, a) for m, a, _ in actions]],
+    results = run_operations(runtime.clients, [[power_operation(runtime.clients, m, a)] for m, a, _ in actions],
                              parallelism=settings.parallelism, deadline=deadline, log=log,
                              progress=runtime.progress)
     for key, result in results.items():

@@ -57,7 +57,7 @@ def run_retention(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> 
     elif expired:
         operations = [_delete_operation(runtime, str(row["id"])) for row in expired]
         deadline = now + timedelta(seconds=settings.restore_timeout_seconds)
-        results = run_operations(runtime.clients, [operations], parallelism=settings.parallelism,
+        results = run_operations(runtime.clients, [[op] for op in operations], parallelism=settings.parallelism,
                                  deadline=deadline, log=log)
         counts["deleted"] = sum(1 for r in results.values() if r.outcome == "succeeded")
         counts["failed"] = len(results) - counts["deleted"]
