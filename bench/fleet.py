@@ -1,0 +1,132 @@
+"""The benchmark's world: the timing profile, the fleets, the event, the default time scales."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+ARM_ENDPOINT = "https://management.bench.local"
+SUBSCRIPTIONS = tuple(f"00000000-0000-0000-0000-0000000000{suffix}" for suffix in ("a1", "b2", "c3", "d4"))
+REGIONS = ("westeurope", "northeurope")
+CONFIG_ID = (f"/subscriptions/{SUBSCRIPTIONS[0]}/resourceGroups/rg-patching/providers/"
+             "Microsoft.Maintenance/maintenanceConfigurations/bench-weekly")
+GROUPS_PER_SUBSCRIPTION = 5
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Simulated seconds: per-call latency and how long each long-running operation takes."""
+
+    latency: float = 0.1
+    start: float = 60.0
+    deallocate: float = 90.0
+    power_off: float = 30.0
+    snapshot: float = 30.0
+    poll_interval: int = 15  # MAINTENANCE_POLL_INTERVAL_SECONDS, simulated (the transport scales sleeps)
+    off_fraction: float = 0.6  # half stopped, half deallocated
+
+    def durations(self) -> dict[str, float]:
+        """The emulator's `operation_durations`."""
+        return {"start": self.start, "deallocate": self.deallocate, "powerOff": self.power_off,
+                "snapshot": self.snapshot, "deleteSnapshot": 5.0}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    subscription: str
+    resource_group: str
+    location: str
+    power_state: str  # running | stopped | deallocated
+
+
+def subscription_count(size: int) -> int:
+    """10 -> 1, 100 -> 2, 1000 and up -> 4."""
+    if size <= 10:
+        return 1
+    if size <= 100:
+        return 2
+    return 4
+
+
+def build_fleet(size: int, off_fraction: float) -> list[Machine]:
+    """`size` VMs spread round-robin over the subscriptions and two regions.
+
+    Exactly round(size * off_fraction) are off, spread evenly through the fleet (so every
+    subscription gets its share), alternating stopped and deallocated.
+    """
+    subscriptions = SUBSCRIPTIONS[: subscription_count(size)]
+    machines: list[Machine] = []
+    off_seen = 0
+    for index in range(size):
+        # Bresenham: machine `index` is off when the running count of off machines steps up.
+        off = int((index + 1) * off_fraction + 1e-9) > int(index * off_fraction + 1e-9)
+        if off:
+            state = "stopped" if off_seen % 2 == 0 else "deallocated"
+            off_seen += 1
+        else:
+            state = "running"
+        subscription = subscriptions[index % len(subscriptions)]
+        within = index // len(subscriptions)
+        machines.append(Machine(
+            name=f"vm-{index:05d}", subscription=subscription,
+            resource_group=f"rg-fleet-{within % GROUPS_PER_SUBSCRIPTION}",
+            location=REGIONS[within % len(REGIONS)], power_state=state,
+        ))
+    return machines
+
+
+def default_time_scale(size: int) -> float:
+    """Real seconds per simulated second for the app run, chosen so the harness is not the bottleneck.
+
+    Measured on a 2-core machine shared with other work (see bench/README.md): the per-request
+    CPU of the SDK pipeline plus the emulator is about 1-2 ms, and the run must leave the CPU
+    idle most of the time so that simulated time is not stretched by the harness itself.
+    """
+    if size <= 100:
+        return 0.1
+    if size <= 1000:
+        return 0.5
+    return 0.25
+
+
+def default_baseline_time_scale(size: int) -> float:
+    """The baseline is light (5 requests in flight) but long in simulated time: a smaller scale."""
+    if size <= 10:
+        return 0.01
+    if size <= 100:
+        return 0.005
+    if size <= 1000:
+        return 0.003
+    return 0.002
+
+
+def pre_event(correlation_id: str, subscriptions: list[str], now: datetime, cutoff: datetime) -> dict[str, Any]:
+    """An Event Grid-schema pre event whose cancellation cutoff is `cutoff` (real time)."""
+    start = cutoff + timedelta(minutes=10)
+    data = {
+        "correlationId": correlation_id,
+        "maintenanceConfigurationId": CONFIG_ID,
+        "startDateTime": _iso(start),
+        "endDateTime": _iso(start + timedelta(hours=3)),
+        "cancellationCutOffDateTime": _iso(cutoff),
+        "resourceSubscriptionIds": subscriptions,
+    }
+    return {
+        "id": correlation_id, "topic": CONFIG_ID, "subject": CONFIG_ID.rsplit("/", 1)[-1],
+        "eventType": "Microsoft.Maintenance.PreMaintenanceEvent", "eventTime": _iso(now), "dataVersion": "1.0",
+        "data": data,
+    }
+
+
+def correlation_id_for(now: datetime, size: int) -> str:
+    run_id = (now + timedelta(minutes=40)).strftime("%Y%m%d%H%M") + f"{size % 100:02d}"
+    return f"{CONFIG_ID}/providers/Microsoft.Maintenance/applyUpdates/{run_id}"
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,238 @@
+"""What a run is measured by: the emulator's history (simulated time), its request log, threads, CPU."""
+
+from __future__ import annotations
+
+import bisect
+import re
+import resource
+import threading
+import time
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from emulator import AzureEmulator, RecordedRequest
+
+_VM_READ = re.compile(r"/providers/microsoft\.compute/virtualmachines/[^/]+(?:/instanceview)?/?$", re.IGNORECASE)
+_VM_ACTION = re.compile(r"/virtualmachines/[^/]+/(?:start|deallocate|poweroff)/?$", re.IGNORECASE)
+_SNAPSHOT = re.compile(r"/providers/microsoft\.compute/snapshots/[^/]+/?$", re.IGNORECASE)
+KINDS = ("reads", "writes", "polls", "graph")
+
+
+def classify(request: RecordedRequest) -> str:
+    """reads | writes | polls | graph (what a request costs against the buckets)."""
+    path = request.path.lower()
+    if "/providers/microsoft.resourcegraph/" in path:
+        return "graph"
+    if "/operations/" in path or "/diskoperations/" in path:
+        return "polls"
+    if request.method in ("PUT", "POST", "DELETE", "PATCH"):
+        return "writes"
+    return "reads"
+
+
+def request_stats(requests: Iterable[RecordedRequest], since: float, bin_seconds: float = 10.0) -> dict[str, Any]:
+    """Counts by kind, 429s by kind, per-VM reads and accepted writes, for requests at or after `since`;
+    `timeline`: per kind (and kind + " 429"), requests per `bin_seconds` of simulated time."""
+    timeline: dict[str, Counter[int]] = {}
+    total: Counter[str] = Counter()
+    throttled: Counter[str] = Counter()
+    vm_reads = 0
+    accepted_starts = 0
+    accepted_snapshot_puts = 0
+    first_write: float | None = None
+    last_write: float | None = None
+    count = 0
+    for request in requests:
+        if request.time < since:
+            continue
+        count += 1
+        kind = classify(request)
+        total[kind] += 1
+        label = f"{kind} 429" if request.status == 429 else kind
+        timeline.setdefault(label, Counter())[int((request.time - since) // bin_seconds)] += 1
+        if request.status == 429:
+            throttled[kind] += 1
+            continue
+        if kind == "reads" and _VM_READ.search(request.path):
+            vm_reads += 1
+        if kind == "writes" and request.status < 400:
+            if _VM_ACTION.search(request.path):
+                accepted_starts += 1
+            elif request.method == "PUT" and _SNAPSHOT.search(request.path):
+                accepted_snapshot_puts += 1
+            first_write = request.time if first_write is None else first_write
+            last_write = request.time
+    return {
+        "requests": count,
+        "by_kind": {k: total[k] for k in KINDS},
+        "throttled": sum(throttled.values()),
+        "throttled_by_kind": {k: throttled[k] for k in KINDS},
+        "vm_reads": vm_reads,
+        "accepted_vm_actions": accepted_starts,
+        "accepted_snapshot_puts": accepted_snapshot_puts,
+        "first_write": None if first_write is None else first_write - since,
+        "last_write": None if last_write is None else last_write - since,
+        "timeline_bin_seconds": bin_seconds,
+        "timeline": {label: [bins.get(i, 0) for i in range(max(bins) + 1)] for label, bins in sorted(timeline.items())},
+    }
+
+
+def completion(emulator: AzureEmulator, vm_ids: Iterable[str], since: float) -> dict[str, Any]:
+    """When the last VM that was off reached running, and the last snapshot made since `since` succeeded.
+
+    Read from the emulator's own history (VirtualMachine.history: (t, state); Snapshot.ready_at),
+    in simulated seconds after `since`.
+    """
+    last_running = None
+    not_running = 0
+    started = 0
+    with emulator.lock:
+        now = emulator.clock.now()
+        for rid in vm_ids:
+            vm = emulator.find_vm(rid)
+            vm.settle(now)
+            if vm.history[0][1] == "running":
+                continue
+            started += 1
+            reached = [t for t, state in vm.history if state == "running" and t >= since]
+            if not reached or vm.power_state != "running":
+                not_running += 1
+                continue
+            last_running = max(last_running or 0.0, reached[0] - since)
+        last_snapshot = None
+        snapshots = 0
+        failed = 0
+        for snapshot in emulator.snapshot_records.values():
+            if snapshot.created < since:
+                continue
+            snapshots += 1
+            if snapshot.error is not None or snapshot.ready_at > now:
+                failed += 1
+                continue
+            last_snapshot = max(last_snapshot or 0.0, snapshot.ready_at - since)
+    ends = [t for t in (last_running, last_snapshot) if t is not None]
+    return {
+        "makespan": max(ends) if ends else 0.0,
+        "last_vm_running": last_running,
+        "last_snapshot_done": last_snapshot,
+        "vms_started": started,
+        "vms_not_running": not_running,
+        "snapshots": snapshots,
+        "snapshots_not_done": failed,
+        "complete": not_running == 0 and failed == 0,
+    }
+
+
+@dataclass
+class ThreadWatcher:
+    """Samples every `interval` real seconds: live threads (peak, overall and by name prefix) and,
+    with `clock`, the simulated time beside the process's and the main thread's CPU time, so CPU
+    can be split by phase of the run afterwards (`cpu_between`)."""
+
+    clock: Callable[[], float] | None = None
+    interval: float = 0.02
+    peak: int = 0
+    peak_by_kind: dict[str, int] = field(default_factory=dict)
+    samples: list[tuple[float, float, float]] = field(default_factory=list)  # (simulated, process cpu, main cpu)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> ThreadWatcher:
+        self._main_clock = time.pthread_getcpuclockid(threading.main_thread().ident or 0)
+        self._sample()
+        self._thread = threading.Thread(target=self._run, name="bench-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+
+    def _sample(self) -> None:
+        if self.clock is not None:
+            self.samples.append((self.clock(), time.process_time(), time.clock_gettime(self._main_clock)))
+
+    def _run(self) -> None:
+        # thread -> kind, so a sample costs a lookup per thread (idents are reused, thread objects are not)
+        kinds_of: weakref.WeakKeyDictionary[threading.Thread, str] = weakref.WeakKeyDictionary()
+        tick = 0
+        while not self._stop.is_set():
+            self.peak = max(self.peak, threading.active_count() - 1)  # not counting the watcher itself
+            if tick % 5 == 0:  # the breakdown by kind walks every thread: less often
+                kinds: Counter[str] = Counter()
+                for thread in threading.enumerate():
+                    kind = kinds_of.get(thread)
+                    if kind is None:
+                        kind = kinds_of[thread] = _kind(thread.name)
+                    kinds[kind] += 1
+                kinds.pop("bench", None)
+                for kind, number in kinds.items():
+                    self.peak_by_kind[kind] = max(self.peak_by_kind.get(kind, 0), number)
+            self._sample()
+            tick += 1
+            self._stop.wait(self.interval)
+
+    def cpu_between(self, start: float, end: float) -> tuple[float, float]:
+        """(process CPU, main-thread CPU) in real seconds between simulated instants `start` and `end`."""
+        return _at(self.samples, end, 1) - _at(self.samples, start, 1), _at(self.samples, end, 2) - _at(
+            self.samples, start, 2)
+
+
+def _at(samples: list[tuple[float, float, float]], t: float, column: int) -> float:
+    """Linear interpolation of a sampled column at simulated time `t`."""
+    if not samples:
+        return 0.0
+    times = [s[0] for s in samples]
+    index = bisect.bisect_left(times, t)
+    if index <= 0:
+        return samples[0][column]
+    if index >= len(samples):
+        return samples[-1][column]
+    (t0, *a), (t1, *b) = samples[index - 1], samples[index]
+    share = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
+    return a[column - 1] + share * (b[column - 1] - a[column - 1])
+
+
+def _kind(name: str) -> str:
+    """'LROPoller(…)' -> 'LROPoller', 'ops_3' -> 'ops', 'ThreadPoolExecutor-0_1' -> 'ThreadPoolExecutor'."""
+    return re.split(r"[(_\-]", name, maxsplit=1)[0] or name
+
+
+@dataclass
+class Stopwatch:
+    """Wall time, CPU time of this process (all threads) and simulated time, between start and stop."""
+
+    emulator: AzureEmulator
+    wall: float = 0.0
+    cpu: float = 0.0
+    simulated: float = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self._wall = time.perf_counter()
+        self._cpu = time.process_time()
+        self._sim = self.emulator.clock.now()
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = time.process_time() - self._cpu
+        self.simulated = self.emulator.clock.now() - self._sim
+
+
+def peak_rss_mb() -> float:
+    """ru_maxrss of this process (kilobytes on Linux) in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * resource.getpagesize() / 1024 / 1024
