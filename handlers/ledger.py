@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -27,6 +28,8 @@ from handlers.events import MaintenanceEvent
 
 REJECTED_PARTITION = "rejected-events"
 _R = TypeVar("_R", bound="_Row")
+_T = TypeVar("_T")
+_LEDGER_WRITERS = 8
 # A worker that holds a phase longer than this has died (Flex Consumption's default timeout).
 PHASE_LEASE = timedelta(minutes=30)
 _MAX_TEXT = 30_000  # Table string properties hold 64 KiB (32K UTF-16 characters)
@@ -316,28 +319,34 @@ class Ledger:
         then falls back to one conditional insert per row, which keeps what is there.
         """
         partition = run_key(correlation_id)
-        pending = list(records)
-        stored: list[_R] = []
-        for start in range(0, len(pending), 100):
-            chunk = pending[start : start + 100]
+
+        def insert(chunk: list[_R]) -> list[_R]:
             try:
                 self._table.submit_transaction([("create", r.to_entity(partition)) for r in chunk])
-                stored.extend(chunk)
+                return chunk
             except TableTransactionError:
-                stored.extend(self._add_one(correlation_id, r) for r in chunk)
-        return stored
+                return [self._add_one(correlation_id, r) for r in chunk]
+
+        return [row for chunk in self._in_parallel(insert, _chunks(list(records))) for row in chunk]
 
     def save_rows(self, correlation_id: str, records: Iterable[_Row]) -> None:
         """Merge many rows, 100 per transaction (the Table service's batch limit)."""
         partition = run_key(correlation_id)
-        batch: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
-        for record in records:
-            batch.append(("upsert", record.to_entity(partition), {"mode": UpdateMode.MERGE}))
-            if len(batch) == 100:
-                self._table.submit_transaction(batch)
-                batch = []
-        if batch:
-            self._table.submit_transaction(batch)
+
+        def merge(chunk: list[_Row]) -> None:
+            self._table.submit_transaction(
+                [("upsert", r.to_entity(partition), {"mode": UpdateMode.MERGE}) for r in chunk])
+
+        self._in_parallel(merge, _chunks(list(records)))
+
+    @staticmethod
+    def _in_parallel(work: Callable[[list[Any]], _T], chunks: list[list[Any]]) -> list[_T]:
+        # Transactions on different rows are independent; a fleet's rows are tens of them, and
+        # one after another they would be most of the pre phase's own time.
+        if len(chunks) <= 1:
+            return [work(chunk) for chunk in chunks]
+        with ThreadPoolExecutor(max_workers=min(_LEDGER_WRITERS, len(chunks)), thread_name_prefix="ledger") as pool:
+            return list(pool.map(work, chunks))
 
     # -- events we refused --------------------------------------------------------------------
 
@@ -354,6 +363,10 @@ class Ledger:
             return self._table.get_entity(partition, row)
         except ResourceNotFoundError:
             return None
+
+
+def _chunks(rows: list[Any], size: int = 100) -> list[list[Any]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
 def _text(value: str) -> str:
