@@ -2,8 +2,7 @@
 
 Every request goes out (bounded parallelism) before any is waited on, so a fleet's time is the
 slowest operation's, not the sum. Requests come as tasks: the operations of one task are sent
-in order by one worker (a VM's disk snapshot before its start, so the disk is copied as it was
-before the VM came up); tasks are taken in the order given, many at a time.
+in order by one worker; tasks are taken in the order given, many at a time.
 
 Waiting is one loop for all operations, not the SDK's poller per operation: a poller is a thread
 that polls every interval, and a fleet of thousands would be thousands of threads and a stream of

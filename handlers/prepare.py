@@ -81,7 +81,7 @@ def run_pre(
     snapshot_ops = {s.row_key(): snapshot_operation(runtime.clients, settings, s, correlation_id=event.correlation_id,
                                                     now=now) for s in to_snapshot}
     start_ops = {m.resource_id.lower(): power_operation(runtime.clients, m, "start") for m in to_start}
-    _send_and_wait(runtime, event, records, snapshots, _tasks(snapshots, snapshot_ops, start_ops), deadline, log)
+    _send_and_wait(runtime, event, records, snapshots, _tasks(snapshot_ops, start_ops), deadline, log)
 
     context = CheckContext(runtime, records, views, list(snapshots.values()))
     verdict = decide(runtime, event, context, log)
@@ -138,17 +138,13 @@ def _record_snapshots(
     return existing_rows
 
 
-def _tasks(
-    snapshots: dict[str, SnapshotRecord], snapshot_ops: dict[str, Operation], start_ops: dict[str, Operation]
-) -> list[list[Operation]]:
-    """Starts go out first, each after its own VM's snapshots: a start takes about twice as long
-    as an incremental snapshot, so the fleet is ready soonest when starts lead; snapshots of VMs
-    that need no start follow. Within a task, a disk is copied before its VM comes up."""
-    by_vm: dict[str, list[Operation]] = {}
-    for key, operation in snapshot_ops.items():
-        by_vm.setdefault(snapshots[key].vm_id.lower(), []).append(operation)
-    tasks = [by_vm.pop(vm, []) + [start] for vm, start in start_ops.items()]
-    return _round_robin(tasks) + _round_robin(list(by_vm.values()))
+def _tasks(snapshot_ops: dict[str, Operation], start_ops: dict[str, Operation]) -> list[list[Operation]]:
+    """Starts first, then snapshots. A start takes about twice as long as an incremental
+    snapshot, and both draw on the same write bucket, so the fleet is ready soonest when starts
+    lead. Every snapshot is still taken before the window, of the disk as it is before patching
+    (crash-consistent, as for any VM that was running)."""
+    return _round_robin([[start] for start in start_ops.values()]) + _round_robin(
+        [[snapshot] for snapshot in snapshot_ops.values()])
 
 
 def _round_robin(tasks: list[list[Operation]]) -> list[list[Operation]]:
