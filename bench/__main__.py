@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fleet import Profile, default_baseline_time_scale, default_time_scale, subscription_count
+from bench.measure import app_version
 from bench.report import plot, print_report
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="INFO", help="the app's log level (INFO, as host.json sets)")
     parser.add_argument("--profile", type=int, metavar="SIZE", help="also run this size's app under yappi and "
                         "summarise where the CPU goes (pip install yappi)")
+    parser.add_argument("--memory-profile", type=int, metavar="SIZE", help="also run this size's app with "
+                        "tracemalloc and summarise what is allocated near the peak")
     parser.add_argument("--cold-import-runs", type=int, default=3)
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--plot", type=Path, default=RESULTS / "makespan.png")
@@ -107,12 +110,20 @@ def main(argv: list[str] | None = None) -> int:
             scale = args.time_scale or default_time_scale(args.profile)
             _progress(f"profile  {args.profile:>5} machines under yappi, time scale {scale}")
             results["profile"] = run_profiled(args.profile, scale, profile, env, args)
+        if args.memory_profile:
+            scale = args.time_scale or default_time_scale(args.memory_profile)
+            _progress(f"memory   {args.memory_profile:>5} machines under tracemalloc, time scale {scale}")
+            traced = run_child("app", args.memory_profile, scale, profile, env, args, extra=["--trace-memory"])
+            results["memory_profile"] = {"size": args.memory_profile, "summary": traced.get("memory_profile"),
+                                         "peak_rss_mb": traced.get("peak_rss_mb"), "error": traced.get("error")}
     finally:
         azurite.stop()
     results["total_wall_seconds"] = time.perf_counter() - started
     print_report(results)
     if "profile" in results:
         print_profile(results["profile"])
+    if "memory_profile" in results:
+        print_memory_profile(results["memory_profile"])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=1, default=str))
     print(f"\nresults: {args.output}")
@@ -181,6 +192,17 @@ def print_profile(profiled: dict[str, Any]) -> None:
     print("  inclusive CPU (s): " + "; ".join(f"{k} {v}" for k, v in summary["inclusive_s"].items()))
 
 
+def print_memory_profile(traced: dict[str, Any]) -> None:
+    summary = traced.get("summary")
+    if not summary:
+        print(f"\nmemory profile: {traced.get('error') or 'no snapshot'}")
+        return
+    print(f"\nWhat the memory holds, {traced['size']} machines (tracemalloc: {summary['traced_peak_mb']} MB traced at "
+          f"the peak, snapshot of {summary['snapshot_mb']} MB; RSS peak {traced.get('peak_rss_mb') or 0:.0f} MB)")
+    print("  by layer (MB): " + ", ".join(f"{k} {v}" for k, v in summary["layers_mb"].items()))
+    print("  top lines: " + "; ".join(f"{t['line']} {t['mb']} MB" for t in summary["top_lines"][:10]))
+
+
 def cold_import(runs: int) -> dict[str, Any]:
     """`import function_app` in a fresh interpreter, best of `runs`; and the heaviest imports (-X importtime)."""
     code = "import time; t = time.perf_counter(); import function_app; print(time.perf_counter() - t)"
@@ -213,18 +235,6 @@ def _top_imports(importtime: str, top: int = 12) -> list[dict[str, Any]]:
             totals[name.strip()] = totals.get(name.strip(), 0.0) + micros / 1e6
     ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
     return [{"module": name, "seconds": seconds} for name, seconds in ranked]
-
-
-def app_version() -> dict[str, Any]:
-    """The commit measured, and whether the app's files differed from it (others edit them meanwhile)."""
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-    dirty = git("status", "--porcelain", "--", "handlers", "function_app.py", "emulator")
-    return {"commit": git("rev-parse", "--short", "HEAD"), "subject": git("log", "-1", "--format=%s"),
-            "uncommitted_app_files": [line[3:] for line in dirty.splitlines()]}
 
 
 def _progress(text: str) -> None:

@@ -14,6 +14,7 @@ import traceback
 from typing import Any
 
 from bench.fleet import Profile
+from bench.measure import app_version
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,9 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-flight", type=int, default=5)
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--cpu-profile", action="store_true", help="profile the app run with yappi")
+    parser.add_argument("--trace-memory", action="store_true", help="trace the app run's allocations")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     profile = Profile(**json.loads(args.profile))
+    version = app_version()  # before the run: the code this interpreter is about to import
     try:
         result: dict[str, Any]
         if args.mode == "app":
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             if not connection_string:
                 raise RuntimeError("BENCH_AZURITE_CONNECTION_STRING is not set (the parent starts Azurite)")
             result = run_app(args.size, profile, args.time_scale, connection_string, log_level=args.log_level,
-                             cpu_profile=args.cpu_profile)
+                             cpu_profile=args.cpu_profile, trace_memory=args.trace_memory)
         else:
             from bench.baseline import run_baseline
 
@@ -45,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # reported to the parent, which prints it beside the other sizes
         result = {"mode": args.mode, "size": args.size, "error": f"{type(exc).__name__}: {exc}",
                   "traceback": traceback.format_exc()}
+    result["app_version"] = version
     with open(args.out, "w") as out:
         json.dump(result, out, indent=1, default=str)
     # Daemon threads (LRO pollers) may still be alive; nothing left to wait for.

@@ -83,15 +83,14 @@ def build_fleet(size: int, off_fraction: float) -> list[Machine]:
 def default_time_scale(size: int) -> float:
     """Real seconds per simulated second for the app run, chosen so the harness is not the bottleneck.
 
-    Measured on a 2-core machine shared with other work (see bench/README.md): the per-request
-    CPU of the SDK pipeline plus the emulator is about 1-2 ms, and the run must leave the CPU
-    idle most of the time so that simulated time is not stretched by the harness itself.
+    Measured on a 2-core machine shared with other work (see bench/README.md): a request costs
+    about 1-3 ms of CPU in the SDK pipeline and the emulator, and the run must leave the CPU idle
+    most of the time while sending and waiting, or simulated time runs on while the CPU works.
+    At 5000 machines, 0.25 made the waiting CPU-bound (CPU/wall 1.0); 0.5 does not.
     """
     if size <= 100:
         return 0.1
-    if size <= 1000:
-        return 0.5
-    return 0.25
+    return 0.5
 
 
 def default_baseline_time_scale(size: int) -> float:

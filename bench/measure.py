@@ -5,12 +5,14 @@ from __future__ import annotations
 import bisect
 import re
 import resource
+import subprocess
 import threading
 import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from emulator import AzureEmulator, RecordedRequest
@@ -236,3 +238,18 @@ def current_rss_mb() -> float:
     except (OSError, ValueError, IndexError):
         return 0.0
     return pages * resource.getpagesize() / 1024 / 1024
+
+
+def app_version() -> dict[str, Any]:
+    """The commit measured, and the app's files that differed from it (others edit them meanwhile)."""
+    repo = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    dirty = git("status", "--porcelain", "--", "handlers", "function_app.py", "emulator")
+    return {"commit": git("rev-parse", "--short", "HEAD"), "subject": git("log", "-1", "--format=%s"),
+            "uncommitted_app_files": [line[3:] for line in dirty.splitlines()]}

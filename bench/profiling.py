@@ -5,12 +5,15 @@ all threads; `pip install yappi`) and reports: CPU by thread kind, self CPU by l
 package's code was running: the emulator, the app, azure-core, the Table SDK, logging, the
 stdlib email package that azure-core uses for Table batches...), the functions with the most
 self CPU, and the inclusive CPU of the app's main entry points. A profiled run is slower (about
-2x) than a plain one, so its own makespan is not a result.
+2x) than a plain one, so its own makespan is not a result. `--memory-profile SIZE` likewise
+traces allocations (tracemalloc) and reports what was allocated, by layer and line, near the peak.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import tracemalloc
 from collections import Counter
 from typing import Any
 
@@ -53,6 +56,8 @@ ENTRY_POINTS: tuple[tuple[str, str], ...] = (
     ("handlers/ledger.py", "save_rows"),
     ("handlers/ledger.py", "list_machines"),
     ("handlers/ledger.py", "list_snapshots"),
+    ("azure/data/tables/_table_client.py", "submit_transaction"),
+    ("azure/core/pipeline/_base.py", "_prepare_multipart"),
     ("handlers/operations.py", "run_operations"),
     ("handlers/operations.py", "send"),
     ("handlers/verdict.py", "decide"),
@@ -77,6 +82,15 @@ def layer_of(module: str) -> str:
 def thread_kind(name: str) -> str:
     """'LROPoller(…)' -> 'LROPoller', 'ops_3' -> 'ops', 'ThreadPoolExecutor-0_1' -> 'ThreadPoolExecutor'."""
     return re.split(r"[(_\-]", name, maxsplit=1)[0] or name
+
+
+def start() -> None:
+    """Start yappi on the CPU clock over every thread, naming threads as threading does."""
+    import yappi
+
+    yappi.set_clock_type("cpu")
+    yappi.set_context_name_callback(lambda: threading.current_thread().name)
+    yappi.start(profile_threads=True)
 
 
 def collect(top: int = 20) -> dict[str, Any]:
@@ -112,3 +126,59 @@ def _short(module: str) -> str:
         if marker in module:
             return module.split(marker, 1)[1]
     return module
+
+
+class MemoryTracer:
+    """tracemalloc over a run: keeps the snapshot taken nearest the peak of traced memory.
+
+    A sampler thread looks at the traced size every `interval` real seconds and takes a snapshot
+    whenever it has grown by 5 % over the last one; the summary groups that snapshot by layer
+    and by allocating line. Tracing slows the run (about 2x), so its timings are not results.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        self._best: Any = None
+        self._best_size = 0
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> MemoryTracer:
+        tracemalloc.start(1)
+        self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._consider()
+
+    def _consider(self) -> None:
+        size = tracemalloc.get_traced_memory()[0]
+        if size > self._best_size * 1.05:
+            self._best = tracemalloc.take_snapshot()
+            self._best_size = size
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._consider()
+
+    def summary(self, top: int = 15) -> dict[str, Any]:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        if self._best is None:
+            return {}
+        stats = self._best.statistics("lineno")
+        layers: Counter[str] = Counter()
+        for stat in stats:
+            layers[layer_of(stat.traceback[0].filename)] += stat.size
+        mb = 1024 * 1024
+        return {
+            "traced_peak_mb": round(peak / mb, 1),
+            "snapshot_mb": round(self._best_size / mb, 1),
+            "layers_mb": {k: round(v / mb, 1) for k, v in layers.most_common() if v >= mb / 10},
+            "top_lines": [{"line": f"{_short(s.traceback[0].filename)}:{s.traceback[0].lineno}",
+                           "mb": round(s.size / mb, 2), "blocks": s.count} for s in stats[:top]],
+        }

@@ -6,6 +6,7 @@ run's alone. Azurite (the ledger and the queues) is the parent's, shared by ever
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -15,9 +16,11 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bench import profiling
 from bench.bound import Work, lower_bound
 from bench.fleet import ARM_ENDPOINT, Machine, Profile, build_fleet, correlation_id_for, pre_event
 from bench.measure import Stopwatch, ThreadWatcher, completion, current_rss_mb, peak_rss_mb, request_stats
+from bench.profiling import MemoryTracer
 from emulator import AzureEmulator, EmulatorClock
 
 # Variables that could make DefaultAzureCredential pick something other than the emulator's
@@ -53,10 +56,11 @@ def app_bound(fleet: list[Machine], profile: Profile) -> dict[str, Any]:
 
 
 def run_app(size: int, profile: Profile, time_scale: float, connection_string: str,
-            *, log_level: str = "INFO", cpu_profile: bool = False) -> dict[str, Any]:
+            *, log_level: str = "INFO", cpu_profile: bool = False, trace_memory: bool = False) -> dict[str, Any]:
     """The pre event for a fleet of `size` through the registered functions; every figure of one run.
 
-    `cpu_profile`: profile the event and the worker with yappi (CPU clock, every thread).
+    `cpu_profile`: profile the event and the worker with yappi (CPU clock, every thread);
+    `trace_memory`: trace their allocations with tracemalloc (bench.profiling.MemoryTracer).
     """
     _configure_logging(log_level)
     fleet = build_fleet(size, profile.off_fraction)
@@ -99,12 +103,11 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
     host = FunctionsHost(function_app.app, connection_string)
     rss_before = current_rss_mb()
     if cpu_profile:
-        import yappi
+        profiling.start()
 
-        yappi.set_clock_type("cpu")
-        yappi.start(profile_threads=True)
-
-    with ThreadWatcher(clock=emulator.clock.now) as threads, Stopwatch(emulator) as total:
+    memory = MemoryTracer() if trace_memory else None
+    with ThreadWatcher(clock=emulator.clock.now) as threads, Stopwatch(emulator) as total, \
+            memory if memory is not None else contextlib.nullcontext():
         since = emulator.clock.now()
         with Stopwatch(emulator) as ack:
             host.deliver_event("pre_maintenance", pre_event(correlation_id, subscriptions, now, cutoff))
@@ -114,10 +117,8 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
     if cpu_profile:
         import yappi
 
-        from bench.profiling import collect
-
         yappi.stop()
-        profiled = collect()
+        profiled = profiling.collect()
     failed = [f"{i.function}: {i.error}" for i in host.invocations if not i.succeeded]
     done = completion(emulator, ids, since)
     stats = request_stats(emulator.requests, since)
@@ -164,6 +165,7 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
         "peak_rss_mb": peak_rss_mb(),
         "cutoff_in_real_seconds": (cutoff - now).total_seconds(),
         "cpu_profile": profiled,
+        "memory_profile": memory.summary() if memory is not None else None,
     }
 
 
