@@ -253,3 +253,65 @@ def app_version() -> dict[str, Any]:
     dirty = git("status", "--porcelain", "--", "handlers", "function_app.py", "emulator")
     return {"commit": git("rev-parse", "--short", "HEAD"), "subject": git("log", "-1", "--format=%s"),
             "uncommitted_app_files": [line[3:] for line in dirty.splitlines()]}
+
+
+@dataclass
+class LedgerMeter:
+    """Counts the ledger's Table storage calls (calls, rows, seconds inside) by wrapping TableClient's
+    methods for the length of a run; `before(t)` splits them at a simulated instant (the first write)."""
+
+    clock: Callable[[], float]
+    calls: list[tuple[float, str, int, float]] = field(default_factory=list)  # (sim start, method, rows, s)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _saved: dict[str, Any] = field(default_factory=dict)
+
+    METHODS = ("submit_transaction", "upsert_entity", "create_entity", "update_entity", "get_entity",
+               "query_entities", "list_entities")
+
+    def __enter__(self) -> LedgerMeter:
+        from azure.data.tables import TableClient
+
+        for name in self.METHODS:
+            original = getattr(TableClient, name)
+            self._saved[name] = original
+            setattr(TableClient, name, self._wrap(name, original))
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        from azure.data.tables import TableClient
+
+        for name, original in self._saved.items():
+            setattr(TableClient, name, original)
+
+    def _wrap(self, name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        meter = self
+
+        def wrapper(client: Any, *args: Any, **kwargs: Any) -> Any:
+            started, began = meter.clock(), time.perf_counter()
+            try:
+                result = original(client, *args, **kwargs)
+                if name in ("query_entities", "list_entities"):
+                    result = list(result)  # the paging happens here, inside the measurement
+                return result
+            finally:
+                rows = len(args[0]) if name == "submit_transaction" and args else 1
+                with meter._lock:
+                    meter.calls.append((started, name, rows, time.perf_counter() - began))
+
+        return wrapper
+
+    def summary(self, since: float, split: float | None) -> dict[str, Any]:
+        """Per method: calls, rows, real seconds inside (summed over threads); and the same for all
+        calls made before `split` (simulated seconds after `since`)."""
+        def tally(calls: list[tuple[float, str, int, float]]) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for _, name, rows, seconds in calls:
+                entry = out.setdefault(name, {"calls": 0, "rows": 0, "seconds": 0.0})
+                entry["calls"] += 1
+                entry["rows"] += rows
+                entry["seconds"] += seconds
+            return out
+
+        mine = [c for c in self.calls if c[0] >= since]
+        early = [c for c in mine if split is not None and c[0] - since < split]
+        return {"all": tally(mine), "before_first_write": tally(early)}

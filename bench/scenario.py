@@ -19,7 +19,7 @@ from typing import Any
 from bench import profiling
 from bench.bound import Work, lower_bound
 from bench.fleet import ARM_ENDPOINT, Machine, Profile, build_fleet, correlation_id_for, pre_event
-from bench.measure import Stopwatch, ThreadWatcher, completion, current_rss_mb, peak_rss_mb, request_stats
+from bench.measure import LedgerMeter, Stopwatch, ThreadWatcher, completion, current_rss_mb, peak_rss_mb, request_stats
 from bench.profiling import MemoryTracer
 from emulator import AzureEmulator, EmulatorClock
 
@@ -106,7 +106,8 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
         profiling.start()
 
     memory = MemoryTracer() if trace_memory else None
-    with ThreadWatcher(clock=emulator.clock.now) as threads, Stopwatch(emulator) as total, \
+    with ThreadWatcher(clock=emulator.clock.now) as threads, LedgerMeter(emulator.clock.now) as ledger, \
+            Stopwatch(emulator) as total, \
             memory if memory is not None else contextlib.nullcontext():
         since = emulator.clock.now()
         with Stopwatch(emulator) as ack:
@@ -155,6 +156,7 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
         "failing_reasons": str(run.get("FailingReasons") or "")[:600],
         "problems": dict(problems.most_common(5)),
         "request_log_mb": request_log_mb(emulator),
+        "ledger": ledger.summary(since, stats["first_write"]),
         "wall": total.wall,
         "cpu": total.cpu,
         "worker_wall": worker.wall,
