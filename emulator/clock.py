@@ -52,3 +52,10 @@ class EmulatorClock:
     def utcnow(self) -> datetime:
         """The current simulated time as an aware UTC datetime."""
         return self.to_datetime(self.now())
+
+
+def operation_status(now: float, ends: float, *, failed: bool) -> str:
+    """An async operation's status as ARM reports it, for one that ends at simulated time `ends`."""
+    if now < ends:
+        return "InProgress"
+    return "Failed" if failed else "Succeeded"

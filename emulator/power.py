@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+from .clock import operation_status
 from .ids import key
 from .messages import ArmError
 
@@ -48,9 +49,7 @@ class Operation:
     error: ArmError | None = None
 
     def status(self, now: float) -> str:
-        if now < self.ends:
-            return "InProgress"
-        return "Failed" if self.error else "Succeeded"
+        return operation_status(now, self.ends, failed=self.error is not None)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .clock import EmulatorClock
+from .clock import EmulatorClock, operation_status
 from .disks import sku_body
 from .messages import ArmError
 
@@ -47,9 +47,7 @@ class DiskOperation:
     error: ArmError | None = None
 
     def status(self, now: float) -> str:
-        if now < self.ends:
-            return "InProgress"
-        return "Failed" if self.error else "Succeeded"
+        return operation_status(now, self.ends, failed=self.error is not None)
 
 
 @dataclass
