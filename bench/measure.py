@@ -46,6 +46,7 @@ def request_stats(requests: Iterable[RecordedRequest], since: float, bin_seconds
     accepted_snapshot_puts = 0
     first_write: float | None = None
     last_write: float | None = None
+    last_action: float | None = None
     count = 0
     for request in requests:
         if request.time < since:
@@ -63,6 +64,7 @@ def request_stats(requests: Iterable[RecordedRequest], since: float, bin_seconds
         if kind == "writes" and request.status < 400:
             if _VM_ACTION.search(request.path):
                 accepted_starts += 1
+                last_action = request.time
             elif request.method == "PUT" and _SNAPSHOT.search(request.path):
                 accepted_snapshot_puts += 1
             first_write = request.time if first_write is None else first_write
@@ -77,6 +79,7 @@ def request_stats(requests: Iterable[RecordedRequest], since: float, bin_seconds
         "accepted_snapshot_puts": accepted_snapshot_puts,
         "first_write": None if first_write is None else first_write - since,
         "last_write": None if last_write is None else last_write - since,
+        "last_vm_action": None if last_action is None else last_action - since,
         "timeline_bin_seconds": bin_seconds,
         "timeline": {label: [bins.get(i, 0) for i in range(max(bins) + 1)] for label, bins in sorted(timeline.items())},
     }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -313,7 +313,12 @@ class Ledger:
             return type(record).from_entity(row)  # type: ignore[no-any-return,unused-ignore]
 
     def add_rows(self, correlation_id: str, records: Iterable[_R]) -> list[_R]:
-        """Insert first sightings (machines, snapshots), 100 per transaction.
+        """Insert first sightings (machines, snapshots), 100 per transaction; returns the rows as stored."""
+        return [row for chunk in self.add_rows_in_order(correlation_id, records) for row in chunk]
+
+    def add_rows_in_order(self, correlation_id: str, records: Iterable[_R]) -> Iterator[list[_R]]:
+        """`add_rows` a transaction at a time: yields each chunk of stored rows, in the order given,
+        as soon as it is stored, while the chunks after it are still being written.
 
         A transaction fails whole when any row exists already (a concurrent writer); that chunk
         then falls back to one conditional insert per row, which keeps what is there.
@@ -327,7 +332,17 @@ class Ledger:
             except TableTransactionError:
                 return [self._add_one(correlation_id, r) for r in chunk]
 
-        return [row for chunk in self._in_parallel(insert, _chunks(list(records))) for row in chunk]
+        chunks = _chunks(list(records))
+        if len(chunks) <= 1:
+            yield from (insert(chunk) for chunk in chunks)
+            return
+        pool = ThreadPoolExecutor(max_workers=min(_LEDGER_WRITERS, len(chunks)), thread_name_prefix="ledger")
+        try:
+            futures = [pool.submit(insert, chunk) for chunk in chunks]
+            for future in futures:
+                yield future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def save_rows(self, correlation_id: str, records: Iterable[_Row]) -> None:
         """Merge many rows, 100 per transaction (the Table service's batch limit)."""

@@ -15,8 +15,9 @@ result; one can never stop the others.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -58,7 +59,8 @@ class OperationResult:
     finished_at: datetime | None
 
 
-_Sent = tuple[Operation, PipelineResponse[Any, Any] | None, datetime, str]  # operation, response, sent at, error
+# operation, where to follow it (None: it has ended), its Retry-After, when it was sent, an error ("": accepted)
+_Sent = tuple[Operation, tuple[str, str] | None, float, datetime, str]
 
 
 @dataclass
@@ -73,56 +75,69 @@ class _Pending:
 
 def run_operations(
     clients: ClientFactory,
-    tasks: Sequence[Sequence[Operation]],
+    tasks: Iterable[Sequence[Operation]],
     *,
     parallelism: int,
     deadline: datetime,
     log: logging.LoggerAdapter[Any],
     progress: Progress | None = None,
+    total: int | None = None,
 ) -> dict[str, OperationResult]:
     """Send every task, then wait for all operations until `deadline`.
+
+    `tasks` may be a generator that hands out tasks as they become ready to send (their ledger
+    rows stored): each is sent as soon as it is given. `total` (the number of operations) is for
+    progress reports when `tasks` is not a list.
 
     An operation still running at the deadline is "timed-out": it continues in Azure, we just
     stop waiting for it. `progress`, when given, hears of every request sent and every result.
     """
-    total = sum(len(task) for task in tasks)
-    report = progress or (lambda stage, count, of: None)
+    if total is None:
+        tasks = list(tasks)
+        total = sum(len(task) for task in tasks)
+    count = total
+    report = progress or (lambda stage, done, of: None)
     interval = clients.settings.poll_interval_seconds
     results: dict[str, OperationResult] = {}
     pending: list[_Pending] = []
 
     def send(operation: Operation) -> _Sent:
+        """Send one request; keep only what waiting needs (a fleet's responses would be megabytes)."""
         sent_at = utcnow()
         try:
             response = operation.send()
         except AzureError as exc:
-            return operation, None, sent_at, describe_error(exc)
+            return operation, None, 0.0, sent_at, describe_error(exc)
         log.info("%s requested for %s", operation.action, operation.resource_id)
-        return operation, response, sent_at, ""
+        return operation, _follow(response), _retry_after(response, interval), sent_at, ""
 
     def send_task(task: Sequence[Operation]) -> list[_Sent]:
         return [send(operation) for operation in task]
 
-    live = [task for task in tasks if task]
-    if live:
-        with ThreadPoolExecutor(max_workers=min(parallelism, len(live)), thread_name_prefix="send") as pool:
-            for sent in pool.map(send_task, live):
-                for operation, response, sent_at, error in sent:
-                    if response is None:
-                        log.warning("%s failed for %s: %s", operation.action, operation.resource_id, error)
-                        results[operation.key] = _result(operation, "failed", error, sent_at, utcnow())
-                        continue
-                    follow = _follow(response)
-                    if follow is None:
-                        results[operation.key] = _done(operation, sent_at, log)
-                    else:
-                        url, kind = follow
-                        first = clients.clock.now() + _retry_after(response, interval)
-                        pending.append(_Pending(operation, url, kind, sent_at, first))
-                report("sent", len(pending) + len(results), total)
-    report("done", len(results), total)
+    def settle(sent: list[_Sent]) -> None:
+        for operation, follow, retry_after, sent_at, error in sent:
+            if error:
+                log.warning("%s failed for %s: %s", operation.action, operation.resource_id, error)
+                results[operation.key] = _result(operation, "failed", error, sent_at, utcnow())
+            elif follow is None:
+                results[operation.key] = _done(operation, sent_at, log)
+            else:
+                url, kind = follow
+                pending.append(_Pending(operation, url, kind, sent_at, clients.clock.now() + retry_after))
+        report("sent", len(pending) + len(results), count)
+
+    in_flight: deque[Future[list[_Sent]]] = deque()
+    with ThreadPoolExecutor(max_workers=max(1, min(parallelism, total)), thread_name_prefix="send") as pool:
+        for task in tasks:
+            if task:
+                in_flight.append(pool.submit(send_task, task))
+            while in_flight and in_flight[0].done():
+                settle(in_flight.popleft().result())
+        while in_flight:
+            settle(in_flight.popleft().result())
+    report("done", len(results), count)
     _wait(clients, pending, results, parallelism=parallelism, deadline=deadline, log=log,
-          report=lambda: report("done", len(results), total))
+          report=lambda: report("done", len(results), count))
     return results
 
 

@@ -1,13 +1,15 @@
 """The pre event's work: find the run's machines, snapshot their disks, start the ones that are
 off, run the pre-checks, and cancel the run while a cancel is still honoured when anything fails.
 
-Everything due is sent first (snapshots, then starts) and then waited on until the deadline: the
+Everything due is sent first (starts, then snapshots, each once its ledger row is stored) and
+then waited on until the deadline: the
 cancellation cutoff minus MAINTENANCE_CUTOFF_SAFETY_SECONDS. What is still running then counts as
 failed, so the verdict (and a cancel) always comes before the cutoff.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -55,14 +57,17 @@ def run_pre(
 
     views = get_vm_views(graph, event.subscription_ids,
                          [m.resource_id for m in machines if m.kind is not MachineKind.OTHER])
-    records = _record_machines(runtime, event, machines, views, log)
     if settings.snapshot_disks != "none":
         views = read_storage_profiles(runtime.clients, machines, views, parallelism=settings.parallelism)
-    snapshots = _record_snapshots(runtime, event, machines, views)
-
-    to_start = _machines_to_start(runtime, event, machines, records, log)
+    records, new_records = _plan_machines(runtime, event, machines, views)
+    snapshots, new_snapshots = _plan_snapshots(runtime, event, machines, views)
+    new_rows: list[Any] = [*new_records, *new_snapshots]
+    to_start = _machines_to_start(runtime, event, machines, records, {r.resource_id.lower() for r in new_records},
+                                  log)
     to_snapshot = [s for s in snapshots.values() if s.outcome not in _FINAL]
     if settings.dry_run:
+        _remember(records, snapshots, ledger.add_rows(event.correlation_id, new_rows))
+        _log_machines(records, log)
         for record in records.values():
             if record.pre_action == "start":
                 log.info("dry run: would start %s (%s)", record.resource_id, record.original_power_state)
@@ -81,23 +86,24 @@ def run_pre(
     snapshot_ops = {s.row_key(): snapshot_operation(runtime.clients, settings, s, correlation_id=event.correlation_id,
                                                     now=now) for s in to_snapshot}
     start_ops = {m.resource_id.lower(): power_operation(runtime.clients, m, "start") for m in to_start}
-    _send_and_wait(runtime, event, records, snapshots, _tasks(snapshot_ops, start_ops), deadline, log)
+    tasks = _recorded_first(runtime, event, _tasks(snapshot_ops, start_ops), records, snapshots, new_rows, log)
+    _send_and_wait(runtime, event, records, snapshots, tasks, len(snapshot_ops) + len(start_ops), deadline, log)
 
     context = CheckContext(runtime, records, views, list(snapshots.values()))
     verdict = decide(runtime, event, context, log)
     return _summary(records, snapshots, verdict=verdict.verdict, cancel=verdict.cancel)
 
 
-def _record_machines(
-    runtime: Runtime, event: MaintenanceEvent, machines: list[RunMachine], views: dict[str, VmView], log: RunLogger
-) -> dict[str, MachineRecord]:
-    """Machine rows, written before anything is touched.
+def _plan_machines(
+    runtime: Runtime, event: MaintenanceEvent, machines: list[RunMachine], views: dict[str, VmView]
+) -> tuple[dict[str, MachineRecord], list[MachineRecord]]:
+    """Every machine's record: the ledger's when an earlier attempt wrote one, else a new plan
+    (returned apart, not yet written).
 
     A machine's first row keeps its power state from before we touched anything; a retried
     worker reuses it instead of re-planning from a VM we may already have started.
     """
-    ledger = runtime.ledger
-    records = {r.resource_id.lower(): r for r in ledger.list_machines(event.correlation_id)}
+    records = {r.resource_id.lower(): r for r in runtime.ledger.list_machines(event.correlation_id)}
     vms = [m for m in machines if m.kind is MachineKind.VM and m.resource_id.lower() not in records]
     # Resource Graph can miss a VM (a new VM not yet indexed, a partial read permission):
     # only those few get an instance-view GET of their own.
@@ -109,33 +115,85 @@ def _record_machines(
         if key not in records:
             view = views.get(key)
             state = (view.power_state if view else "") or direct.get(key, "")
-            new.append(_plan(machine, view, state, runtime))
-    for record in ledger.add_rows(event.correlation_id, new):
-        records[record.resource_id.lower()] = record
-    for record in records.values():
-        if record.pre_action != "start":
-            log.info("%s: %s, %s (%s)", record.resource_id, record.pre_outcome, record.pre_detail,
-                     record.original_power_state or "state unknown")
-    return records
+            records[key] = _plan(machine, view, state, runtime)
+            new.append(records[key])
+    return records, new
 
 
-def _record_snapshots(
+def _plan_snapshots(
     runtime: Runtime, event: MaintenanceEvent, machines: list[RunMachine], views: dict[str, VmView]
-) -> dict[str, SnapshotRecord]:
-    """Snapshot rows: planned ones reconciled with snapshots of those names that already exist."""
-    ledger = runtime.ledger
-    existing_rows = {r.row_key(): r for r in ledger.list_snapshots(event.correlation_id)}
+) -> tuple[dict[str, SnapshotRecord], list[SnapshotRecord]]:
+    """Snapshot records (the ledger's, and new ones apart), reconciled with snapshots of those
+    names that already exist."""
+    rows = {r.row_key(): r for r in runtime.ledger.list_snapshots(event.correlation_id)}
     planned = [r for r in plan_snapshots(runtime.settings, event.correlation_id, machines, views)
-               if r.row_key() not in existing_rows]
-    due = [r for r in list(existing_rows.values()) + planned if r.outcome not in _FINAL]
+               if r.row_key() not in rows]
+    due = [r for r in list(rows.values()) + planned if r.outcome not in _FINAL]
     if due and not runtime.settings.dry_run:
         found = find_existing(runtime.clients, event.subscription_ids, event.correlation_id, due)
         reconciled = {r.row_key(): reconcile(r, found.get(r.snapshot_id.lower())) for r in due}
         planned = [reconciled.get(r.row_key(), r) for r in planned]
-        existing_rows.update({k: v for k, v in reconciled.items() if k in existing_rows})
-    for record in ledger.add_rows(event.correlation_id, planned):
-        existing_rows[record.row_key()] = record
-    return existing_rows
+        rows.update({k: v for k, v in reconciled.items() if k in rows})
+    rows.update({r.row_key(): r for r in planned})
+    return rows, planned
+
+
+def _recorded_first(
+    runtime: Runtime, event: MaintenanceEvent, tasks: list[list[Operation]], records: dict[str, MachineRecord],
+    snapshots: dict[str, SnapshotRecord], new_rows: list[Any], log: RunLogger,
+) -> Iterator[list[Operation]]:
+    """The tasks, each handed out once its ledger row is stored, and every new row written.
+
+    Rows go to the ledger in the tasks' order, many transactions at a time, so the first
+    requests leave after the first transaction rather than after the whole fleet's rows: a row
+    is written before the start or snapshot it records, never after. Rows that need no request
+    (running VMs, skipped disks) follow.
+    """
+    unwritten = {row.row_key(): row for row in new_rows}
+    ordered: list[Any] = []
+    waiting: dict[str, list[Operation]] = {}
+    for task in tasks:
+        row = _row_of(task[0], records, snapshots)
+        if row.row_key() in unwritten:
+            ordered.append(unwritten.pop(row.row_key()))
+            waiting[row.row_key()] = task
+        else:
+            yield task  # recorded by an earlier attempt
+    ordered += unwritten.values()
+    for chunk in runtime.ledger.add_rows_in_order(event.correlation_id, ordered):
+        _remember(records, snapshots, chunk)
+        for stored in chunk:
+            released = waiting.pop(stored.row_key(), None)
+            if released is not None and _due(stored):
+                yield released
+    _log_machines(records, log)
+
+
+def _row_of(operation: Operation, records: dict[str, MachineRecord],
+            snapshots: dict[str, SnapshotRecord]) -> MachineRecord | SnapshotRecord:
+    return records[operation.key] if operation.action == "start" else snapshots[operation.key]
+
+
+def _due(row: MachineRecord | SnapshotRecord) -> bool:
+    """Still to do, as stored (a concurrent attempt's row wins over our plan)."""
+    if isinstance(row, MachineRecord):
+        return row.pre_action == "start" and row.pre_outcome not in _FINAL
+    return row.outcome not in _FINAL
+
+
+def _remember(records: dict[str, MachineRecord], snapshots: dict[str, SnapshotRecord], stored: list[Any]) -> None:
+    for row in stored:
+        if isinstance(row, MachineRecord):
+            records[row.resource_id.lower()] = row
+        else:
+            snapshots[row.row_key()] = row
+
+
+def _log_machines(records: dict[str, MachineRecord], log: RunLogger) -> None:
+    for record in records.values():
+        if record.pre_action != "start":
+            log.info("%s: %s, %s (%s)", record.resource_id, record.pre_outcome, record.pre_detail,
+                     record.original_power_state or "state unknown")
 
 
 def _tasks(snapshot_ops: dict[str, Operation], start_ops: dict[str, Operation]) -> list[list[Operation]]:
@@ -162,16 +220,17 @@ def _round_robin(tasks: list[list[Operation]]) -> list[list[Operation]]:
 
 def _send_and_wait(
     runtime: Runtime, event: MaintenanceEvent, records: dict[str, MachineRecord],
-    snapshots: dict[str, SnapshotRecord], tasks: list[list[Operation]], deadline: Any, log: RunLogger,
+    snapshots: dict[str, SnapshotRecord], tasks: Iterable[list[Operation]], total: int, deadline: Any,
+    log: RunLogger,
 ) -> None:
-    """Record intents, send the tasks, wait until the deadline, record outcomes."""
-    ledger = runtime.ledger
-    operations = [operation for task in tasks for operation in task]
-    intents: list[Any] = [replace(snapshots[o.key], outcome="creating") for o in operations if o.action == "snapshot"]
-    intents += [replace(records[o.key], pre_outcome="starting") for o in operations if o.action == "start"]
-    ledger.save_rows(event.correlation_id, intents)
+    """Send the tasks, wait until the deadline, record outcomes.
+
+    No separate "sent" write: a row still pending after a worker died may or may not have been
+    sent, and the retried worker checks each such VM's state (`_machines_to_start`) and each
+    such snapshot by name (`_plan_snapshots`) before sending anything again.
+    """
     results = run_operations(runtime.clients, tasks, parallelism=runtime.settings.parallelism,
-                             deadline=deadline, log=log, progress=runtime.progress)
+                             deadline=deadline, log=log, progress=runtime.progress, total=total)
     updated: list[Any] = []
     for key, result in results.items():
         if result.action == "snapshot":
@@ -183,7 +242,7 @@ def _send_and_wait(
             records[key] = replace(records[key], pre_outcome=result.outcome, pre_detail=result.detail,
                                    started_at=result.sent_at, ready_at=ready_at)
             updated.append(records[key])
-    ledger.save_rows(event.correlation_id, updated)
+    runtime.ledger.save_rows(event.correlation_id, updated)
 
 
 def _plan(machine: RunMachine, view: VmView | None, state: str, runtime: Runtime) -> MachineRecord:
@@ -214,12 +273,13 @@ def _plan(machine: RunMachine, view: VmView | None, state: str, runtime: Runtime
 
 def _machines_to_start(
     runtime: Runtime, event: MaintenanceEvent, machines: list[RunMachine], records: dict[str, MachineRecord],
-    log: RunLogger,
+    fresh: set[str], log: RunLogger,
 ) -> list[RunMachine]:
-    """VMs whose start is still due. A retried worker re-checks what an earlier attempt sent."""
+    """VMs whose start is still due. Those an earlier attempt recorded (`fresh` are this
+    attempt's) may have been started already: their current state is read first."""
     due = [m for m in machines if records[m.resource_id.lower()].pre_action == "start"
            and records[m.resource_id.lower()].pre_outcome not in _FINAL]
-    retried = [m for m in due if records[m.resource_id.lower()].pre_outcome != "pending"]
+    retried = [m for m in due if m.resource_id.lower() not in fresh]
     if not retried:
         return due
     current = read_power_states(runtime.clients, retried, parallelism=runtime.settings.parallelism)

@@ -9,6 +9,7 @@ that run the functions outside the Functions host (the demo, the tests, the rehe
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from functools import cached_property
@@ -63,6 +64,9 @@ def get_runtime() -> Runtime:
     with _lock:
         if _current is None or env != _current_env:
             settings = Settings.from_env(dict(env))
+            # The SDKs log every request and response at INFO: thousands of lines per run, and
+            # CPU spent formatting them. Our own log lines say what was done.
+            logging.getLogger("azure").setLevel(settings.sdk_log_level.upper())
             clients = ClientFactory(settings, transport=_transport, credential=_credential, clock=_clock)
             _current = Runtime(settings, clients)
             _current_env = env

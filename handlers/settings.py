@@ -37,6 +37,7 @@ _RG_NAME = re.compile(r"^[-\w.()]{0,89}[-\w()]$")
 CHECK_NAMES = ("vms-running", "snapshots-succeeded", "no-hold-tag", "http-probe")
 DEFAULT_CHECKS = ("vms-running", "snapshots-succeeded", "no-hold-tag")
 SNAPSHOT_SCOPES = ("os", "all", "none")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -82,6 +83,7 @@ class Settings:
     check_vm_agent: bool
     http_probe_url: str | None
     http_probe_timeout_seconds: int
+    sdk_log_level: str = "warning"
 
     @property
     def arm_scope(self) -> str:
@@ -131,6 +133,7 @@ class Settings:
             check_vm_agent=reader.boolean("MAINTENANCE_CHECK_VM_AGENT", False),
             http_probe_url=reader.optional_url("MAINTENANCE_HTTP_PROBE_URL"),
             http_probe_timeout_seconds=reader.integer("MAINTENANCE_HTTP_PROBE_TIMEOUT_SECONDS", 10, 1, 120),
+            sdk_log_level=reader.choice("MAINTENANCE_SDK_LOG_LEVEL", "warning", LOG_LEVELS),
         )._validated()
 
     def _validated(self) -> Settings:
