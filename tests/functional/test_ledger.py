@@ -85,3 +85,14 @@ def test_many_machines_are_written_in_batches(ledger: Ledger) -> None:
     ledger.save_rows(run, [replace(r, pre_outcome="succeeded") for r in records])
     rows = ledger.list_machines(run)
     assert len(rows) == 250 and {r.pre_outcome for r in rows} == {"succeeded"}
+
+
+def test_rows_are_handed_back_in_order_each_chunk_once_it_is_stored(ledger: Ledger) -> None:
+    run = parse_event(make_event("pre")).correlation_id
+    records = [MachineRecord(resource_id=f"{VM}{i:03d}", kind="vm") for i in range(450)]
+    handed: list[str] = []
+    for chunk in ledger.add_rows_in_order(run, records):
+        stored = {r.resource_id for r in ledger.list_machines(run)}
+        assert {r.resource_id for r in chunk} <= stored, "a chunk is handed out only once it is in the table"
+        handed += [r.resource_id for r in chunk]
+    assert handed == [r.resource_id for r in records]

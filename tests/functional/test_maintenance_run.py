@@ -10,7 +10,7 @@ import pytest
 
 from emulator import AzureEmulator
 from emulator.functions_host import FunctionsHost
-from handlers.ledger import Ledger, run_key
+from handlers.ledger import Ledger, MachineRecord, run_key
 from handlers.runtime import get_runtime
 from tests.conftest import SUB_A, SUB_B, make_event
 
@@ -272,6 +272,36 @@ def test_retried_worker_does_not_start_twice_and_finishes_the_cancel(
     assert emulator.run_status(run_of(pre)) == "Cancelled"
     phase = ledger().get_phase(run_of(pre), "pre")
     assert phase is not None and phase["Status"] == "completed" and phase["Attempts"] == 2
+
+
+def test_a_worker_that_died_while_sending_is_retried_without_a_second_start(
+    host: FunctionsHost, emulator: AzureEmulator
+) -> None:
+    sent = emulator.add_vm(SUB_A, "rg-app", "sent-before", power_state="deallocated")
+    unsent = emulator.add_vm(SUB_A, "rg-app", "not-sent-yet", power_state="stopped")
+    pre = make_event("pre")
+    emulator.add_run(run_of(pre), [sent, unsent])
+    host.deliver_event("pre_maintenance", pre)
+    # An earlier attempt recorded both plans, had its start of the first accepted, and died.
+    earlier = ledger().claim_phase(run_of(pre), "pre")
+    assert earlier is not None
+    ledger().add_rows(run_of(pre), [
+        MachineRecord(resource_id=vm, kind="vm", subscription_id=SUB_A, resource_group="rg-app", name=name,
+                      original_power_state=state, pre_action="start", pre_outcome="pending")
+        for vm, name, state in ((sent, "sent-before", "deallocated"), (unsent, "not-sent-yet", "stopped"))
+    ])
+    emulator.set_power_state(sent, "running")
+    ledger().release_phase(earlier, error="worker died")
+
+    host.run_queues()
+
+    assert emulator.actions(sent) == [], "its state is read, and it is running: no second start"
+    assert emulator.actions(unsent) == ["start"]
+    rows = machine_rows(run_of(pre))
+    assert rows["sent-before"].pre_outcome == "succeeded"  # type: ignore[attr-defined]
+    assert rows["sent-before"].original_power_state == "deallocated", "the first sighting is kept"  # type: ignore[attr-defined]
+    assert rows["not-sent-yet"].pre_outcome == "succeeded"  # type: ignore[attr-defined]
+    assert ledger().get_phase(run_of(pre), "pre")["Attempts"] == 2  # type: ignore[index]
 
 
 def test_post_waits_for_a_pre_phase_still_running(

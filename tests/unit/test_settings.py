@@ -104,6 +104,7 @@ def test_snapshot_and_check_settings() -> None:
          "valid names: vms-running, snapshots-succeeded, no-hold-tag, http-probe"),
         ({"MAINTENANCE_PRE_CHECKS": "http-probe"}, "MAINTENANCE_HTTP_PROBE_URL", "required"),
         ({"MAINTENANCE_SNAPSHOT_DISKS": "some"}, "MAINTENANCE_SNAPSHOT_DISKS", "os, all, none"),
+        ({"MAINTENANCE_SDK_LOG_LEVEL": "verbose"}, "MAINTENANCE_SDK_LOG_LEVEL", "debug, info, warning, error"),
         ({"MAINTENANCE_SNAPSHOT_RETENTION_DAYS": "0"}, "MAINTENANCE_SNAPSHOT_RETENTION_DAYS", "1..3650"),
         ({"MAINTENANCE_HTTP_PROBE_URL": "ftp://x"}, "MAINTENANCE_HTTP_PROBE_URL", "http(s) URL"),
     ],
