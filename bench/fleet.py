@@ -86,10 +86,16 @@ def default_time_scale(size: int) -> float:
     Measured on a 2-core machine shared with other work (see bench/README.md): a request costs
     about 1-3 ms of CPU in the SDK pipeline and the emulator, and the run must leave the CPU idle
     most of the time while sending and waiting, or simulated time runs on while the CPU works.
-    At 5000 machines, 0.25 made the waiting CPU-bound (CPU/wall 1.0); 0.5 does not.
+    Up to 1000 machines every start fits in the write burst: the starts go out as fast as the CPU
+    sends them, and that stretch counts 1/scale times over against a bound of 60 s (at 0.5, 600
+    starts took 4-6 simulated s instead of 3 at 1.0). So 1.0, production speed, from 100 up. At
+    5000 the writes are paced by the bucket (10/s per subscription) and the CPU is idle between
+    them: 0.5 measures the same and halves the run (0.25 made the waiting CPU-bound).
     """
-    if size <= 100:
+    if size <= 10:
         return 0.1
+    if size <= 1000:
+        return 1.0
     return 0.5
 
 

@@ -29,7 +29,7 @@ from handlers.events import MaintenanceEvent
 REJECTED_PARTITION = "rejected-events"
 _R = TypeVar("_R", bound="_Row")
 _T = TypeVar("_T")
-_LEDGER_WRITERS = 8
+_LEDGER_WRITERS = 4
 # A worker that holds a phase longer than this has died (Flex Consumption's default timeout).
 PHASE_LEASE = timedelta(minutes=30)
 _MAX_TEXT = 30_000  # Table string properties hold 64 KiB (32K UTF-16 characters)
@@ -333,12 +333,15 @@ class Ledger:
                 return [self._add_one(correlation_id, r) for r in chunk]
 
         chunks = _chunks(list(records))
-        if len(chunks) <= 1:
-            yield from (insert(chunk) for chunk in chunks)
+        if not chunks:
             return
-        pool = ThreadPoolExecutor(max_workers=min(_LEDGER_WRITERS, len(chunks)), thread_name_prefix="ledger")
+        # The first chunk alone, so that what waits on it is not held up by the ones after it.
+        yield insert(chunks[0])
+        if len(chunks) == 1:
+            return
+        pool = ThreadPoolExecutor(max_workers=min(_LEDGER_WRITERS, len(chunks) - 1), thread_name_prefix="ledger")
         try:
-            futures = [pool.submit(insert, chunk) for chunk in chunks]
+            futures = [pool.submit(insert, chunk) for chunk in chunks[1:]]
             for future in futures:
                 yield future.result()
         finally:
