@@ -2,7 +2,10 @@
 
 Every request goes out (bounded parallelism) before any is waited on, so a fleet's time is the
 slowest operation's, not the sum. Requests come as tasks: the operations of one task are sent
-in order by one worker; tasks are taken in the order given, many at a time.
+in order by one worker; tasks are taken in the order given, many at a time. Each subscription
+has a lane of its own (its own workers): ARM throttles per subscription, and a subscription
+whose requests wait (throttled by another caller, slow to answer) must not take the workers of
+the others.
 
 Waiting is one loop for all operations, not the SDK's poller per operation: a poller is a thread
 that polls every interval, and a fleet of thousands would be thousands of threads and a stream of
@@ -18,6 +21,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -59,7 +63,8 @@ class OperationResult:
     finished_at: datetime | None
 
 
-# operation, where to follow it (None: it has ended), its Retry-After, when it was sent, an error ("": accepted)
+# operation, where to follow it (None: it has ended), when to poll it first (clock), when it was sent,
+# an error ("": accepted)
 _Sent = tuple[Operation, tuple[str, str] | None, float, datetime, str]
 
 
@@ -109,13 +114,13 @@ def run_operations(
         except AzureError as exc:
             return operation, None, 0.0, sent_at, describe_error(exc)
         log.info("%s requested for %s", operation.action, operation.resource_id)
-        return operation, _follow(response), _retry_after(response, interval), sent_at, ""
+        return operation, _follow(response), clients.clock.now() + _retry_after(response, interval), sent_at, ""
 
     def send_task(task: Sequence[Operation]) -> list[_Sent]:
         return [send(operation) for operation in task]
 
     def settle(sent: list[_Sent]) -> None:
-        for operation, follow, retry_after, sent_at, error in sent:
+        for operation, follow, first_poll, sent_at, error in sent:
             if error:
                 log.warning("%s failed for %s: %s", operation.action, operation.resource_id, error)
                 results[operation.key] = _result(operation, "failed", error, sent_at, utcnow())
@@ -123,14 +128,20 @@ def run_operations(
                 results[operation.key] = _done(operation, sent_at, log)
             else:
                 url, kind = follow
-                pending.append(_Pending(operation, url, kind, sent_at, clients.clock.now() + retry_after))
+                pending.append(_Pending(operation, url, kind, sent_at, first_poll))
         report("sent", len(pending) + len(results), count)
 
     in_flight: deque[Future[list[_Sent]]] = deque()
-    with ThreadPoolExecutor(max_workers=max(1, min(parallelism, total)), thread_name_prefix="send") as pool:
+    with ExitStack() as lanes_open:
+        lanes: dict[str, ThreadPoolExecutor] = {}
         for task in tasks:
-            if task:
-                in_flight.append(pool.submit(send_task, task))
+            if not task:
+                continue
+            scope = subscription_of(task[0].resource_id)
+            if scope not in lanes:
+                lanes[scope] = lanes_open.enter_context(
+                    ThreadPoolExecutor(max_workers=max(1, min(parallelism, total)), thread_name_prefix="send"))
+            in_flight.append(lanes[scope].submit(send_task, task))
             while in_flight and in_flight[0].done():
                 settle(in_flight.popleft().result())
         while in_flight:
@@ -205,6 +216,12 @@ def _poll(arm: Any, item: _Pending) -> tuple[str, float | None, str]:
     if status in _TERMINAL_FAILED:
         return "failed", None, _error_text(body, response.status_code)
     return "running", retry_after, ""
+
+
+def subscription_of(resource_id: str) -> str:
+    """The subscription of an ARM id, lower-case ("" when it names none)."""
+    parts = resource_id.split("/")
+    return parts[2].lower() if len(parts) > 2 and parts[1].lower() == "subscriptions" else ""
 
 
 def _follow(response: PipelineResponse[Any, Any]) -> tuple[str, str] | None:

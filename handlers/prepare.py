@@ -19,7 +19,7 @@ from handlers.events import MaintenanceEvent
 from handlers.inventory import MachineKind, RunMachine, VmView, find_run_machines, get_vm_views
 from handlers.ledger import MachineRecord, SnapshotRecord, utcnow
 from handlers.logs import RunLogger
-from handlers.operations import Operation, run_operations
+from handlers.operations import Operation, run_operations, subscription_of
 from handlers.power import STARTABLE_STATES, power_operation, read_power_states
 from handlers.runtime import Runtime
 from handlers.snapshots import find_existing, plan_snapshots, read_storage_profiles, reconcile, snapshot_operation
@@ -206,11 +206,12 @@ def _tasks(snapshot_ops: dict[str, Operation], start_ops: dict[str, Operation]) 
 
 
 def _round_robin(tasks: list[list[Operation]]) -> list[list[Operation]]:
-    """Alternate subscriptions: each has its own ARM buckets, and workers waiting on one
-    subscription's pacing must not leave the others idle."""
+    """Alternate subscriptions: rows are stored and requests released in this order, and each
+    subscription has its own ARM buckets and its own lane of workers, so every subscription's
+    requests start with the first transaction rather than after the others'."""
     by_subscription: dict[str, list[list[Operation]]] = {}
     for task in tasks:
-        by_subscription.setdefault(task[0].resource_id.split("/")[2].lower(), []).append(task)
+        by_subscription.setdefault(subscription_of(task[0].resource_id), []).append(task)
     queues = list(by_subscription.values())
     ordered = []
     for index in range(max((len(q) for q in queues), default=0)):
