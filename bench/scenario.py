@@ -7,7 +7,6 @@ run's alone. Azurite (the ledger and the queues) is the parent's, shared by ever
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import sys
@@ -95,11 +94,8 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
     from emulator.functions_host import FunctionsHost
     from handlers import runtime
 
-    # The app's own pacing and status polls wait on a clock: give it the simulated one when it takes one.
-    if "clock" in inspect.signature(runtime.configure).parameters:
-        app_runtime = runtime.configure(transport=emulator.transport(), clock=emulator.clock)
-    else:
-        app_runtime = runtime.configure(transport=emulator.transport(), clock=emulator.clock)
+    # The app's own pacing and status polls wait on a clock: give it the simulated one.
+    app_runtime = runtime.configure(transport=emulator.transport(), clock=emulator.clock)
     host = FunctionsHost(function_app.app, connection_string)
     rss_before = current_rss_mb()
     if cpu_profile:
