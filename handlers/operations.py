@@ -37,6 +37,11 @@ Progress = Callable[[str, int, int], None]  # (stage "sent" | "done", count so f
 _TERMINAL_OK = {"succeeded"}
 _TERMINAL_FAILED = {"failed", "canceled", "cancelled"}
 _MAX_POLL_ERRORS = 5
+# Send workers of all lanes together stay under this (a run over 50 subscriptions must not start
+# 50 x MAINTENANCE_PARALLELISM threads); a lane keeps a few whatever the count. A subscription's
+# writes are paced at 10/s after the burst: a few workers keep that pace.
+MAX_SEND_WORKERS = 256
+MIN_LANE_WORKERS = 4
 
 
 def raw_response(pipeline_response: Any, deserialized: Any, headers: Any) -> PipelineResponse[Any, Any]:
@@ -87,20 +92,25 @@ def run_operations(
     log: logging.LoggerAdapter[Any],
     progress: Progress | None = None,
     total: int | None = None,
+    subscriptions: int | None = None,
 ) -> dict[str, OperationResult]:
     """Send every task, then wait for all operations until `deadline`.
 
     `tasks` may be a generator that hands out tasks as they become ready to send (their ledger
-    rows stored): each is sent as soon as it is given. `total` (the number of operations) is for
-    progress reports when `tasks` is not a list.
+    rows stored): each is sent as soon as it is given. Then `total` (the number of operations,
+    for progress reports) and `subscriptions` (how many lanes, to size them) say what is coming.
+    Each subscription's lane has `parallelism` workers, fewer when many subscriptions would
+    take the process past MAX_SEND_WORKERS threads.
 
     An operation still running at the deadline is "timed-out": it continues in Azure, we just
     stop waiting for it. `progress`, when given, hears of every request sent and every result.
     """
-    if total is None:
+    if total is None or subscriptions is None:
         tasks = list(tasks)
         total = sum(len(task) for task in tasks)
+        subscriptions = len({subscription_of(task[0].resource_id) for task in tasks if task})
     count = total
+    lane_workers = max(1, min(parallelism, total, max(MIN_LANE_WORKERS, MAX_SEND_WORKERS // max(1, subscriptions))))
     report = progress or (lambda stage, done, of: None)
     interval = clients.settings.poll_interval_seconds
     results: dict[str, OperationResult] = {}
@@ -140,7 +150,7 @@ def run_operations(
             scope = subscription_of(task[0].resource_id)
             if scope not in lanes:
                 lanes[scope] = lanes_open.enter_context(
-                    ThreadPoolExecutor(max_workers=max(1, min(parallelism, total)), thread_name_prefix="send"))
+                    ThreadPoolExecutor(max_workers=lane_workers, thread_name_prefix="send"))
             in_flight.append(lanes[scope].submit(send_task, task))
             while in_flight and in_flight[0].done():
                 settle(in_flight.popleft().result())

@@ -86,8 +86,10 @@ def run_pre(
     snapshot_ops = {s.row_key(): snapshot_operation(runtime.clients, settings, s, correlation_id=event.correlation_id,
                                                     now=now) for s in to_snapshot}
     start_ops = {m.resource_id.lower(): power_operation(runtime.clients, m, "start") for m in to_start}
-    tasks = _recorded_first(runtime, event, _tasks(snapshot_ops, start_ops), records, snapshots, new_rows, log)
-    _send_and_wait(runtime, event, records, snapshots, tasks, len(snapshot_ops) + len(start_ops), deadline, log)
+    planned = _tasks(snapshot_ops, start_ops)
+    lanes = len({subscription_of(task[0].resource_id) for task in planned})
+    tasks = _recorded_first(runtime, event, planned, records, snapshots, new_rows, log)
+    _send_and_wait(runtime, event, records, snapshots, tasks, sum(map(len, planned)), lanes, deadline, log)
 
     context = CheckContext(runtime, records, views, list(snapshots.values()))
     verdict = decide(runtime, event, context, log)
@@ -221,8 +223,8 @@ def _round_robin(tasks: list[list[Operation]]) -> list[list[Operation]]:
 
 def _send_and_wait(
     runtime: Runtime, event: MaintenanceEvent, records: dict[str, MachineRecord],
-    snapshots: dict[str, SnapshotRecord], tasks: Iterable[list[Operation]], total: int, deadline: Any,
-    log: RunLogger,
+    snapshots: dict[str, SnapshotRecord], tasks: Iterable[list[Operation]], total: int, subscriptions: int,
+    deadline: Any, log: RunLogger,
 ) -> None:
     """Send the tasks, wait until the deadline, record outcomes.
 
@@ -231,7 +233,8 @@ def _send_and_wait(
     such snapshot by name (`_plan_snapshots`) before sending anything again.
     """
     results = run_operations(runtime.clients, tasks, parallelism=runtime.settings.parallelism,
-                             deadline=deadline, log=log, progress=runtime.progress, total=total)
+                             deadline=deadline, log=log, progress=runtime.progress, total=total,
+                             subscriptions=subscriptions)
     updated: list[Any] = []
     for key, result in results.items():
         if result.action == "snapshot":
