@@ -13,6 +13,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +46,7 @@ class FunctionsHost:
     app: func.FunctionApp
     connection_string: str
     max_dequeue_count: int = 5
+    concurrency: int = 24  # the host's defaults: batchSize 16 + newBatchThreshold 8 (host.json)
     invocations: list[Invocation] = field(default_factory=list)
 
     @property
@@ -76,17 +78,36 @@ class FunctionsHost:
             )
         self._invoke(function_name, event)
 
-    def run_queues(self, *, max_rounds: int = 1000) -> int:
-        """Process visible queue messages until none is left; returns how many were handled."""
+    def run_queues(self, *, max_messages: int = 10_000) -> int:
+        """Process visible queue messages until none is left and none is running; returns how many
+        were handled. Like the host, up to `concurrency` at once (host.json's batchSize plus
+        newBatchThreshold), fetching more as running ones finish, so messages that running
+        functions queue start while those still run. Messages still invisible (sent with a
+        delay) are left for a later call."""
         handled = 0
-        for _ in range(max_rounds):
-            handled_this_round = 0
-            for queue_name, function_name in self.queue_triggers().items():
-                handled_this_round += self._drain_once(queue_name, function_name)
-            handled += handled_this_round
-            if handled_this_round == 0:
-                return handled
-        raise RuntimeError(f"queues still busy after {max_rounds} rounds")
+        clients = {name: self.queue(name) for name in self.queue_triggers()}
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="host") as pool:
+            running: set[Future[None]] = set()
+            while True:
+                fetched = 0
+                for queue_name, function_name in self.queue_triggers().items():
+                    room = self.concurrency - len(running)
+                    if room <= 0:
+                        break
+                    client = clients[queue_name]
+                    for message in client.receive_messages(messages_per_page=min(32, room), visibility_timeout=600,
+                                                           max_messages=min(32, room)):
+                        running.add(pool.submit(self._handle, client, queue_name, function_name, message))
+                        fetched += 1
+                if not running:
+                    return handled
+                if fetched == 0 or len(running) >= self.concurrency:
+                    done, running = wait(running, timeout=0.05, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        future.result()
+                    handled += len(done)
+                    if handled > max_messages:
+                        raise RuntimeError(f"queues still busy after {max_messages} messages")
 
     def queue(self, name: str) -> QueueClient:
         client = QueueServiceClient.from_connection_string(self.connection_string).get_queue_client(name)
@@ -96,21 +117,16 @@ class FunctionsHost:
             pass
         return client
 
-    def _drain_once(self, queue_name: str, function_name: str) -> int:
-        client = self.queue(queue_name)
-        count = 0
-        for message in client.receive_messages(messages_per_page=16, visibility_timeout=600, max_messages=16):
-            count += 1
-            body = _host_decode(message.content)
-            queue_message = func.QueueMessage(id=message.id, body=body, pop_receipt=message.pop_receipt)
-            if self._invoke(function_name, queue_message):
-                client.delete_message(message)
-            elif (message.dequeue_count or 0) >= self.max_dequeue_count:
-                self.queue(f"{queue_name}-poison").send_message(message.content)
-                client.delete_message(message)
-            else:
-                client.update_message(message, visibility_timeout=0)
-        return count
+    def _handle(self, client: QueueClient, queue_name: str, function_name: str, message: Any) -> None:
+        body = _host_decode(message.content)
+        queue_message = func.QueueMessage(id=message.id, body=body, pop_receipt=message.pop_receipt)
+        if self._invoke(function_name, queue_message):
+            client.delete_message(message)
+        elif (message.dequeue_count or 0) >= self.max_dequeue_count:
+            self.queue(f"{queue_name}-poison").send_message(message.content)
+            client.delete_message(message)
+        else:
+            client.update_message(message, visibility_timeout=0)
 
     def _invoke(self, function_name: str, argument: Any) -> bool:
         user_function: Callable[[Any], Any] = self.functions[function_name].get_user_function()

@@ -57,6 +57,15 @@ def run_key(correlation_id: str) -> str:
     return f"{readable}_{_digest(correlation_id)}"
 
 
+def lane_of(resource_id: str, location: str) -> str:
+    """The lane of a request on this resource: "<subscription>/<region>", lower-case. ARM throttles
+    per subscription and the compute provider per region: the pre phase sends each lane's requests
+    from a queue message of its own."""
+    parts = resource_id.split("/")
+    subscription = parts[2] if len(parts) > 2 and parts[1].lower() == "subscriptions" else ""
+    return f"{subscription}/{location}".lower()
+
+
 def machine_row_key(resource_id: str) -> str:
     return f"machine-{_digest(resource_id)}"
 
@@ -74,6 +83,7 @@ class _Row:
     """A dataclass stored as one table row: fields map to PascalCase columns."""
 
     etag: str | None
+    lane: str
 
     def row_key(self) -> str:
         raise NotImplementedError
@@ -115,6 +125,7 @@ class MachineRecord(_Row):
     restore_outcome: str = ""  # planned | issued | succeeded | failed | timed-out | skipped
     restore_detail: str = ""
     restored_at: datetime | None = None
+    lane: str = ""  # "<subscription>/<region>" of its start: the queue message that sends it
     etag: str | None = field(default=None, compare=False)
 
     def row_key(self) -> str:
@@ -135,6 +146,7 @@ class SnapshotRecord(_Row):
     detail: str = ""
     requested_at: datetime | None = None
     finished_at: datetime | None = None
+    lane: str = ""  # "<subscription>/<region>" of its PUT: the queue message that sends it
     etag: str | None = field(default=None, compare=False)
 
     def row_key(self) -> str:
@@ -287,16 +299,38 @@ class Ledger:
 
     # -- machines -----------------------------------------------------------------------------
 
-    def list_machines(self, correlation_id: str) -> list[MachineRecord]:
-        partition = run_key(correlation_id)
-        query = "PartitionKey eq @pk and RowKey ge 'machine-' and RowKey lt 'machine.'"
-        rows = self._table.query_entities(query, parameters={"pk": partition})
-        return [MachineRecord.from_entity(row) for row in rows]
+    def list_machines(self, correlation_id: str, *, lane: str | None = None) -> list[MachineRecord]:
+        """The run's machine rows; with `lane`, only that lane's (filtered by the table service)."""
+        return [MachineRecord.from_entity(row) for row in self._rows(correlation_id, "machine", lane)]
 
-    def list_snapshots(self, correlation_id: str) -> list[SnapshotRecord]:
-        query = "PartitionKey eq @pk and RowKey ge 'snapshot-' and RowKey lt 'snapshot.'"
-        rows = self._table.query_entities(query, parameters={"pk": run_key(correlation_id)})
-        return [SnapshotRecord.from_entity(row) for row in rows]
+    def list_snapshots(self, correlation_id: str, *, lane: str | None = None) -> list[SnapshotRecord]:
+        return [SnapshotRecord.from_entity(row) for row in self._rows(correlation_id, "snapshot", lane)]
+
+    def _rows(self, correlation_id: str, prefix: str, lane: str | None) -> Any:
+        query = f"PartitionKey eq @pk and RowKey ge '{prefix}-' and RowKey lt '{prefix}.'"
+        parameters = {"pk": run_key(correlation_id)}
+        if lane is not None:
+            query += " and Lane eq @lane"
+            parameters["lane"] = lane
+        return self._table.query_entities(query, parameters=parameters)
+
+    def open_phases(self, correlation_id: str, phases: Iterable[str]) -> None:
+        """Phase rows for work about to be queued (the pre phase's lanes), left alone if they exist."""
+        partition = run_key(correlation_id)
+        for phase in phases:
+            try:
+                self._table.create_entity({"PartitionKey": partition, "RowKey": f"phase-{phase}",
+                                           "Status": PhaseStatus.QUEUED.value, "Attempts": 0})
+            except ResourceExistsError:
+                pass
+
+    def phase_statuses(self, correlation_id: str, prefix: str) -> dict[str, str]:
+        """Status of every phase whose name starts with `prefix` (e.g. "pre-lane-")."""
+        query = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
+        low = f"phase-{prefix}"
+        high = low[:-1] + chr(ord(low[-1]) + 1)
+        rows = self._table.query_entities(query, parameters={"pk": run_key(correlation_id), "low": low, "high": high})
+        return {row["RowKey"].removeprefix("phase-"): str(row.get("Status") or "") for row in rows}
 
     def _add_one(self, correlation_id: str, record: _R) -> _R:
         """Insert the first sighting of a row; if it exists, keep (and return) what is there.
@@ -398,6 +432,7 @@ __all__ = [
     "PhaseClaim",
     "PhaseStatus",
     "SnapshotRecord",
+    "lane_of",
     "machine_row_key",
     "run_key",
     "utcnow",

@@ -9,11 +9,13 @@ Functions host retries the message, and after its last attempt moves it to the p
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from handlers.errors import InvalidEventError, UnsupportedEventTypeError
 from handlers.events import EventKind, MaintenanceEvent, parse_event
 from handlers.intake import WORK_MESSAGE_VERSION, work_message
+from handlers.lanes import VERDICT_PHASE, lane_phase, lanes_finished, run_lane, run_verdict, step_message
 from handlers.logs import RunLogger, run_logger
 from handlers.prepare import run_pre
 from handlers.restore import PreStillRunningError, run_post_with_retention
@@ -34,6 +36,10 @@ def run_work_message(runtime: Runtime, body: bytes | str) -> dict[str, Any] | No
             raise InvalidEventError("message.version", f"expected {WORK_MESSAGE_VERSION}")
         event = parse_event(message.get("event") or {})
         deferrals = int(message.get("deferrals") or 0)
+        step = message.get("step")
+        if step not in (None, "lane", "verdict") or (step == "lane" and not isinstance(message.get("lane"), str)):
+            raise InvalidEventError("message.step", f"{step!r} is not a step of the pre phase (lane with its lane, "
+                                    "or verdict)")
     except (ValueError, UnsupportedEventTypeError) as exc:
         # Retrying cannot fix a message we cannot read; say so loudly and drop it.
         log.error("dropping unreadable work message: %s", exc)
@@ -41,6 +47,10 @@ def run_work_message(runtime: Runtime, body: bytes | str) -> dict[str, Any] | No
         runtime.ledger.record_rejected(event_id=None, reason=f"work message: {exc}", raw=text)
         return None
     run_log = run_logger(event.correlation_id)
+    if step == "lane":
+        return _run_lane_message(runtime, event, str(message["lane"]), run_log)
+    if step == "verdict":
+        return _run_verdict_message(runtime, event, run_log)
     claim = runtime.ledger.claim_phase(event.correlation_id, event.kind.value)
     if claim is None:
         run_log.info("%s phase already running or done elsewhere; this message is a duplicate", event.kind.value)
@@ -57,14 +67,55 @@ def run_work_message(runtime: Runtime, body: bytes | str) -> dict[str, Any] | No
         run_log.warning("%s phase failed on attempt %d; the message will be retried: %s",
                         event.kind.value, claim.attempt, exc)
         raise
+    if summary.get("dispatched"):
+        # The lanes run from their own messages; the verdict step completes the phase.
+        run_log.info("%s phase dispatched: %s", event.kind.value, json.dumps(summary, sort_keys=True))
+        return summary
     runtime.ledger.finish_phase(claim, summary=summary)
     run_log.info("%s phase finished: %s", event.kind.value, json.dumps(summary, sort_keys=True))
     return summary
 
 
+def _run_lane_message(runtime: Runtime, event: MaintenanceEvent, lane: str, log: RunLogger) -> dict[str, Any] | None:
+    """One lane of a fanned-out pre phase; the last lane to finish queues the verdict."""
+    claim = runtime.ledger.claim_phase(event.correlation_id, lane_phase(lane))
+    if claim is None:
+        log.info("lane %s already running or done elsewhere; this message is a duplicate", lane)
+        return None
+    try:
+        summary = run_lane(runtime, event, lane, attempt=claim.attempt, log=log)
+    except Exception as exc:
+        runtime.ledger.release_phase(claim, error=f"{type(exc).__name__}: {exc}")
+        log.warning("lane %s failed on attempt %d; the message will be retried: %s", lane, claim.attempt, exc)
+        raise
+    runtime.ledger.finish_phase(claim, summary=summary)
+    log.info("lane %s finished: %s", lane, json.dumps(summary, sort_keys=True))
+    if lanes_finished(runtime, event):
+        runtime.work_queue().send_message(step_message(event, "verdict"))
+    return summary
+
+
+def _run_verdict_message(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[str, Any] | None:
+    """The verdict of a fanned-out pre phase (queued by the last lane, and at the deadline)."""
+    claim = runtime.ledger.claim_phase(event.correlation_id, VERDICT_PHASE)
+    if claim is None:
+        log.info("the verdict is already being reached or done; this message is a duplicate")
+        return None
+    try:
+        summary = run_verdict(runtime, event, log)
+    except Exception as exc:
+        runtime.ledger.release_phase(claim, error=f"{type(exc).__name__}: {exc}")
+        log.warning("the verdict failed on attempt %d; the message will be retried: %s", claim.attempt, exc)
+        raise
+    runtime.ledger.finish_phase(claim, summary=summary)
+    runtime.ledger.finish_phase(replace(claim, phase=event.kind.value), summary=summary)
+    log.info("%s phase finished: %s", event.kind.value, json.dumps(summary, sort_keys=True))
+    return summary
+
+
 def _run_phase(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[str, Any]:
     if event.kind is EventKind.PRE:
-        return run_pre(runtime, event, log)
+        return run_pre(runtime, event, log, fan_out=True)
     return run_post_with_retention(runtime, event, log)
 
 

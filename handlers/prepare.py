@@ -9,15 +9,15 @@ failed, so the verdict (and a cancel) always comes before the cutoff.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from handlers.checks import CheckContext, run_checks, tag_is_set
 from handlers.events import MaintenanceEvent
 from handlers.inventory import MachineKind, RunMachine, VmView, find_run_machines, get_vm_views
-from handlers.ledger import MachineRecord, SnapshotRecord, utcnow
+from handlers.ledger import MachineRecord, SnapshotRecord, lane_of, utcnow
 from handlers.logs import RunLogger
 from handlers.operations import Operation, run_operations, subscription_of
 from handlers.power import STARTABLE_STATES, power_operation, read_power_states
@@ -25,8 +25,9 @@ from handlers.runtime import Runtime
 from handlers.snapshots import find_existing, plan_snapshots, read_storage_profiles, reconcile, snapshot_operation
 from handlers.verdict import decide
 
+_T = TypeVar("_T")
 # Outcomes after which a retried worker leaves a machine or a snapshot alone.
-_FINAL = frozenset({"succeeded", "failed", "skipped", "not-needed", "unknown", "planned", "reused"})
+FINAL = frozenset({"succeeded", "failed", "skipped", "not-needed", "unknown", "planned", "reused"})
 EMPTY_RUN_HINT = (
     "no machines found for this run. Likely causes: the app's identity has no Reader role on a "
     "target subscription (Resource Graph then returns nothing rather than an error), the run's "
@@ -36,9 +37,15 @@ EMPTY_RUN_HINT = (
 
 
 def run_pre(
-    runtime: Runtime, event: MaintenanceEvent, log: RunLogger, *, machines: list[RunMachine] | None = None
+    runtime: Runtime, event: MaintenanceEvent, log: RunLogger, *, machines: list[RunMachine] | None = None,
+    fan_out: bool = False,
 ) -> dict[str, Any]:
-    """The pre phase. `machines` replaces discovery (a rehearsal of a run that has not happened)."""
+    """The pre phase. `machines` replaces discovery (a rehearsal of a run that has not happened).
+
+    With `fan_out` (the queue worker), work over more than one lane (subscription and region)
+    is not sent here: each lane's rows are stored and the lane goes out as a queue message of its
+    own (`handlers.lanes`); the summary then says `"dispatched"` and the verdict comes later.
+    """
     settings = runtime.settings
     ledger = runtime.ledger
     assert event.cancellation_cutoff is not None  # parse_event requires it on pre events
@@ -62,12 +69,17 @@ def run_pre(
     records, new_records = _plan_machines(runtime, event, machines, views)
     snapshots, new_snapshots = _plan_snapshots(runtime, event, machines, views)
     new_rows: list[Any] = [*new_records, *new_snapshots]
-    to_start = _machines_to_start(runtime, event, machines, records, {r.resource_id.lower() for r in new_records},
+    to_snapshot = [s for s in snapshots.values() if s.outcome not in FINAL]
+    due_lanes = {r.lane for r in records.values() if is_due(r)} | {s.lane for s in to_snapshot}
+    if fan_out and not settings.dry_run and len(due_lanes) > 1:
+        from handlers.lanes import dispatch
+
+        return dispatch(runtime, event, deadline, records, snapshots, new_rows, log)
+    to_start = machines_to_start(runtime, event, machines, records, {r.resource_id.lower() for r in new_records},
                                   log)
-    to_snapshot = [s for s in snapshots.values() if s.outcome not in _FINAL]
     if settings.dry_run:
-        _remember(records, snapshots, ledger.add_rows(event.correlation_id, new_rows))
-        _log_machines(records, log)
+        remember(records, snapshots, ledger.add_rows(event.correlation_id, new_rows))
+        log_machines(records, log)
         for record in records.values():
             if record.pre_action == "start":
                 log.info("dry run: would start %s (%s)", record.resource_id, record.original_power_state)
@@ -80,20 +92,14 @@ def run_pre(
             log.info("dry run: would cancel the run because %s", reason)
         ledger.update_run(event.correlation_id, {"Verdict": "dry-run", "MachineCount": len(records),
                                                  "FailingReasons": "\n".join(failing)})
-        return _summary(records, snapshots, verdict="dry-run", cancel="not-requested (dry run)")
+        return summarize(records, snapshots, verdict="dry-run", cancel="not-requested (dry run)")
 
-    now = utcnow()
-    snapshot_ops = {s.row_key(): snapshot_operation(runtime.clients, settings, s, correlation_id=event.correlation_id,
-                                                    now=now) for s in to_snapshot}
-    start_ops = {m.resource_id.lower(): power_operation(runtime.clients, m, "start") for m in to_start}
-    planned = _tasks(snapshot_ops, start_ops)
-    lanes = len({subscription_of(task[0].resource_id) for task in planned})
-    tasks = _recorded_first(runtime, event, planned, records, snapshots, new_rows, log)
-    _send_and_wait(runtime, event, records, snapshots, tasks, sum(map(len, planned)), lanes, deadline, log)
+    send_due(runtime, event, records, snapshots, to_start, to_snapshot, new_rows, deadline, log)
+    log_machines(records, log)
 
     context = CheckContext(runtime, records, views, list(snapshots.values()))
     verdict = decide(runtime, event, context, log)
-    return _summary(records, snapshots, verdict=verdict.verdict, cancel=verdict.cancel)
+    return summarize(records, snapshots, verdict=verdict.verdict, cancel=verdict.cancel)
 
 
 def _plan_machines(
@@ -128,21 +134,48 @@ def _plan_snapshots(
     """Snapshot records (the ledger's, and new ones apart), reconciled with snapshots of those
     names that already exist."""
     rows = {r.row_key(): r for r in runtime.ledger.list_snapshots(event.correlation_id)}
-    planned = [r for r in plan_snapshots(runtime.settings, event.correlation_id, machines, views)
+    planned = [replace(r, lane=lane_of(r.snapshot_id or r.disk_id, r.location))
+               for r in plan_snapshots(runtime.settings, event.correlation_id, machines, views)
                if r.row_key() not in rows]
-    due = [r for r in list(rows.values()) + planned if r.outcome not in _FINAL]
+    due = [r for r in list(rows.values()) + planned if r.outcome not in FINAL]
     if due and not runtime.settings.dry_run:
-        found = find_existing(runtime.clients, event.subscription_ids, event.correlation_id, due)
-        reconciled = {r.row_key(): reconcile(r, found.get(r.snapshot_id.lower())) for r in due}
+        reconciled = reconcile_existing(runtime, event, due)
         planned = [reconciled.get(r.row_key(), r) for r in planned]
         rows.update({k: v for k, v in reconciled.items() if k in rows})
     rows.update({r.row_key(): r for r in planned})
     return rows, planned
 
 
+def reconcile_existing(
+    runtime: Runtime, event: MaintenanceEvent, due: list[SnapshotRecord]
+) -> dict[str, SnapshotRecord]:
+    """Due snapshot records given the snapshots of those names that exist already (an earlier
+    attempt made them, or is making them): one Resource Graph query by the run's tag."""
+    found = find_existing(runtime.clients, event.subscription_ids, event.correlation_id, due)
+    return {r.row_key(): reconcile(r, found.get(r.snapshot_id.lower())) for r in due}
+
+
+def send_due(
+    runtime: Runtime, event: MaintenanceEvent, records: dict[str, MachineRecord], snapshots: dict[str, SnapshotRecord],
+    to_start: list[RunMachine], to_snapshot: list[SnapshotRecord], new_rows: list[Any], deadline: Any,
+    log: RunLogger,
+) -> None:
+    """Store the new rows, send every start and snapshot due as its row is stored, wait until
+    the deadline, record the outcomes (in `records` and `snapshots` too)."""
+    now = utcnow()
+    snapshot_ops = {s.row_key(): snapshot_operation(runtime.clients, runtime.settings, s,
+                                                    correlation_id=event.correlation_id, now=now)
+                    for s in to_snapshot}
+    start_ops = {m.resource_id.lower(): power_operation(runtime.clients, m, "start") for m in to_start}
+    planned = ordered_tasks(snapshot_ops, start_ops)
+    lanes = len({subscription_of(task[0].resource_id) for task in planned})
+    tasks = _recorded_first(runtime, event, planned, records, snapshots, new_rows)
+    send_and_wait(runtime, event, records, snapshots, tasks, sum(map(len, planned)), lanes, deadline, log)
+
+
 def _recorded_first(
     runtime: Runtime, event: MaintenanceEvent, tasks: list[list[Operation]], records: dict[str, MachineRecord],
-    snapshots: dict[str, SnapshotRecord], new_rows: list[Any], log: RunLogger,
+    snapshots: dict[str, SnapshotRecord], new_rows: list[Any],
 ) -> Iterator[list[Operation]]:
     """The tasks, each handed out once its ledger row is stored, and every new row written.
 
@@ -163,12 +196,11 @@ def _recorded_first(
             yield task  # recorded by an earlier attempt
     ordered += unwritten.values()
     for chunk in runtime.ledger.add_rows_in_order(event.correlation_id, ordered):
-        _remember(records, snapshots, chunk)
+        remember(records, snapshots, chunk)
         for stored in chunk:
             released = waiting.pop(stored.row_key(), None)
-            if released is not None and _due(stored):
+            if released is not None and is_due(stored):
                 yield released
-    _log_machines(records, log)
 
 
 def _row_of(operation: Operation, records: dict[str, MachineRecord],
@@ -176,14 +208,14 @@ def _row_of(operation: Operation, records: dict[str, MachineRecord],
     return records[operation.key] if operation.action == "start" else snapshots[operation.key]
 
 
-def _due(row: MachineRecord | SnapshotRecord) -> bool:
+def is_due(row: MachineRecord | SnapshotRecord) -> bool:
     """Still to do, as stored (a concurrent attempt's row wins over our plan)."""
     if isinstance(row, MachineRecord):
-        return row.pre_action == "start" and row.pre_outcome not in _FINAL
-    return row.outcome not in _FINAL
+        return row.pre_action == "start" and row.pre_outcome not in FINAL
+    return row.outcome not in FINAL
 
 
-def _remember(records: dict[str, MachineRecord], snapshots: dict[str, SnapshotRecord], stored: list[Any]) -> None:
+def remember(records: dict[str, MachineRecord], snapshots: dict[str, SnapshotRecord], stored: list[Any]) -> None:
     for row in stored:
         if isinstance(row, MachineRecord):
             records[row.resource_id.lower()] = row
@@ -191,37 +223,39 @@ def _remember(records: dict[str, MachineRecord], snapshots: dict[str, SnapshotRe
             snapshots[row.row_key()] = row
 
 
-def _log_machines(records: dict[str, MachineRecord], log: RunLogger) -> None:
+def log_machines(records: dict[str, MachineRecord], log: RunLogger) -> None:
     for record in records.values():
         if record.pre_action != "start":
             log.info("%s: %s, %s (%s)", record.resource_id, record.pre_outcome, record.pre_detail,
                      record.original_power_state or "state unknown")
 
 
-def _tasks(snapshot_ops: dict[str, Operation], start_ops: dict[str, Operation]) -> list[list[Operation]]:
+def ordered_tasks(snapshot_ops: dict[str, Operation], start_ops: dict[str, Operation]) -> list[list[Operation]]:
     """Starts first, then snapshots. A start takes about twice as long as an incremental
     snapshot, and both draw on the same write bucket, so the fleet is ready soonest when starts
     lead. Every snapshot is still taken before the window, of the disk as it is before patching
-    (crash-consistent, as for any VM that was running)."""
-    return _round_robin([[start] for start in start_ops.values()]) + _round_robin(
-        [[snapshot] for snapshot in snapshot_ops.values()])
+    (crash-consistent, as for any VM that was running).
+
+    Subscriptions alternate within each: rows are stored and requests released in this order,
+    and each subscription has its own ARM buckets and its own lane of workers, so every
+    subscription's requests start with the first transaction rather than after the others'."""
+    def subscription(task: list[Operation]) -> str:
+        return subscription_of(task[0].resource_id)
+
+    return (interleave([[start] for start in start_ops.values()], subscription)
+            + interleave([[snapshot] for snapshot in snapshot_ops.values()], subscription))
 
 
-def _round_robin(tasks: list[list[Operation]]) -> list[list[Operation]]:
-    """Alternate subscriptions: rows are stored and requests released in this order, and each
-    subscription has its own ARM buckets and its own lane of workers, so every subscription's
-    requests start with the first transaction rather than after the others'."""
-    by_subscription: dict[str, list[list[Operation]]] = {}
-    for task in tasks:
-        by_subscription.setdefault(subscription_of(task[0].resource_id), []).append(task)
-    queues = list(by_subscription.values())
-    ordered = []
-    for index in range(max((len(q) for q in queues), default=0)):
-        ordered += [q[index] for q in queues if index < len(q)]
-    return ordered
+def interleave(items: list[_T], group: Callable[[_T], str]) -> list[_T]:
+    """The items with their groups alternating (a1, b1, a2, b2, a3), each group's in its order."""
+    groups: dict[str, list[_T]] = {}
+    for item in items:
+        groups.setdefault(group(item), []).append(item)
+    queues = list(groups.values())
+    return [q[i] for i in range(max((len(q) for q in queues), default=0)) for q in queues if i < len(q)]
 
 
-def _send_and_wait(
+def send_and_wait(
     runtime: Runtime, event: MaintenanceEvent, records: dict[str, MachineRecord],
     snapshots: dict[str, SnapshotRecord], tasks: Iterable[list[Operation]], total: int, subscriptions: int,
     deadline: Any, log: RunLogger,
@@ -252,10 +286,11 @@ def _send_and_wait(
 def _plan(machine: RunMachine, view: VmView | None, state: str, runtime: Runtime) -> MachineRecord:
     """What to do with a machine at first sighting, recorded before anything is touched."""
     settings = runtime.settings
+    location = view.location if view else ""
     base = MachineRecord(
         resource_id=machine.resource_id, kind=machine.kind.value, subscription_id=machine.subscription_id,
         resource_group=machine.resource_group, name=machine.name,
-        location=view.location if view else "", original_power_state=state,
+        location=location, original_power_state=state, lane=lane_of(machine.resource_id, location),
     )
     if machine.kind is MachineKind.ARC:
         return replace(base, pre_action="skip", pre_outcome="skipped",
@@ -275,14 +310,14 @@ def _plan(machine: RunMachine, view: VmView | None, state: str, runtime: Runtime
     return replace(base, pre_outcome="unknown", pre_detail=detail)
 
 
-def _machines_to_start(
+def machines_to_start(
     runtime: Runtime, event: MaintenanceEvent, machines: list[RunMachine], records: dict[str, MachineRecord],
     fresh: set[str], log: RunLogger,
 ) -> list[RunMachine]:
     """VMs whose start is still due. Those an earlier attempt recorded (`fresh` are this
     attempt's) may have been started already: their current state is read first."""
     due = [m for m in machines if records[m.resource_id.lower()].pre_action == "start"
-           and records[m.resource_id.lower()].pre_outcome not in _FINAL]
+           and records[m.resource_id.lower()].pre_outcome not in FINAL]
     retried = [m for m in due if m.resource_id.lower() not in fresh]
     if not retried:
         return due
@@ -295,10 +330,10 @@ def _machines_to_start(
             records[key] = replace(records[key], pre_outcome="succeeded", ready_at=utcnow())
             confirmed.append(records[key])
     runtime.ledger.save_rows(event.correlation_id, confirmed)
-    return [m for m in due if records[m.resource_id.lower()].pre_outcome not in _FINAL]
+    return [m for m in due if records[m.resource_id.lower()].pre_outcome not in FINAL]
 
 
-def _summary(
+def summarize(
     records: dict[str, MachineRecord], snapshots: dict[str, SnapshotRecord], *, verdict: str, cancel: str
 ) -> dict[str, Any]:
     outcomes: dict[str, int] = {}

@@ -15,6 +15,8 @@ import pytest
 from emulator import AzureEmulator
 from emulator.functions_host import FunctionsHost
 from handlers.inventory import MachineKind, RunMachine
+from handlers.lanes import LANE_PHASE_PREFIX, lane_phase
+from handlers.ledger import PHASE_LEASE, MachineRecord, lane_of, utcnow
 from handlers.logs import run_logger
 from handlers.operations import MAX_SEND_WORKERS, MIN_LANE_WORKERS, Operation, run_operations
 from handlers.power import power_operation
@@ -39,7 +41,7 @@ def test_a_throttled_subscription_does_not_hold_up_the_others(
     for vm in throttled:
         emulator.fail("start", vm, status=429, code="TooManyRequests", times=4)
     pre = make_event("pre")
-    emulator.add_run(str(pre["data"]["correlationId"]), throttled + free)  # type: ignore[index]
+    emulator.add_run(run_of(pre), throttled + free)
 
     host.deliver_event("pre_maintenance", pre)
     host.run_queues()
@@ -77,3 +79,89 @@ def test_many_subscriptions_share_a_bounded_number_of_send_threads(
     assert {r.outcome for r in results.values()} == {"succeeded"} and len(results) == 420
     per_lane = max(MIN_LANE_WORKERS, MAX_SEND_WORKERS // 70)
     assert len(senders) == 70 * per_lane, "each lane gets its share of the cap, not 6 threads of its own"
+
+
+def test_each_lane_is_a_queue_message_and_the_last_one_brings_the_verdict(
+    host: FunctionsHost, emulator: AzureEmulator
+) -> None:
+    vms = [emulator.add_vm(sub, "rg", f"vm-{region}-{n}", location=region, power_state="deallocated")
+           for sub in (SUB_A, SUB_B) for region in ("westeurope", "northeurope") for n in range(2)]
+    pre = make_event("pre")
+    emulator.add_run(run_of(pre), vms)
+
+    host.deliver_event("pre_maintenance", pre)
+    host.run_queues()
+
+    runs = [i for i in host.invocations if i.function == "maintenance_worker"]
+    # The pre event, a message per lane, the verdict (queued twice when two lanes finish together).
+    assert len(runs) in (1 + 4 + 1, 1 + 4 + 2) and all(i.succeeded for i in runs)
+    assert get_runtime().ledger.get_phase(run_of(pre), "pre-verdict")["Attempts"] == 1  # type: ignore[index]
+    lanes = get_runtime().ledger.phase_statuses(run_of(pre), LANE_PHASE_PREFIX)
+    assert sorted(lanes.values()) == ["completed"] * 4
+    assert all(emulator.actions(vm) == ["start"] for vm in vms)
+    rows = get_runtime().ledger.list_machines(run_of(pre))
+    assert {r.lane for r in rows} == {lane_of(vm, region) for vm, region in zip(
+        vms, ["westeurope", "westeurope", "northeurope", "northeurope"] * 2, strict=True)}
+    assert get_runtime().ledger.get_run(run_of(pre))["Verdict"] == "ready"  # type: ignore[index]
+    assert get_runtime().ledger.get_phase(run_of(pre), "pre")["Status"] == "completed"  # type: ignore[index]
+
+
+def test_a_lane_retried_after_its_worker_died_starts_nothing_twice(
+    host: FunctionsHost, emulator: AzureEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAINTENANCE_SNAPSHOT_DISKS", "none")
+    sent = emulator.add_vm(SUB_A, "rg", "sent-before", power_state="deallocated")
+    unsent = emulator.add_vm(SUB_A, "rg", "not-sent-yet", power_state="stopped")
+    other = emulator.add_vm(SUB_B, "rg", "other-lane", power_state="deallocated")
+    pre = make_event("pre")
+    emulator.add_run(run_of(pre), [sent, unsent, other])
+    host.deliver_event("pre_maintenance", pre)
+    # An earlier coordinator stored these rows; the worker of lane A started one VM and died.
+    ledger = get_runtime().ledger
+    lane = lane_of(sent, "westeurope")
+    ledger.add_rows(run_of(pre), [
+        MachineRecord(resource_id=vm, kind="vm", subscription_id=SUB_A, resource_group="rg", name=name,
+                      location="westeurope", original_power_state=state, pre_action="start", lane=lane)
+        for vm, name, state in ((sent, "sent-before", "deallocated"), (unsent, "not-sent-yet", "stopped"))
+    ])
+    assert ledger.claim_phase(run_of(pre), lane_phase(lane), now=utcnow() - PHASE_LEASE - timedelta(minutes=1))
+    emulator.set_power_state(sent, "running")
+
+    host.run_queues()
+
+    assert emulator.actions(sent) == [], "the retried lane reads its state first: running, not started again"
+    assert emulator.actions(unsent) == ["start"] and emulator.actions(other) == ["start"]
+    assert ledger.get_phase(run_of(pre), lane_phase(lane))["Attempts"] == 2  # type: ignore[index]
+    rows = {r.name: r for r in ledger.list_machines(run_of(pre))}
+    assert rows["sent-before"].pre_outcome == "succeeded"
+    assert rows["sent-before"].original_power_state == "deallocated"
+
+
+def test_a_lane_that_never_finishes_is_timed_out_by_the_verdict_at_the_deadline(
+    host: FunctionsHost, emulator: AzureEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAINTENANCE_SNAPSHOT_DISKS", "none")
+    monkeypatch.setenv("MAINTENANCE_CUTOFF_SAFETY_SECONDS", "2")
+    stuck = emulator.add_vm(SUB_A, "rg", "stuck", power_state="deallocated")
+    fine = emulator.add_vm(SUB_B, "rg", "fine", power_state="deallocated")
+    pre = make_event("pre", cutoff_in=timedelta(seconds=6))
+    emulator.add_run(run_of(pre), [stuck, fine])
+    host.deliver_event("pre_maintenance", pre)
+    # Lane A is taken by a worker that will never finish (its claim is fresh: the message is a duplicate).
+    assert get_runtime().ledger.claim_phase(run_of(pre), lane_phase(lane_of(stuck, "westeurope")))
+
+    host.run_queues()
+    assert get_runtime().ledger.get_phase(run_of(pre), "pre")["Status"] == "running"  # type: ignore[index]
+    time.sleep(5)  # until the deadline, when the verdict the coordinator queued becomes visible
+    host.run_queues()
+
+    assert emulator.actions(stuck) == [] and emulator.actions(fine) == ["start"]
+    run = get_runtime().ledger.get_run(run_of(pre))
+    assert run is not None and run["Verdict"] == "failed"
+    assert f"{stuck}: still starting at the deadline" in run["FailingReasons"]
+    assert emulator.run_status(run_of(pre)) == "Cancelled"
+    assert get_runtime().ledger.get_phase(run_of(pre), "pre")["Status"] == "completed"  # type: ignore[index]
+
+
+def run_of(event: dict[str, Any]) -> str:
+    return str(event["data"]["correlationId"])
