@@ -46,7 +46,7 @@ class FunctionsHost:
     app: func.FunctionApp
     connection_string: str
     max_dequeue_count: int = 5
-    concurrency: int = 24  # the host's defaults: batchSize 16 + newBatchThreshold 8 (host.json)
+    concurrency: int = 6  # as host.json has it: batchSize 4 + newBatchThreshold 2
     invocations: list[Invocation] = field(default_factory=list)
 
     @property

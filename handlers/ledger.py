@@ -57,13 +57,11 @@ def run_key(correlation_id: str) -> str:
     return f"{readable}_{_digest(correlation_id)}"
 
 
-def lane_of(resource_id: str, location: str) -> str:
-    """The lane of a request on this resource: "<subscription>/<region>", lower-case. ARM throttles
-    per subscription and the compute provider per region: the pre phase sends each lane's requests
-    from a queue message of its own."""
+def lane_of(resource_id: str) -> str:
+    """The lane of a request on this resource: its subscription, lower-case. ARM's write bucket,
+    the limit a fleet's starts and snapshots run into, is per subscription (for one caller)."""
     parts = resource_id.split("/")
-    subscription = parts[2] if len(parts) > 2 and parts[1].lower() == "subscriptions" else ""
-    return f"{subscription}/{location}".lower()
+    return (parts[2] if len(parts) > 2 and parts[1].lower() == "subscriptions" else "").lower()
 
 
 def machine_row_key(resource_id: str) -> str:
@@ -125,7 +123,7 @@ class MachineRecord(_Row):
     restore_outcome: str = ""  # planned | issued | succeeded | failed | timed-out | skipped
     restore_detail: str = ""
     restored_at: datetime | None = None
-    lane: str = ""  # "<subscription>/<region>" of its start: the queue message that sends it
+    lane: str = ""  # the subscription its start goes to (handlers.lanes)
     etag: str | None = field(default=None, compare=False)
 
     def row_key(self) -> str:
@@ -146,7 +144,7 @@ class SnapshotRecord(_Row):
     detail: str = ""
     requested_at: datetime | None = None
     finished_at: datetime | None = None
-    lane: str = ""  # "<subscription>/<region>" of its PUT: the queue message that sends it
+    lane: str = ""  # the subscription its PUT goes to (handlers.lanes)
     etag: str | None = field(default=None, compare=False)
 
     def row_key(self) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from handlers.errors import InvalidEventError, UnsupportedEventTypeError
 from handlers.events import EventKind, MaintenanceEvent, parse_event
 from handlers.intake import WORK_MESSAGE_VERSION, work_message
-from handlers.lanes import VERDICT_PHASE, lane_phase, lanes_finished, run_lane, run_verdict, step_message
+from handlers.lanes import VERDICT_PHASE, lane_phase, lanes_finished, run_lanes, run_verdict, step_message
 from handlers.logs import RunLogger, run_logger
 from handlers.prepare import run_pre
 from handlers.restore import PreStillRunningError, run_post_with_retention
@@ -37,9 +37,11 @@ def run_work_message(runtime: Runtime, body: bytes | str) -> dict[str, Any] | No
         event = parse_event(message.get("event") or {})
         deferrals = int(message.get("deferrals") or 0)
         step = message.get("step")
-        if step not in (None, "lane", "verdict") or (step == "lane" and not isinstance(message.get("lane"), str)):
-            raise InvalidEventError("message.step", f"{step!r} is not a step of the pre phase (lane with its lane, "
-                                    "or verdict)")
+        lanes = message.get("lanes")
+        if step not in (None, "lanes", "verdict") or (step == "lanes" and not (
+                isinstance(lanes, list) and lanes and all(isinstance(lane, str) for lane in lanes))):
+            raise InvalidEventError("message.step", f"{step!r} is not a step of the pre phase (lanes with a list of "
+                                    "subscriptions, or verdict)")
     except (ValueError, UnsupportedEventTypeError) as exc:
         # Retrying cannot fix a message we cannot read; say so loudly and drop it.
         log.error("dropping unreadable work message: %s", exc)
@@ -47,8 +49,8 @@ def run_work_message(runtime: Runtime, body: bytes | str) -> dict[str, Any] | No
         runtime.ledger.record_rejected(event_id=None, reason=f"work message: {exc}", raw=text)
         return None
     run_log = run_logger(event.correlation_id)
-    if step == "lane":
-        return _run_lane_message(runtime, event, str(message["lane"]), run_log)
+    if step == "lanes":
+        return _run_lanes_message(runtime, event, [str(lane) for lane in lanes or ()], run_log)
     if step == "verdict":
         return _run_verdict_message(runtime, event, run_log)
     claim = runtime.ledger.claim_phase(event.correlation_id, event.kind.value)
@@ -76,20 +78,24 @@ def run_work_message(runtime: Runtime, body: bytes | str) -> dict[str, Any] | No
     return summary
 
 
-def _run_lane_message(runtime: Runtime, event: MaintenanceEvent, lane: str, log: RunLogger) -> dict[str, Any] | None:
-    """One lane of a fanned-out pre phase; the last lane to finish queues the verdict."""
-    claim = runtime.ledger.claim_phase(event.correlation_id, lane_phase(lane))
+def _run_lanes_message(
+    runtime: Runtime, event: MaintenanceEvent, lanes: list[str], log: RunLogger
+) -> dict[str, Any] | None:
+    """Some subscriptions of a split pre phase; the last group to finish queues the verdict."""
+    claim = runtime.ledger.claim_phase(event.correlation_id, lane_phase(lanes))
+    names = ", ".join(lanes)
     if claim is None:
-        log.info("lane %s already running or done elsewhere; this message is a duplicate", lane)
+        log.info("subscription(s) %s already running or done elsewhere; this message is a duplicate", names)
         return None
     try:
-        summary = run_lane(runtime, event, lane, attempt=claim.attempt, log=log)
+        summary = run_lanes(runtime, event, lanes, attempt=claim.attempt, log=log)
     except Exception as exc:
         runtime.ledger.release_phase(claim, error=f"{type(exc).__name__}: {exc}")
-        log.warning("lane %s failed on attempt %d; the message will be retried: %s", lane, claim.attempt, exc)
+        log.warning("subscription(s) %s failed on attempt %d; the message will be retried: %s", names,
+                    claim.attempt, exc)
         raise
     runtime.ledger.finish_phase(claim, summary=summary)
-    log.info("lane %s finished: %s", lane, json.dumps(summary, sort_keys=True))
+    log.info("subscription(s) %s finished: %s", names, json.dumps(summary, sort_keys=True))
     if lanes_finished(runtime, event):
         runtime.work_queue().send_message(step_message(event, "verdict"))
     return summary

@@ -42,9 +42,10 @@ def run_pre(
 ) -> dict[str, Any]:
     """The pre phase. `machines` replaces discovery (a rehearsal of a run that has not happened).
 
-    With `fan_out` (the queue worker), work over more than one lane (subscription and region)
-    is not sent here: each lane's rows are stored and the lane goes out as a queue message of its
-    own (`handlers.lanes`); the summary then says `"dispatched"` and the verdict comes later.
+    With `fan_out` (the queue worker), work over more subscriptions than
+    MAINTENANCE_SUBSCRIPTIONS_PER_WORKER is not sent here: the rows are stored and the work goes
+    out as queue messages of that many subscriptions each (`handlers.lanes`); the summary then
+    says `"dispatched"` and the verdict comes later.
     """
     settings = runtime.settings
     ledger = runtime.ledger
@@ -71,7 +72,7 @@ def run_pre(
     new_rows: list[Any] = [*new_records, *new_snapshots]
     to_snapshot = [s for s in snapshots.values() if s.outcome not in FINAL]
     due_lanes = {r.lane for r in records.values() if is_due(r)} | {s.lane for s in to_snapshot}
-    if fan_out and not settings.dry_run and len(due_lanes) > 1:
+    if fan_out and not settings.dry_run and len(due_lanes) > settings.subscriptions_per_worker:
         from handlers.lanes import dispatch
 
         return dispatch(runtime, event, deadline, records, snapshots, new_rows, log)
@@ -134,7 +135,7 @@ def _plan_snapshots(
     """Snapshot records (the ledger's, and new ones apart), reconciled with snapshots of those
     names that already exist."""
     rows = {r.row_key(): r for r in runtime.ledger.list_snapshots(event.correlation_id)}
-    planned = [replace(r, lane=lane_of(r.snapshot_id or r.disk_id, r.location))
+    planned = [replace(r, lane=lane_of(r.snapshot_id or r.disk_id))
                for r in plan_snapshots(runtime.settings, event.correlation_id, machines, views)
                if r.row_key() not in rows]
     due = [r for r in list(rows.values()) + planned if r.outcome not in FINAL]
@@ -290,7 +291,7 @@ def _plan(machine: RunMachine, view: VmView | None, state: str, runtime: Runtime
     base = MachineRecord(
         resource_id=machine.resource_id, kind=machine.kind.value, subscription_id=machine.subscription_id,
         resource_group=machine.resource_group, name=machine.name,
-        location=location, original_power_state=state, lane=lane_of(machine.resource_id, location),
+        location=location, original_power_state=state, lane=lane_of(machine.resource_id),
     )
     if machine.kind is MachineKind.ARC:
         return replace(base, pre_action="skip", pre_outcome="skipped",

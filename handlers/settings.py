@@ -84,6 +84,7 @@ class Settings:
     http_probe_url: str | None
     http_probe_timeout_seconds: int
     sdk_log_level: str = "warning"
+    subscriptions_per_worker: int = 4
 
     @property
     def arm_scope(self) -> str:
@@ -134,6 +135,7 @@ class Settings:
             http_probe_url=reader.optional_url("MAINTENANCE_HTTP_PROBE_URL"),
             http_probe_timeout_seconds=reader.integer("MAINTENANCE_HTTP_PROBE_TIMEOUT_SECONDS", 10, 1, 120),
             sdk_log_level=reader.choice("MAINTENANCE_SDK_LOG_LEVEL", "warning", LOG_LEVELS),
+            subscriptions_per_worker=reader.integer("MAINTENANCE_SUBSCRIPTIONS_PER_WORKER", 4, 1, 64),
         )._validated()
 
     def _validated(self) -> Settings:

@@ -1,6 +1,7 @@
 """Subscriptions are sent to in lanes of their own: one that ARM keeps throttling (another caller
-drains its bucket) must not hold up the starts in the others, and many subscriptions must not
-mean many times MAINTENANCE_PARALLELISM threads."""
+drains its bucket) must not hold up the starts in the others, many subscriptions must not mean
+many times MAINTENANCE_PARALLELISM threads, and a run over more subscriptions than one worker
+takes is split into queue messages, with the verdict after the last (or at the deadline)."""
 
 from __future__ import annotations
 
@@ -81,34 +82,40 @@ def test_many_subscriptions_share_a_bounded_number_of_send_threads(
     assert len(senders) == 70 * per_lane, "each lane gets its share of the cap, not 6 threads of its own"
 
 
-def test_each_lane_is_a_queue_message_and_the_last_one_brings_the_verdict(
-    host: FunctionsHost, emulator: AzureEmulator
+SUB_C = "00000000-0000-0000-0000-00000000000c"
+
+
+def test_a_run_over_more_subscriptions_than_a_worker_takes_is_split_into_queue_messages(
+    host: FunctionsHost, emulator: AzureEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    vms = [emulator.add_vm(sub, "rg", f"vm-{region}-{n}", location=region, power_state="deallocated")
-           for sub in (SUB_A, SUB_B) for region in ("westeurope", "northeurope") for n in range(2)]
-    pre = make_event("pre")
+    monkeypatch.setenv("MAINTENANCE_SUBSCRIPTIONS_PER_WORKER", "2")
+    vms = [emulator.add_vm(sub, "rg", f"vm{n}", power_state="deallocated")
+           for sub in (SUB_A, SUB_B, SUB_C) for n in range(3)]
+    pre = make_event("pre", subscriptions=(SUB_A, SUB_B, SUB_C))
     emulator.add_run(run_of(pre), vms)
 
     host.deliver_event("pre_maintenance", pre)
     host.run_queues()
 
     runs = [i for i in host.invocations if i.function == "maintenance_worker"]
-    # The pre event, a message per lane, the verdict (queued twice when two lanes finish together).
-    assert len(runs) in (1 + 4 + 1, 1 + 4 + 2) and all(i.succeeded for i in runs)
-    assert get_runtime().ledger.get_phase(run_of(pre), "pre-verdict")["Attempts"] == 1  # type: ignore[index]
-    lanes = get_runtime().ledger.phase_statuses(run_of(pre), LANE_PHASE_PREFIX)
-    assert sorted(lanes.values()) == ["completed"] * 4
+    # The pre event, a message per group of two subscriptions, the verdict (queued twice when
+    # two groups finish together; the second finds it taken).
+    assert len(runs) in (1 + 2 + 1, 1 + 2 + 2) and all(i.succeeded for i in runs)
+    ledger = get_runtime().ledger
+    groups = ledger.phase_statuses(run_of(pre), LANE_PHASE_PREFIX)
+    assert set(groups) == {lane_phase([SUB_A.lower(), SUB_B.lower()]), lane_phase([SUB_C.lower()])}
+    assert set(groups.values()) == {"completed"}
     assert all(emulator.actions(vm) == ["start"] for vm in vms)
-    rows = get_runtime().ledger.list_machines(run_of(pre))
-    assert {r.lane for r in rows} == {lane_of(vm, region) for vm, region in zip(
-        vms, ["westeurope", "westeurope", "northeurope", "northeurope"] * 2, strict=True)}
-    assert get_runtime().ledger.get_run(run_of(pre))["Verdict"] == "ready"  # type: ignore[index]
-    assert get_runtime().ledger.get_phase(run_of(pre), "pre")["Status"] == "completed"  # type: ignore[index]
+    assert {r.lane for r in ledger.list_machines(run_of(pre))} == {SUB_A.lower(), SUB_B.lower(), SUB_C.lower()}
+    assert ledger.get_phase(run_of(pre), "pre-verdict")["Attempts"] == 1  # type: ignore[index]
+    assert ledger.get_run(run_of(pre))["Verdict"] == "ready"  # type: ignore[index]
+    assert ledger.get_phase(run_of(pre), "pre")["Status"] == "completed"  # type: ignore[index]
 
 
-def test_a_lane_retried_after_its_worker_died_starts_nothing_twice(
+def test_a_split_group_retried_after_its_worker_died_starts_nothing_twice(
     host: FunctionsHost, emulator: AzureEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("MAINTENANCE_SUBSCRIPTIONS_PER_WORKER", "1")
     monkeypatch.setenv("MAINTENANCE_SNAPSHOT_DISKS", "none")
     sent = emulator.add_vm(SUB_A, "rg", "sent-before", power_state="deallocated")
     unsent = emulator.add_vm(SUB_A, "rg", "not-sent-yet", power_state="stopped")
@@ -116,30 +123,31 @@ def test_a_lane_retried_after_its_worker_died_starts_nothing_twice(
     pre = make_event("pre")
     emulator.add_run(run_of(pre), [sent, unsent, other])
     host.deliver_event("pre_maintenance", pre)
-    # An earlier coordinator stored these rows; the worker of lane A started one VM and died.
+    # An earlier coordinator stored these rows; the worker of subscription A started one VM and died.
     ledger = get_runtime().ledger
-    lane = lane_of(sent, "westeurope")
     ledger.add_rows(run_of(pre), [
         MachineRecord(resource_id=vm, kind="vm", subscription_id=SUB_A, resource_group="rg", name=name,
-                      location="westeurope", original_power_state=state, pre_action="start", lane=lane)
+                      location="westeurope", original_power_state=state, pre_action="start", lane=lane_of(vm))
         for vm, name, state in ((sent, "sent-before", "deallocated"), (unsent, "not-sent-yet", "stopped"))
     ])
-    assert ledger.claim_phase(run_of(pre), lane_phase(lane), now=utcnow() - PHASE_LEASE - timedelta(minutes=1))
+    group = lane_phase([SUB_A.lower()])
+    assert ledger.claim_phase(run_of(pre), group, now=utcnow() - PHASE_LEASE - timedelta(minutes=1))
     emulator.set_power_state(sent, "running")
 
     host.run_queues()
 
-    assert emulator.actions(sent) == [], "the retried lane reads its state first: running, not started again"
+    assert emulator.actions(sent) == [], "the retried group reads its state first: running, not started again"
     assert emulator.actions(unsent) == ["start"] and emulator.actions(other) == ["start"]
-    assert ledger.get_phase(run_of(pre), lane_phase(lane))["Attempts"] == 2  # type: ignore[index]
+    assert ledger.get_phase(run_of(pre), group)["Attempts"] == 2  # type: ignore[index]
     rows = {r.name: r for r in ledger.list_machines(run_of(pre))}
     assert rows["sent-before"].pre_outcome == "succeeded"
     assert rows["sent-before"].original_power_state == "deallocated"
 
 
-def test_a_lane_that_never_finishes_is_timed_out_by_the_verdict_at_the_deadline(
+def test_a_group_that_never_finishes_is_timed_out_by_the_verdict_at_the_deadline(
     host: FunctionsHost, emulator: AzureEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("MAINTENANCE_SUBSCRIPTIONS_PER_WORKER", "1")
     monkeypatch.setenv("MAINTENANCE_SNAPSHOT_DISKS", "none")
     monkeypatch.setenv("MAINTENANCE_CUTOFF_SAFETY_SECONDS", "2")
     stuck = emulator.add_vm(SUB_A, "rg", "stuck", power_state="deallocated")
@@ -147,8 +155,9 @@ def test_a_lane_that_never_finishes_is_timed_out_by_the_verdict_at_the_deadline(
     pre = make_event("pre", cutoff_in=timedelta(seconds=6))
     emulator.add_run(run_of(pre), [stuck, fine])
     host.deliver_event("pre_maintenance", pre)
-    # Lane A is taken by a worker that will never finish (its claim is fresh: the message is a duplicate).
-    assert get_runtime().ledger.claim_phase(run_of(pre), lane_phase(lane_of(stuck, "westeurope")))
+    # Subscription A's work is taken by a worker that will never finish (a fresh claim: the
+    # message is a duplicate).
+    assert get_runtime().ledger.claim_phase(run_of(pre), lane_phase([SUB_A.lower()]))
 
     host.run_queues()
     assert get_runtime().ledger.get_phase(run_of(pre), "pre")["Status"] == "running"  # type: ignore[index]
