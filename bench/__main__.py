@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="MAINTENANCE_POLL_INTERVAL_SECONDS in simulated seconds (15, as in production)")
     parser.add_argument("--off-fraction", type=float, default=defaults.off_fraction,
                         help="share of the fleet that is off, half stopped and half deallocated (0.6)")
+    parser.add_argument("--subscriptions-per-worker", type=int, metavar="N",
+                        help="MAINTENANCE_SUBSCRIPTIONS_PER_WORKER for the app (default: the app's, 4); 1 splits "
+                             "every run over more than one subscription into a queue message per subscription")
     parser.add_argument("--log-level", default="INFO", help="the app's log level (INFO, as host.json sets)")
     parser.add_argument("--profile", type=int, metavar="SIZE", help="also run this size's app under yappi and "
                         "summarise where the CPU goes (pip install yappi)")
@@ -94,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         "baseline": [],
     }
     env = dict(os.environ, BENCH_AZURITE_CONNECTION_STRING=azurite.connection_string)
+    if args.subscriptions_per_worker:
+        env["MAINTENANCE_SUBSCRIPTIONS_PER_WORKER"] = str(args.subscriptions_per_worker)
+        results["subscriptions_per_worker"] = args.subscriptions_per_worker
     try:
         results["cold_import"] = cold_import(args.cold_import_runs)
         for size in args.sizes:
