@@ -88,7 +88,7 @@ def _run_lanes_message(
         log.info("subscription(s) %s already running or done elsewhere; this message is a duplicate", names)
         return None
     try:
-        summary = run_lanes(runtime, event, lanes, attempt=claim.attempt, log=log)
+        summary = run_lanes(runtime, event, lanes, log)
     except Exception as exc:
         runtime.ledger.release_phase(claim, error=f"{type(exc).__name__}: {exc}")
         log.warning("subscription(s) %s failed on attempt %d; the message will be retried: %s", names,

@@ -38,46 +38,49 @@ EMPTY_RUN_HINT = (
 
 def run_pre(
     runtime: Runtime, event: MaintenanceEvent, log: RunLogger, *, machines: list[RunMachine] | None = None,
-    fan_out: bool = False,
+    fan_out: bool = False, scope: list[str] | None = None,
 ) -> dict[str, Any]:
     """The pre phase. `machines` replaces discovery (a rehearsal of a run that has not happened).
 
-    With `fan_out` (the queue worker), work over more subscriptions than
-    MAINTENANCE_SUBSCRIPTIONS_PER_WORKER is not sent here: the rows are stored and the work goes
-    out as queue messages of that many subscriptions each (`handlers.lanes`); the summary then
-    says `"dispatched"` and the verdict comes later.
+    With `fan_out` (the queue worker), a run over more subscriptions than
+    MAINTENANCE_SUBSCRIPTIONS_PER_WORKER is split once its machines are known: each group of that
+    many subscriptions goes out as a queue message (`handlers.lanes`), the summary says
+    `"dispatched"` and the verdict comes later. Each group's worker runs this again with `scope`
+    (its subscriptions, lower-case): everything for those subscriptions' machines but the verdict.
     """
     settings = runtime.settings
     ledger = runtime.ledger
     assert event.cancellation_cutoff is not None  # parse_event requires it on pre events
     deadline = event.cancellation_cutoff - timedelta(seconds=settings.cutoff_safety_seconds)
     graph = runtime.clients.resource_graph()
+    subscriptions = scope or event.subscription_ids
 
     if machines is None:
-        machines = find_run_machines(graph, event.subscription_ids, event.correlation_id, log=log)
-    if not machines:
+        machines = find_run_machines(graph, subscriptions, event.correlation_id, log=log)
+    if scope is not None:
+        machines = [m for m in machines if lane_of(m.resource_id) in scope]
+    elif not machines:
         log.warning(EMPTY_RUN_HINT)
         ledger.update_run(event.correlation_id, {"Verdict": "empty", "MachineCount": 0})
         return {"machines": 0, "verdict": "empty"}
-    if all(m.kind is MachineKind.ARC for m in machines):
+    if machines and all(m.kind is MachineKind.ARC for m in machines):
         log.warning("every machine of this run is an Arc-enabled server: none can be started or snapshotted "
                     "from Azure")
-
-    views = get_vm_views(graph, event.subscription_ids,
-                         [m.resource_id for m in machines if m.kind is not MachineKind.OTHER])
-    if settings.snapshot_disks != "none":
-        views = read_storage_profiles(runtime.clients, machines, views, parallelism=settings.parallelism)
-    records, new_records = _plan_machines(runtime, event, machines, views)
-    snapshots, new_snapshots = _plan_snapshots(runtime, event, machines, views)
-    new_rows: list[Any] = [*new_records, *new_snapshots]
-    to_snapshot = [s for s in snapshots.values() if s.outcome not in FINAL]
-    due_lanes = {r.lane for r in records.values() if is_due(r)} | {s.lane for s in to_snapshot}
-    if fan_out and not settings.dry_run and len(due_lanes) > settings.subscriptions_per_worker:
+    lanes = sorted({lane_of(m.resource_id) for m in machines})
+    if fan_out and scope is None and not settings.dry_run and len(lanes) > settings.subscriptions_per_worker:
         from handlers.lanes import dispatch
 
-        return dispatch(runtime, event, deadline, records, snapshots, new_rows, log)
+        return dispatch(runtime, event, deadline, lanes, len(machines), log)
+
+    views = get_vm_views(graph, subscriptions, [m.resource_id for m in machines if m.kind is not MachineKind.OTHER])
+    if settings.snapshot_disks != "none":
+        views = read_storage_profiles(runtime.clients, machines, views, parallelism=settings.parallelism)
+    records, new_records = _plan_machines(runtime, event, machines, views, scope)
+    snapshots, new_snapshots = _plan_snapshots(runtime, event, machines, views, scope)
+    new_rows: list[Any] = [*new_records, *new_snapshots]
+    to_snapshot = [s for s in snapshots.values() if s.outcome not in FINAL]
     to_start = machines_to_start(runtime, event, machines, records, {r.resource_id.lower() for r in new_records},
-                                  log)
+                                 log)
     if settings.dry_run:
         remember(records, snapshots, ledger.add_rows(event.correlation_id, new_rows))
         log_machines(records, log)
@@ -97,6 +100,8 @@ def run_pre(
 
     send_due(runtime, event, records, snapshots, to_start, to_snapshot, new_rows, deadline, log)
     log_machines(records, log)
+    if scope is not None:
+        return summarize(records, snapshots, verdict="", cancel="")
 
     context = CheckContext(runtime, records, views, list(snapshots.values()))
     verdict = decide(runtime, event, context, log)
@@ -104,7 +109,8 @@ def run_pre(
 
 
 def _plan_machines(
-    runtime: Runtime, event: MaintenanceEvent, machines: list[RunMachine], views: dict[str, VmView]
+    runtime: Runtime, event: MaintenanceEvent, machines: list[RunMachine], views: dict[str, VmView],
+    scope: list[str] | None,
 ) -> tuple[dict[str, MachineRecord], list[MachineRecord]]:
     """Every machine's record: the ledger's when an earlier attempt wrote one, else a new plan
     (returned apart, not yet written).
@@ -112,7 +118,7 @@ def _plan_machines(
     A machine's first row keeps its power state from before we touched anything; a retried
     worker reuses it instead of re-planning from a VM we may already have started.
     """
-    records = {r.resource_id.lower(): r for r in runtime.ledger.list_machines(event.correlation_id)}
+    records = {r.resource_id.lower(): r for r in _rows(runtime.ledger.list_machines, event, scope)}
     vms = [m for m in machines if m.kind is MachineKind.VM and m.resource_id.lower() not in records]
     # Resource Graph can miss a VM (a new VM not yet indexed, a partial read permission):
     # only those few get an instance-view GET of their own.
@@ -130,17 +136,18 @@ def _plan_machines(
 
 
 def _plan_snapshots(
-    runtime: Runtime, event: MaintenanceEvent, machines: list[RunMachine], views: dict[str, VmView]
+    runtime: Runtime, event: MaintenanceEvent, machines: list[RunMachine], views: dict[str, VmView],
+    scope: list[str] | None,
 ) -> tuple[dict[str, SnapshotRecord], list[SnapshotRecord]]:
     """Snapshot records (the ledger's, and new ones apart), reconciled with snapshots of those
     names that already exist."""
-    rows = {r.row_key(): r for r in runtime.ledger.list_snapshots(event.correlation_id)}
+    rows = {r.row_key(): r for r in _rows(runtime.ledger.list_snapshots, event, scope)}
     planned = [replace(r, lane=lane_of(r.snapshot_id or r.disk_id))
                for r in plan_snapshots(runtime.settings, event.correlation_id, machines, views)
                if r.row_key() not in rows]
     due = [r for r in list(rows.values()) + planned if r.outcome not in FINAL]
     if due and not runtime.settings.dry_run:
-        reconciled = reconcile_existing(runtime, event, due)
+        reconciled = reconcile_existing(runtime, event, due, scope)
         planned = [reconciled.get(r.row_key(), r) for r in planned]
         rows.update({k: v for k, v in reconciled.items() if k in rows})
     rows.update({r.row_key(): r for r in planned})
@@ -148,12 +155,19 @@ def _plan_snapshots(
 
 
 def reconcile_existing(
-    runtime: Runtime, event: MaintenanceEvent, due: list[SnapshotRecord]
+    runtime: Runtime, event: MaintenanceEvent, due: list[SnapshotRecord], scope: list[str] | None
 ) -> dict[str, SnapshotRecord]:
     """Due snapshot records given the snapshots of those names that exist already (an earlier
     attempt made them, or is making them): one Resource Graph query by the run's tag."""
-    found = find_existing(runtime.clients, event.subscription_ids, event.correlation_id, due)
+    found = find_existing(runtime.clients, scope or event.subscription_ids, event.correlation_id, due)
     return {r.row_key(): reconcile(r, found.get(r.snapshot_id.lower())) for r in due}
+
+
+def _rows(read: Callable[..., list[_T]], event: MaintenanceEvent, scope: list[str] | None) -> list[_T]:
+    """The run's rows of one kind, or (a group of a split run) those of the group's subscriptions."""
+    if scope is None:
+        return read(event.correlation_id)
+    return [row for lane in scope for row in read(event.correlation_id, lane=lane)]
 
 
 def send_due(
