@@ -23,6 +23,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueServiceClient
 
 log = logging.getLogger("functions-host")
+_FIRST_POLL = 0.05  # seconds between polls of the queues right after a message was found
 _INDEXED: dict[int, dict[str, Any]] = {}
 
 
@@ -47,6 +48,7 @@ class FunctionsHost:
     connection_string: str
     max_dequeue_count: int = 5
     concurrency: int = 6  # as host.json has it: batchSize 4 + newBatchThreshold 2
+    max_polling_interval: float = 2.0  # host.json maxPollingInterval, seconds
     invocations: list[Invocation] = field(default_factory=list)
 
     @property
@@ -86,6 +88,7 @@ class FunctionsHost:
         delay) are left for a later call."""
         handled = 0
         clients = {name: self.queue(name) for name in self.queue_triggers()}
+        idle = _FIRST_POLL
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="host") as pool:
             running: set[Future[None]] = set()
             while True:
@@ -101,8 +104,10 @@ class FunctionsHost:
                         fetched += 1
                 if not running:
                     return handled
+                # Like the host, poll an empty queue less and less often (host.json maxPollingInterval).
+                idle = _FIRST_POLL if fetched else min(idle * 2, self.max_polling_interval)
                 if fetched == 0 or len(running) >= self.concurrency:
-                    done, running = wait(running, timeout=0.05, return_when=FIRST_COMPLETED)
+                    done, running = wait(running, timeout=idle, return_when=FIRST_COMPLETED)
                     for future in done:
                         future.result()
                     handled += len(done)

@@ -67,7 +67,7 @@ def dispatch(
     queue.send_message(step_message(event, "verdict"), visibility_timeout=until_deadline)
     for group in groups:
         queue.send_message(step_message(event, "lanes", group))
-    ledger.update_run(event.correlation_id, {"MachineCount": machines, "Lanes": len(groups)})
+    ledger.update_run(event.correlation_id, {"MachineCount": machines, "SplitMessages": len(groups)})
     log.info("%d machines over %d subscriptions: split into %d queue messages of up to %d subscriptions",
              machines, len(lanes), len(groups), size)
     return {"machines": machines, "subscriptions": len(lanes), "messages": len(groups), "dispatched": True}

@@ -38,8 +38,9 @@ def run_work_message(runtime: Runtime, body: bytes | str) -> dict[str, Any] | No
         deferrals = int(message.get("deferrals") or 0)
         step = message.get("step")
         lanes = message.get("lanes")
-        if step not in (None, "lanes", "verdict") or (step == "lanes" and not (
-                isinstance(lanes, list) and lanes and all(isinstance(lane, str) for lane in lanes))):
+        listed = isinstance(lanes, list) and bool(lanes) and all(isinstance(lane, str) for lane in lanes)
+        if step is not None and (step not in ("lanes", "verdict") or event.kind is not EventKind.PRE
+                                 or (step == "lanes" and not listed)):
             raise InvalidEventError("message.step", f"{step!r} is not a step of the pre phase (lanes with a list of "
                                     "subscriptions, or verdict)")
     except (ValueError, UnsupportedEventTypeError) as exc:
@@ -70,7 +71,7 @@ def run_work_message(runtime: Runtime, body: bytes | str) -> dict[str, Any] | No
                         event.kind.value, claim.attempt, exc)
         raise
     if summary.get("dispatched"):
-        # The lanes run from their own messages; the verdict step completes the phase.
+        # The groups run from their own messages; the verdict step completes the phase.
         run_log.info("%s phase dispatched: %s", event.kind.value, json.dumps(summary, sort_keys=True))
         return summary
     runtime.ledger.finish_phase(claim, summary=summary)
@@ -102,7 +103,7 @@ def _run_lanes_message(
 
 
 def _run_verdict_message(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[str, Any] | None:
-    """The verdict of a fanned-out pre phase (queued by the last lane, and at the deadline)."""
+    """The verdict of a split pre phase (queued by the last group, and for the deadline)."""
     claim = runtime.ledger.claim_phase(event.correlation_id, VERDICT_PHASE)
     if claim is None:
         log.info("the verdict is already being reached or done; this message is a duplicate")

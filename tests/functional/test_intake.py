@@ -110,3 +110,20 @@ def test_unreadable_queue_message_is_recorded_not_retried(host: FunctionsHost) -
 
     rows = rejected_rows()
     assert len(rows) == 1 and "message" in rows[0]["Reason"]
+
+
+@pytest.mark.parametrize(
+    "step", [{"step": "everything"}, {"step": "lanes"}, {"step": "lanes", "lanes": "not-a-list"}],
+)
+def test_a_work_message_with_an_unknown_step_is_recorded_not_retried(
+    host: FunctionsHost, emulator: AzureEmulator, step: dict[str, Any]
+) -> None:
+    from handlers.events import parse_event
+    from handlers.lanes import step_message
+
+    body = {**json.loads(step_message(parse_event(make_event("pre")), "verdict")), **step}
+    host.functions["maintenance_worker"].get_user_function()(func.QueueMessage(id="m3", body=json.dumps(body).encode()))
+
+    rows = rejected_rows()
+    assert len(rows) == 1 and "message.step" in rows[0]["Reason"]
+    assert emulator.requests == [], "nothing is done for a message we cannot read"
