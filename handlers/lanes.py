@@ -29,7 +29,7 @@ from handlers.checks import CheckContext
 from handlers.events import MaintenanceEvent
 from handlers.intake import WORK_MESSAGE_VERSION
 from handlers.inventory import MachineKind, find_run_machines, get_vm_views
-from handlers.ledger import MachineRecord, PhaseStatus, lane_of, utcnow
+from handlers.ledger import MachineRecord, PhaseStatus, subscription_of, utcnow
 from handlers.logs import RunLogger
 from handlers.prepare import is_due, run_pre, summarize
 from handlers.runtime import Runtime
@@ -110,7 +110,7 @@ def run_verdict(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> di
             records[machine.resource_id.lower()] = MachineRecord(
                 resource_id=machine.resource_id, kind=machine.kind.value, subscription_id=machine.subscription_id,
                 resource_group=machine.resource_group, name=machine.name, pre_outcome="unknown",
-                pre_detail=f"not recorded: {detail}", lane=lane_of(machine.resource_id))
+                pre_detail=f"not recorded: {detail}", lane=subscription_of(machine.resource_id))
     ids = [r.resource_id for r in records.values() if r.kind != MachineKind.OTHER.value]
     views = get_vm_views(graph, event.subscription_ids, ids)  # tags as they are now, for the hold tag
     verdict = decide(runtime, event, CheckContext(runtime, records, views, list(snapshots.values())), log)

@@ -57,9 +57,10 @@ def run_key(correlation_id: str) -> str:
     return f"{readable}_{_digest(correlation_id)}"
 
 
-def lane_of(resource_id: str) -> str:
-    """The lane of a request on this resource: its subscription, lower-case. ARM's write bucket,
-    the limit a fleet's starts and snapshots run into, is per subscription (for one caller)."""
+def subscription_of(resource_id: str) -> str:
+    """The subscription of an ARM id, lower-case ("" when it names none): the lane of a request
+    on that resource. ARM's write bucket, the limit a fleet's starts and snapshots run into, is
+    per subscription (for one caller)."""
     parts = resource_id.split("/")
     return (parts[2] if len(parts) > 2 and parts[1].lower() == "subscriptions" else "").lower()
 
@@ -430,8 +431,8 @@ __all__ = [
     "PhaseClaim",
     "PhaseStatus",
     "SnapshotRecord",
-    "lane_of",
     "machine_row_key",
     "run_key",
+    "subscription_of",
     "utcnow",
 ]

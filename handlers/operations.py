@@ -31,7 +31,7 @@ from azure.core.pipeline import PipelineResponse
 from azure.core.rest import HttpRequest
 
 from handlers.clients import ClientFactory
-from handlers.ledger import utcnow
+from handlers.ledger import subscription_of, utcnow
 
 Progress = Callable[[str, int, int], None]  # (stage "sent" | "done", count so far, total)
 _TERMINAL_OK = {"succeeded"}
@@ -226,12 +226,6 @@ def _poll(arm: Any, item: _Pending) -> tuple[str, float | None, str]:
     if status in _TERMINAL_FAILED:
         return "failed", None, _error_text(body, response.status_code)
     return "running", retry_after, ""
-
-
-def subscription_of(resource_id: str) -> str:
-    """The subscription of an ARM id, lower-case ("" when it names none)."""
-    parts = resource_id.split("/")
-    return parts[2].lower() if len(parts) > 2 and parts[1].lower() == "subscriptions" else ""
 
 
 def _follow(response: PipelineResponse[Any, Any]) -> tuple[str, str] | None:

@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 from handlers.checks import CheckContext, run_checks, tag_is_set
 from handlers.events import MaintenanceEvent
 from handlers.inventory import MachineKind, RunMachine, VmView, find_run_machines, get_vm_views
-from handlers.ledger import MachineRecord, SnapshotRecord, lane_of, utcnow
+from handlers.ledger import MachineRecord, SnapshotRecord, subscription_of, utcnow
 from handlers.logs import RunLogger
-from handlers.operations import Operation, run_operations, subscription_of
+from handlers.operations import Operation, run_operations
 from handlers.power import STARTABLE_STATES, power_operation, read_power_states
 from handlers.runtime import Runtime
 from handlers.snapshots import find_existing, plan_snapshots, read_storage_profiles, reconcile, snapshot_operation
@@ -58,7 +58,7 @@ def run_pre(
     if machines is None:
         machines = find_run_machines(graph, subscriptions, event.correlation_id, log=log)
     if scope is not None:
-        machines = [m for m in machines if lane_of(m.resource_id) in scope]
+        machines = [m for m in machines if subscription_of(m.resource_id) in scope]
     elif not machines:
         log.warning(EMPTY_RUN_HINT)
         ledger.update_run(event.correlation_id, {"Verdict": "empty", "MachineCount": 0})
@@ -66,7 +66,7 @@ def run_pre(
     if machines and all(m.kind is MachineKind.ARC for m in machines):
         log.warning("every machine of this run is an Arc-enabled server: none can be started or snapshotted "
                     "from Azure")
-    lanes = sorted({lane_of(m.resource_id) for m in machines})
+    lanes = sorted({subscription_of(m.resource_id) for m in machines})
     if fan_out and scope is None and not settings.dry_run and len(lanes) > settings.subscriptions_per_worker:
         from handlers.lanes import dispatch
 
@@ -142,7 +142,7 @@ def _plan_snapshots(
     """Snapshot records (the ledger's, and new ones apart), reconciled with snapshots of those
     names that already exist."""
     rows = {r.row_key(): r for r in _rows(runtime.ledger.list_snapshots, event, scope)}
-    planned = [replace(r, lane=lane_of(r.snapshot_id or r.disk_id))
+    planned = [replace(r, lane=subscription_of(r.snapshot_id or r.disk_id))
                for r in plan_snapshots(runtime.settings, event.correlation_id, machines, views)
                if r.row_key() not in rows]
     due = [r for r in list(rows.values()) + planned if r.outcome not in FINAL]
@@ -305,7 +305,7 @@ def _plan(machine: RunMachine, view: VmView | None, state: str, runtime: Runtime
     base = MachineRecord(
         resource_id=machine.resource_id, kind=machine.kind.value, subscription_id=machine.subscription_id,
         resource_group=machine.resource_group, name=machine.name,
-        location=location, original_power_state=state, lane=lane_of(machine.resource_id),
+        location=location, original_power_state=state, lane=subscription_of(machine.resource_id),
     )
     if machine.kind is MachineKind.ARC:
         return replace(base, pre_action="skip", pre_outcome="skipped",

@@ -17,7 +17,7 @@ from emulator import AzureEmulator
 from emulator.functions_host import FunctionsHost
 from handlers.inventory import MachineKind, RunMachine
 from handlers.lanes import LANE_PHASE_PREFIX, lane_phase
-from handlers.ledger import PHASE_LEASE, MachineRecord, lane_of, utcnow
+from handlers.ledger import PHASE_LEASE, MachineRecord, subscription_of, utcnow
 from handlers.logs import run_logger
 from handlers.operations import MAX_SEND_WORKERS, MIN_LANE_WORKERS, Operation, run_operations
 from handlers.power import power_operation
@@ -127,7 +127,7 @@ def test_a_split_group_retried_after_its_worker_died_starts_nothing_twice(
     ledger = get_runtime().ledger
     ledger.add_rows(run_of(pre), [
         MachineRecord(resource_id=vm, kind="vm", subscription_id=SUB_A, resource_group="rg", name=name,
-                      location="westeurope", original_power_state=state, pre_action="start", lane=lane_of(vm))
+                      location="westeurope", original_power_state=state, pre_action="start", lane=subscription_of(vm))
         for vm, name, state in ((sent, "sent-before", "deallocated"), (unsent, "not-sent-yet", "stopped"))
     ])
     group = lane_phase([SUB_A.lower()])

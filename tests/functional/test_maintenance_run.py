@@ -10,7 +10,7 @@ import pytest
 
 from emulator import AzureEmulator
 from emulator.functions_host import FunctionsHost
-from handlers.ledger import Ledger, MachineRecord, lane_of, run_key
+from handlers.ledger import Ledger, MachineRecord, run_key, subscription_of
 from handlers.runtime import get_runtime
 from tests.conftest import SUB_A, SUB_B, make_event
 
@@ -288,7 +288,7 @@ def test_a_worker_that_died_while_sending_is_retried_without_a_second_start(
     ledger().add_rows(run_of(pre), [
         MachineRecord(resource_id=vm, kind="vm", subscription_id=SUB_A, resource_group="rg-app", name=name,
                       location="westeurope", original_power_state=state, pre_action="start", pre_outcome="pending",
-                      lane=lane_of(vm))
+                      lane=subscription_of(vm))
         for vm, name, state in ((sent, "sent-before", "deallocated"), (unsent, "not-sent-yet", "stopped"))
     ])
     emulator.set_power_state(sent, "running")
