@@ -11,8 +11,10 @@ grows, so a large estate is not bound to one worker's threads, CPU or timeout.
 Each group's worker claims its phase (`phase-pre-lane-<hash>`) and runs the pre phase for its
 subscriptions' machines (their views, rows, starts, snapshots and waiting, as one worker does
 for a smaller run) but not the verdict. The last group to finish queues the
-verdict; so does the coordinator, up front, with the message invisible until the deadline, in
-case a group never finishes (its worker failing on every attempt). The verdict step claims
+verdict; so does the coordinator, up front, with the message invisible until a little after
+the deadline, in case a group never finishes (its worker failing on every attempt). A run that
+is not split gets that fallback too: a worker failing on every attempt must not let an
+unchecked run go ahead. The verdict step claims
 `phase-pre-verdict` (the first message wins), runs the checks over the whole run, cancels when
 needed and completes the pre phase, which the post event waits for.
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
-from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 from handlers.checks import CheckContext
@@ -54,17 +56,14 @@ def step_message(event: MaintenanceEvent, step: str, lanes: list[str] | None = N
 
 
 def dispatch(
-    runtime: Runtime, event: MaintenanceEvent, deadline: datetime, lanes: list[str], machines: int, log: RunLogger
+    runtime: Runtime, event: MaintenanceEvent, lanes: list[str], machines: int, log: RunLogger
 ) -> dict[str, Any]:
-    """Queue the run's subscriptions in groups, and the verdict for the deadline."""
+    """Queue the run's subscriptions in groups."""
     ledger = runtime.ledger
     queue = runtime.work_queue()
     size = runtime.settings.subscriptions_per_worker
     groups = [lanes[i : i + size] for i in range(0, len(lanes), size)]
     ledger.open_phases(event.correlation_id, [lane_phase(group) for group in groups])
-    # The verdict, should a group never finish: invisible until the deadline.
-    until_deadline = max(0, int((deadline - utcnow()).total_seconds()) + 1)
-    queue.send_message(step_message(event, "verdict"), visibility_timeout=until_deadline)
     for group in groups:
         queue.send_message(step_message(event, "lanes", group))
     ledger.update_run(event.correlation_id, {"MachineCount": machines, "SplitMessages": len(groups)})
@@ -79,6 +78,19 @@ def run_lanes(runtime: Runtime, event: MaintenanceEvent, lanes: list[str], log: 
     summary = run_pre(runtime, event, log, scope=lanes)
     return {"subscriptions": lanes, "machines": summary["machines"], "outcomes": summary["outcomes"],
             "snapshots": summary["snapshots"]}
+
+
+def queue_fallback_verdict(runtime: Runtime, event: MaintenanceEvent) -> None:
+    """A verdict message invisible until a little after the deadline, for when the worker that
+    should reach it never does (it, or a group of a split run, failing on every attempt): the
+    run is then still checked, and cancelled, before the cutoff. It leaves alone a pre phase that
+    completed. Half the safety margin after the deadline, at most a minute: the worker's own
+    verdict comes first when it is alive."""
+    assert event.cancellation_cutoff is not None
+    deadline = event.cancellation_cutoff - timedelta(seconds=runtime.settings.cutoff_safety_seconds)
+    margin = min(60.0, runtime.settings.cutoff_safety_seconds / 2)
+    delay = max(0, int((deadline - utcnow()).total_seconds() + margin))
+    runtime.work_queue().send_message(step_message(event, "verdict"), visibility_timeout=delay)
 
 
 def lanes_finished(runtime: Runtime, event: MaintenanceEvent) -> bool:

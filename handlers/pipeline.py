@@ -15,7 +15,16 @@ from typing import Any
 from handlers.errors import InvalidEventError, UnsupportedEventTypeError
 from handlers.events import EventKind, MaintenanceEvent, parse_event
 from handlers.intake import WORK_MESSAGE_VERSION, work_message
-from handlers.lanes import VERDICT_PHASE, lane_phase, lanes_finished, run_lanes, run_verdict, step_message
+from handlers.lanes import (
+    VERDICT_PHASE,
+    lane_phase,
+    lanes_finished,
+    queue_fallback_verdict,
+    run_lanes,
+    run_verdict,
+    step_message,
+)
+from handlers.ledger import PhaseStatus
 from handlers.logs import RunLogger, run_logger
 from handlers.prepare import run_pre
 from handlers.restore import PreStillRunningError, run_post_with_retention
@@ -59,6 +68,8 @@ def run_work_message(runtime: Runtime, body: bytes | str) -> dict[str, Any] | No
         run_log.info("%s phase already running or done elsewhere; this message is a duplicate", event.kind.value)
         return None
     run_log.info("%s phase started (attempt %d)", event.kind.value, claim.attempt)
+    if event.kind is EventKind.PRE and claim.attempt == 1 and not runtime.settings.dry_run:
+        queue_fallback_verdict(runtime, event)
     try:
         summary = _run_phase(runtime, event, run_log)
     except PreStillRunningError:
@@ -103,7 +114,15 @@ def _run_lanes_message(
 
 
 def _run_verdict_message(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[str, Any] | None:
-    """The verdict of a split pre phase (queued by the last group, and for the deadline)."""
+    """The verdict of a split pre phase (queued by the last group), or the fallback queued for
+    the deadline: it leaves alone a pre phase that reached its verdict."""
+    pre = runtime.ledger.get_phase(event.correlation_id, event.kind.value)
+    if pre is not None and pre.get("Status") == PhaseStatus.COMPLETED.value:
+        log.info("the pre phase has reached its verdict; this message is a duplicate")
+        return None
+    if runtime.settings.dry_run:
+        log.info("dry run: no verdict from a queued message (a dry run never cancels)")
+        return None
     claim = runtime.ledger.claim_phase(event.correlation_id, VERDICT_PHASE)
     if claim is None:
         log.info("the verdict is already being reached or done; this message is a duplicate")

@@ -70,7 +70,7 @@ def run_pre(
     if fan_out and scope is None and not settings.dry_run and len(lanes) > settings.subscriptions_per_worker:
         from handlers.lanes import dispatch
 
-        return dispatch(runtime, event, deadline, lanes, len(machines), log)
+        return dispatch(runtime, event, lanes, len(machines), log)
 
     views = get_vm_views(graph, subscriptions, [m.resource_id for m in machines if m.kind is not MachineKind.OTHER])
     if settings.snapshot_disks != "none":

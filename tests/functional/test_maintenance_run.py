@@ -4,7 +4,8 @@ emulated ARM and a real Azurite ledger."""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -340,3 +341,30 @@ def test_a_fleet_larger_than_one_id_query_is_read_by_resource_group(
     assert graph_queries <= 6, f"{graph_queries} Resource Graph queries for 250 machines"
     per_vm_gets = emulator.count(method="GET", path_contains="/virtualmachines/")
     assert per_vm_gets == 0, "power states and disks come from Resource Graph in bulk"
+
+
+def test_a_pre_worker_failing_on_every_attempt_still_gets_the_run_checked_and_cancelled(
+    host: FunctionsHost, emulator: AzureEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAINTENANCE_ARM_RETRIES", "0")
+    monkeypatch.setenv("MAINTENANCE_CUTOFF_SAFETY_SECONDS", "8")
+    vm = emulator.add_vm(SUB_A, "rg-app", "app-01", power_state="deallocated")
+    pre = make_event("pre", cutoff_in=timedelta(seconds=12))
+    emulator.add_run(run_of(pre), [vm])
+    emulator.fail("graph", status=500, code="InternalServerError", times=5)  # every attempt of the worker
+
+    host.deliver_event("pre_maintenance", pre)
+    host.run_queues()
+    worker_runs = [i.succeeded for i in host.invocations if i.function == "maintenance_worker"]
+    assert worker_runs == [False] * 5, "the message went to the poison queue"
+    assert emulator.run_status(run_of(pre)) != "Cancelled"
+    deadline = datetime.fromisoformat(str(pre["data"]["cancellationCutOffDateTime"])) - timedelta(seconds=8)
+    time.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()) + 4 + 1)  # the fallback verdict shows
+    host.run_queues()
+
+    assert emulator.actions(vm) == []
+    assert emulator.run_status(run_of(pre)) == "Cancelled", "an unchecked run must not go ahead"
+    run = ledger().get_run(run_of(pre))
+    assert run is not None and run["Verdict"] == "failed"
+    assert f"{vm}: not running: not recorded" in run["FailingReasons"]
+    assert ledger().get_phase(run_of(pre), "pre")["Status"] == "completed"  # type: ignore[index]
