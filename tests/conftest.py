@@ -4,6 +4,7 @@ Functions host stand-in that calls the registered functions as the real host doe
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -121,3 +122,11 @@ def make_event(
         "dataVersion": "1.0",
         "data": data,
     }
+
+
+def wait_for_fallback_verdict(event: dict[str, Any], safety_seconds: int) -> None:
+    """Sleep until the fallback verdict the pre phase queued is visible: half the safety margin
+    (at most a minute) after the deadline, the cutoff minus MAINTENANCE_CUTOFF_SAFETY_SECONDS."""
+    cutoff = datetime.fromisoformat(str(event["data"]["cancellationCutOffDateTime"]))
+    visible = cutoff - timedelta(seconds=safety_seconds) + timedelta(seconds=min(60.0, safety_seconds / 2))
+    time.sleep(max(0.0, (visible - datetime.now(UTC)).total_seconds()) + 1)

@@ -22,7 +22,7 @@ from handlers.logs import run_logger
 from handlers.operations import MAX_SEND_WORKERS, MIN_LANE_WORKERS, Operation, run_operations
 from handlers.power import power_operation
 from handlers.runtime import get_runtime
-from tests.conftest import SUB_A, SUB_B, make_event
+from tests.conftest import SUB_A, SUB_B, make_event, wait_for_fallback_verdict
 
 
 @pytest.fixture
@@ -161,9 +161,7 @@ def test_a_group_that_never_finishes_is_timed_out_by_the_verdict_at_the_deadline
 
     host.run_queues()
     assert get_runtime().ledger.get_phase(run_of(pre), "pre")["Status"] == "running"  # type: ignore[index]
-    deadline = datetime.fromisoformat(str(pre["data"]["cancellationCutOffDateTime"])) - timedelta(seconds=8)
-    # The fallback verdict shows half the safety margin after the deadline.
-    time.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()) + 4 + 1)
+    wait_for_fallback_verdict(pre, 8)
     host.run_queues()
 
     assert emulator.actions(stuck) == [] and emulator.actions(fine) == ["start"]

@@ -4,8 +4,7 @@ emulated ARM and a real Azurite ledger."""
 from __future__ import annotations
 
 import logging
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -13,7 +12,7 @@ from emulator import AzureEmulator
 from emulator.functions_host import FunctionsHost
 from handlers.ledger import Ledger, MachineRecord, run_key, subscription_of
 from handlers.runtime import get_runtime
-from tests.conftest import SUB_A, SUB_B, make_event
+from tests.conftest import SUB_A, SUB_B, make_event, wait_for_fallback_verdict
 
 WRITE_METHODS = ("PUT", "POST", "DELETE", "PATCH")
 
@@ -358,8 +357,7 @@ def test_a_pre_worker_failing_on_every_attempt_still_gets_the_run_checked_and_ca
     worker_runs = [i.succeeded for i in host.invocations if i.function == "maintenance_worker"]
     assert worker_runs == [False] * 5, "the message went to the poison queue"
     assert emulator.run_status(run_of(pre)) != "Cancelled"
-    deadline = datetime.fromisoformat(str(pre["data"]["cancellationCutOffDateTime"])) - timedelta(seconds=8)
-    time.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()) + 4 + 1)  # the fallback verdict shows
+    wait_for_fallback_verdict(pre, 8)
     host.run_queues()
 
     assert emulator.actions(vm) == []
