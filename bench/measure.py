@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from emulator import AzureEmulator, RecordedRequest
 
@@ -131,8 +131,35 @@ def completion(emulator: AzureEmulator, vm_ids: Iterable[str], since: float) -> 
     }
 
 
+class Sampler:
+    """Calls `sample()` on a daemon thread every `interval` real seconds inside a `with` block,
+    and once more on the way in and on the way out."""
+
+    interval: float = 1.0
+    thread_name = "bench-sampler"
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._stop = threading.Event()
+        self.sample()
+        self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+
 @dataclass
-class ThreadWatcher:
+class ThreadWatcher(Sampler):
     """Samples every `interval` real seconds: live threads (peak, overall and by name prefix) and,
     with `clock`, the simulated time beside the process's and the main thread's CPU time, so CPU
     can be split by phase of the run afterwards (`cpu_between`)."""
@@ -142,45 +169,30 @@ class ThreadWatcher:
     peak: int = 0
     peak_by_kind: dict[str, int] = field(default_factory=dict)
     samples: list[tuple[float, float, float]] = field(default_factory=list)  # (simulated, process cpu, main cpu)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    thread_name = "bench-watcher"
 
-    def __enter__(self) -> ThreadWatcher:
+    def __enter__(self) -> Self:
         self._main_clock = time.pthread_getcpuclockid(threading.main_thread().ident or 0)
-        self._sample()
-        self._thread = threading.Thread(target=self._run, name="bench-watcher", daemon=True)
-        self._thread.start()
-        return self
+        # thread -> kind, so a sample costs a lookup per thread (idents are reused, thread objects are not)
+        self._kinds_of: weakref.WeakKeyDictionary[threading.Thread, str] = weakref.WeakKeyDictionary()
+        self._tick = 0
+        return super().__enter__()
 
-    def __exit__(self, *args: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._sample()
-
-    def _sample(self) -> None:
+    def sample(self) -> None:
+        self.peak = max(self.peak, threading.active_count() - 1)  # not counting the watcher itself
+        if self._tick % 5 == 0:  # the breakdown by kind walks every thread: less often
+            kinds: Counter[str] = Counter()
+            for thread in threading.enumerate():
+                kind = self._kinds_of.get(thread)
+                if kind is None:
+                    kind = self._kinds_of[thread] = _kind(thread.name)
+                kinds[kind] += 1
+            kinds.pop("bench", None)
+            for kind, number in kinds.items():
+                self.peak_by_kind[kind] = max(self.peak_by_kind.get(kind, 0), number)
+        self._tick += 1
         if self.clock is not None:
             self.samples.append((self.clock(), time.process_time(), time.clock_gettime(self._main_clock)))
-
-    def _run(self) -> None:
-        # thread -> kind, so a sample costs a lookup per thread (idents are reused, thread objects are not)
-        kinds_of: weakref.WeakKeyDictionary[threading.Thread, str] = weakref.WeakKeyDictionary()
-        tick = 0
-        while not self._stop.is_set():
-            self.peak = max(self.peak, threading.active_count() - 1)  # not counting the watcher itself
-            if tick % 5 == 0:  # the breakdown by kind walks every thread: less often
-                kinds: Counter[str] = Counter()
-                for thread in threading.enumerate():
-                    kind = kinds_of.get(thread)
-                    if kind is None:
-                        kind = kinds_of[thread] = _kind(thread.name)
-                    kinds[kind] += 1
-                kinds.pop("bench", None)
-                for kind, number in kinds.items():
-                    self.peak_by_kind[kind] = max(self.peak_by_kind.get(kind, 0), number)
-            self._sample()
-            tick += 1
-            self._stop.wait(self.interval)
 
     def cpu_between(self, start: float, end: float) -> tuple[float, float]:
         """(process CPU, main-thread CPU) in real seconds between simulated instants `start` and `end`."""

@@ -15,7 +15,9 @@ import re
 import threading
 import tracemalloc
 from collections import Counter
-from typing import Any
+from typing import Any, Self
+
+from bench.measure import Sampler
 
 # First match wins, so more specific paths come first.
 LAYERS: tuple[tuple[str, str], ...] = (
@@ -128,7 +130,7 @@ def _short(module: str) -> str:
     return module
 
 
-class MemoryTracer:
+class MemoryTracer(Sampler):
     """tracemalloc over a run: keeps the snapshot taken nearest the peak of traced memory.
 
     A sampler thread looks at the traced size every `interval` real seconds and takes a snapshot
@@ -136,34 +138,22 @@ class MemoryTracer:
     and by allocating line. Tracing slows the run (about 2x), so its timings are not results.
     """
 
+    thread_name = "bench-memory"
+
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
-        self._stop = threading.Event()
         self._best: Any = None
         self._best_size = 0
-        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> MemoryTracer:
+    def __enter__(self) -> Self:
         tracemalloc.start(1)
-        self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
-        self._thread.start()
-        return self
+        return super().__enter__()
 
-    def __exit__(self, *args: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._consider()
-
-    def _consider(self) -> None:
+    def sample(self) -> None:
         size = tracemalloc.get_traced_memory()[0]
         if size > self._best_size * 1.05:
             self._best = tracemalloc.take_snapshot()
             self._best_size = size
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._consider()
 
     def summary(self, top: int = 15) -> dict[str, Any]:
         peak = tracemalloc.get_traced_memory()[1]

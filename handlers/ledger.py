@@ -365,20 +365,7 @@ class Ledger:
             except TableTransactionError:
                 return [self._add_one(correlation_id, r) for r in chunk]
 
-        chunks = _chunks(list(records))
-        if not chunks:
-            return
-        # The first chunk alone, so that what waits on it is not held up by the ones after it.
-        yield insert(chunks[0])
-        if len(chunks) == 1:
-            return
-        pool = ThreadPoolExecutor(max_workers=min(_LEDGER_WRITERS, len(chunks) - 1), thread_name_prefix="ledger")
-        try:
-            futures = [pool.submit(insert, chunk) for chunk in chunks[1:]]
-            for future in futures:
-                yield future.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        yield from self._in_order(insert, _chunks(list(records)))
 
     def save_rows(self, correlation_id: str, records: Iterable[_Row]) -> None:
         """Merge many rows, 100 per transaction (the Table service's batch limit)."""
@@ -388,16 +375,27 @@ class Ledger:
             self._table.submit_transaction(
                 [("upsert", r.to_entity(partition), {"mode": UpdateMode.MERGE}) for r in chunk])
 
-        self._in_parallel(merge, _chunks(list(records)))
+        for _ in self._in_order(merge, _chunks(list(records))):
+            pass
 
     @staticmethod
-    def _in_parallel(work: Callable[[list[Any]], _T], chunks: list[list[Any]]) -> list[_T]:
-        # Transactions on different rows are independent; a fleet's rows are tens of them, and
-        # one after another they would be most of the pre phase's own time.
-        if len(chunks) <= 1:
-            return [work(chunk) for chunk in chunks]
-        with ThreadPoolExecutor(max_workers=min(_LEDGER_WRITERS, len(chunks)), thread_name_prefix="ledger") as pool:
-            return list(pool.map(work, chunks))
+    def _in_order(work: Callable[[list[Any]], _T], chunks: list[list[Any]]) -> Iterator[_T]:
+        """`work` on every chunk, each result yielded in order as soon as it and those before it
+        are done. The first chunk alone, so that what waits on it is not held up by the ones after
+        it; then a few transactions at once (on different rows they are independent, and one
+        after another they would be most of the pre phase's own time)."""
+        if not chunks:
+            return
+        yield work(chunks[0])
+        if len(chunks) == 1:
+            return
+        pool = ThreadPoolExecutor(max_workers=min(_LEDGER_WRITERS, len(chunks) - 1), thread_name_prefix="ledger")
+        try:
+            futures = [pool.submit(work, chunk) for chunk in chunks[1:]]
+            for future in futures:
+                yield future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     # -- events we refused --------------------------------------------------------------------
 

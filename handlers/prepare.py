@@ -27,7 +27,7 @@ from handlers.verdict import decide
 
 _T = TypeVar("_T")
 # Outcomes after which a retried worker leaves a machine or a snapshot alone.
-FINAL = frozenset({"succeeded", "failed", "skipped", "not-needed", "unknown", "planned", "reused"})
+_FINAL = frozenset({"succeeded", "failed", "skipped", "not-needed", "unknown", "planned", "reused"})
 EMPTY_RUN_HINT = (
     "no machines found for this run. Likely causes: the app's identity has no Reader role on a "
     "target subscription (Resource Graph then returns nothing rather than an error), the run's "
@@ -78,12 +78,12 @@ def run_pre(
     records, new_records = _plan_machines(runtime, event, machines, views, scope)
     snapshots, new_snapshots = _plan_snapshots(runtime, event, machines, views, scope)
     new_rows: list[Any] = [*new_records, *new_snapshots]
-    to_snapshot = [s for s in snapshots.values() if s.outcome not in FINAL]
-    to_start = machines_to_start(runtime, event, machines, records, {r.resource_id.lower() for r in new_records},
+    to_snapshot = [s for s in snapshots.values() if s.outcome not in _FINAL]
+    to_start = _machines_to_start(runtime, event, machines, records, {r.resource_id.lower() for r in new_records},
                                  log)
     if settings.dry_run:
-        remember(records, snapshots, ledger.add_rows(event.correlation_id, new_rows))
-        log_machines(records, log)
+        _remember(records, snapshots, ledger.add_rows(event.correlation_id, new_rows))
+        _log_machines(records, log)
         for record in records.values():
             if record.pre_action == "start":
                 log.info("dry run: would start %s (%s)", record.resource_id, record.original_power_state)
@@ -98,8 +98,8 @@ def run_pre(
                                                  "FailingReasons": "\n".join(failing)})
         return summarize(records, snapshots, verdict="dry-run", cancel="not-requested (dry run)")
 
-    send_due(runtime, event, records, snapshots, to_start, to_snapshot, new_rows, deadline, log)
-    log_machines(records, log)
+    _send_due(runtime, event, records, snapshots, to_start, to_snapshot, new_rows, deadline, log)
+    _log_machines(records, log)
     if scope is not None:
         return summarize(records, snapshots, verdict="", cancel="")
 
@@ -145,16 +145,16 @@ def _plan_snapshots(
     planned = [replace(r, lane=subscription_of(r.snapshot_id or r.disk_id))
                for r in plan_snapshots(runtime.settings, event.correlation_id, machines, views)
                if r.row_key() not in rows]
-    due = [r for r in list(rows.values()) + planned if r.outcome not in FINAL]
+    due = [r for r in list(rows.values()) + planned if r.outcome not in _FINAL]
     if due and not runtime.settings.dry_run:
-        reconciled = reconcile_existing(runtime, event, due, scope)
+        reconciled = _reconcile_existing(runtime, event, due, scope)
         planned = [reconciled.get(r.row_key(), r) for r in planned]
         rows.update({k: v for k, v in reconciled.items() if k in rows})
     rows.update({r.row_key(): r for r in planned})
     return rows, planned
 
 
-def reconcile_existing(
+def _reconcile_existing(
     runtime: Runtime, event: MaintenanceEvent, due: list[SnapshotRecord], scope: list[str] | None
 ) -> dict[str, SnapshotRecord]:
     """Due snapshot records given the snapshots of those names that exist already (an earlier
@@ -170,7 +170,7 @@ def _rows(read: Callable[..., list[_T]], event: MaintenanceEvent, scope: list[st
     return [row for lane in scope for row in read(event.correlation_id, lane=lane)]
 
 
-def send_due(
+def _send_due(
     runtime: Runtime, event: MaintenanceEvent, records: dict[str, MachineRecord], snapshots: dict[str, SnapshotRecord],
     to_start: list[RunMachine], to_snapshot: list[SnapshotRecord], new_rows: list[Any], deadline: Any,
     log: RunLogger,
@@ -182,10 +182,10 @@ def send_due(
                                                     correlation_id=event.correlation_id, now=now)
                     for s in to_snapshot}
     start_ops = {m.resource_id.lower(): power_operation(runtime.clients, m, "start") for m in to_start}
-    planned = ordered_tasks(snapshot_ops, start_ops)
+    planned = _ordered_tasks(snapshot_ops, start_ops)
     lanes = len({subscription_of(task[0].resource_id) for task in planned})
     tasks = _recorded_first(runtime, event, planned, records, snapshots, new_rows)
-    send_and_wait(runtime, event, records, snapshots, tasks, sum(map(len, planned)), lanes, deadline, log)
+    _send_and_wait(runtime, event, records, snapshots, tasks, sum(map(len, planned)), lanes, deadline, log)
 
 
 def _recorded_first(
@@ -211,7 +211,7 @@ def _recorded_first(
             yield task  # recorded by an earlier attempt
     ordered += unwritten.values()
     for chunk in runtime.ledger.add_rows_in_order(event.correlation_id, ordered):
-        remember(records, snapshots, chunk)
+        _remember(records, snapshots, chunk)
         for stored in chunk:
             released = waiting.pop(stored.row_key(), None)
             if released is not None and is_due(stored):
@@ -226,11 +226,11 @@ def _row_of(operation: Operation, records: dict[str, MachineRecord],
 def is_due(row: MachineRecord | SnapshotRecord) -> bool:
     """Still to do, as stored (a concurrent attempt's row wins over our plan)."""
     if isinstance(row, MachineRecord):
-        return row.pre_action == "start" and row.pre_outcome not in FINAL
-    return row.outcome not in FINAL
+        return row.pre_action == "start" and row.pre_outcome not in _FINAL
+    return row.outcome not in _FINAL
 
 
-def remember(records: dict[str, MachineRecord], snapshots: dict[str, SnapshotRecord], stored: list[Any]) -> None:
+def _remember(records: dict[str, MachineRecord], snapshots: dict[str, SnapshotRecord], stored: list[Any]) -> None:
     for row in stored:
         if isinstance(row, MachineRecord):
             records[row.resource_id.lower()] = row
@@ -238,14 +238,14 @@ def remember(records: dict[str, MachineRecord], snapshots: dict[str, SnapshotRec
             snapshots[row.row_key()] = row
 
 
-def log_machines(records: dict[str, MachineRecord], log: RunLogger) -> None:
+def _log_machines(records: dict[str, MachineRecord], log: RunLogger) -> None:
     for record in records.values():
         if record.pre_action != "start":
             log.info("%s: %s, %s (%s)", record.resource_id, record.pre_outcome, record.pre_detail,
                      record.original_power_state or "state unknown")
 
 
-def ordered_tasks(snapshot_ops: dict[str, Operation], start_ops: dict[str, Operation]) -> list[list[Operation]]:
+def _ordered_tasks(snapshot_ops: dict[str, Operation], start_ops: dict[str, Operation]) -> list[list[Operation]]:
     """Starts first, then snapshots. A start takes about twice as long as an incremental
     snapshot, and both draw on the same write bucket, so the fleet is ready soonest when starts
     lead. Every snapshot is still taken before the window, of the disk as it is before patching
@@ -257,11 +257,11 @@ def ordered_tasks(snapshot_ops: dict[str, Operation], start_ops: dict[str, Opera
     def subscription(task: list[Operation]) -> str:
         return subscription_of(task[0].resource_id)
 
-    return (interleave([[start] for start in start_ops.values()], subscription)
-            + interleave([[snapshot] for snapshot in snapshot_ops.values()], subscription))
+    return (_interleave([[start] for start in start_ops.values()], subscription)
+            + _interleave([[snapshot] for snapshot in snapshot_ops.values()], subscription))
 
 
-def interleave(items: list[_T], group: Callable[[_T], str]) -> list[_T]:
+def _interleave(items: list[_T], group: Callable[[_T], str]) -> list[_T]:
     """The items with their groups alternating (a1, b1, a2, b2, a3), each group's in its order."""
     groups: dict[str, list[_T]] = {}
     for item in items:
@@ -270,7 +270,7 @@ def interleave(items: list[_T], group: Callable[[_T], str]) -> list[_T]:
     return [q[i] for i in range(max((len(q) for q in queues), default=0)) for q in queues if i < len(q)]
 
 
-def send_and_wait(
+def _send_and_wait(
     runtime: Runtime, event: MaintenanceEvent, records: dict[str, MachineRecord],
     snapshots: dict[str, SnapshotRecord], tasks: Iterable[list[Operation]], total: int, subscriptions: int,
     deadline: Any, log: RunLogger,
@@ -325,14 +325,14 @@ def _plan(machine: RunMachine, view: VmView | None, state: str, runtime: Runtime
     return replace(base, pre_outcome="unknown", pre_detail=detail)
 
 
-def machines_to_start(
+def _machines_to_start(
     runtime: Runtime, event: MaintenanceEvent, machines: list[RunMachine], records: dict[str, MachineRecord],
     fresh: set[str], log: RunLogger,
 ) -> list[RunMachine]:
     """VMs whose start is still due. Those an earlier attempt recorded (`fresh` are this
     attempt's) may have been started already: their current state is read first."""
     due = [m for m in machines if records[m.resource_id.lower()].pre_action == "start"
-           and records[m.resource_id.lower()].pre_outcome not in FINAL]
+           and records[m.resource_id.lower()].pre_outcome not in _FINAL]
     retried = [m for m in due if m.resource_id.lower() not in fresh]
     if not retried:
         return due
@@ -345,7 +345,7 @@ def machines_to_start(
             records[key] = replace(records[key], pre_outcome="succeeded", ready_at=utcnow())
             confirmed.append(records[key])
     runtime.ledger.save_rows(event.correlation_id, confirmed)
-    return [m for m in due if records[m.resource_id.lower()].pre_outcome not in FINAL]
+    return [m for m in due if records[m.resource_id.lower()].pre_outcome not in _FINAL]
 
 
 def summarize(
