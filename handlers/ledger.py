@@ -24,6 +24,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
+from handlers.bounds import RAW_PAYLOAD_UNITS, TABLE_TEXT_UNITS, truncate_utf16
 from handlers.events import MaintenanceEvent
 
 REJECTED_PARTITION = "rejected-events"
@@ -32,7 +33,7 @@ _T = TypeVar("_T")
 _LEDGER_WRITERS = 4
 # A worker that holds a phase longer than this has died (Flex Consumption's default timeout).
 PHASE_LEASE = timedelta(minutes=30)
-_MAX_TEXT = 30_000  # Table string properties hold 64 KiB (32K UTF-16 characters)
+_MAX_EVENT_ID = 1024  # what we keep of an event id in a record (a refused one may be any size)
 
 
 class PhaseStatus(StrEnum):
@@ -194,7 +195,8 @@ class Ledger:
             "RowKey": "run",
             "CorrelationId": event.correlation_id,
             "MaintenanceConfigurationId": event.maintenance_configuration_id,
-            "SubscriptionIds": ",".join(event.subscription_ids),
+            "SubscriptionIds": _text(",".join(event.subscription_ids)),
+            "SubscriptionCount": len(event.subscription_ids),
             "WindowStart": event.start,
             "WindowEnd": event.end,
         }
@@ -207,7 +209,7 @@ class Ledger:
             "PartitionKey": partition,
             "RowKey": f"phase-{event.kind.value}",
             "Status": PhaseStatus.RECEIVED.value,
-            "EventId": event.event_id,
+            "EventId": truncate_utf16(event.event_id, _MAX_EVENT_ID),
             "ReceivedAt": now,
             "Attempts": 0,
         }
@@ -401,11 +403,52 @@ class Ledger:
 
     def record_rejected(self, *, event_id: str | None, reason: str, raw: str) -> None:
         """Keep a refused event (and why) so nothing disappears without a record."""
-        key = _digest(f"{event_id}|{raw}")
-        self._table.upsert_entity({
-            "PartitionKey": REJECTED_PARTITION, "RowKey": key, "EventId": event_id or "",
-            "Reason": _text(reason), "Raw": _text(raw), "RejectedAt": utcnow(),
+        self.record_rejected_many([(event_id, reason, raw)])
+
+    def record_rejected_many(self, refusals: Iterable[tuple[str | None, str, str]]) -> None:
+        """Keep many refused events, (event id, reason, raw payload) each, 100 rows per
+        transaction: a queue delivery of a thousand malformed events is ten writes, not a
+        thousand. The same refusal twice is one row."""
+        now = utcnow()
+        rows: dict[str, dict[str, Any]] = {}
+        for event_id, reason, raw in refusals:
+            key = _digest(f"{event_id}|{raw}")
+            rows[key] = {
+                "PartitionKey": REJECTED_PARTITION, "RowKey": key,
+                "EventId": truncate_utf16(event_id or "", _MAX_EVENT_ID),
+                "Reason": _text(reason), "Raw": truncate_utf16(raw, RAW_PAYLOAD_UNITS), "RejectedAt": now,
+            }
+
+        def upsert(chunk: list[dict[str, Any]]) -> None:
+            if len(chunk) == 1:
+                self._table.upsert_entity(chunk[0])
+            else:
+                self._table.submit_transaction([("upsert", row) for row in chunk])
+
+        for _ in self._in_order(upsert, _chunks(list(rows.values()))):
+            pass
+
+    def record_late_pre(self, event: MaintenanceEvent, reason: str) -> bool:
+        """A pre event that came too late to act on (its window has begun, or the run's post is
+        recorded): the run row says why, and the pre phase is recorded as completed with nothing
+        done, so a post event never waits for it. False when the pre phase was recorded already
+        (this is a redelivery of an event we had)."""
+        partition = run_key(event.correlation_id)
+        self.update_run(event.correlation_id, {
+            "CorrelationId": event.correlation_id,
+            "MaintenanceConfigurationId": event.maintenance_configuration_id,
+            "LatePreEvent": reason,
         })
+        try:
+            self._table.create_entity({
+                "PartitionKey": partition, "RowKey": "phase-pre", "Status": PhaseStatus.COMPLETED.value,
+                "EventId": truncate_utf16(event.event_id, _MAX_EVENT_ID), "ReceivedAt": utcnow(),
+                "FinishedAt": utcnow(), "Attempts": 0,
+                "Summary": _text(json.dumps({"late": reason, "machines": 0}, sort_keys=True)),
+            })
+        except ResourceExistsError:
+            return False
+        return True
 
     def _get(self, partition: str, row: str) -> Any:
         try:
@@ -419,7 +462,8 @@ def _chunks(rows: list[Any], size: int = 100) -> list[list[Any]]:
 
 
 def _text(value: str) -> str:
-    return value if len(value) <= _MAX_TEXT else value[: _MAX_TEXT - 3] + "..."
+    """A string property as Table storage takes it (64 KiB of UTF-16)."""
+    return truncate_utf16(value, TABLE_TEXT_UNITS)
 
 
 __all__ = [
