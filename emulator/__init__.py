@@ -11,12 +11,17 @@ imports it.
                                      credential_scopes=["https://management.emulator.test/.default"])
     client.virtual_machines.begin_start("rg", "vm1").result()
     assert emu.vm_power_state(vm) == "PowerState/running"
+
+Faults between the app and Azure: `emu.fail(..., mode="reset" | "refused" | "lost-answer" |
+"applied-error")`, `emu.inject_faults(rate, seed=...)` (faults.py); for Storage, the proxy in
+front of Azurite (storage_faults.py).
 """
 
 from __future__ import annotations
 
 from .clock import EmulatorClock
-from .messages import ArmError
+from .faults import FaultStats
+from .messages import ArmError, DroppedConnection
 from .service import AzureEmulator
 from .state import FailureRule, RecordedRequest
 from .throttle import DEFAULT_BUCKETS, BucketSpec
@@ -27,10 +32,12 @@ __all__ = [
     "ArmError",
     "AzureEmulator",
     "BucketSpec",
+    "DroppedConnection",
     "EmulatorClock",
     "EmulatorResponse",
     "EmulatorTransport",
     "FailureRule",
+    "FaultStats",
     "LegacyEmulatorResponse",
     "RecordedRequest",
 ]

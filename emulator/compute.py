@@ -134,7 +134,7 @@ def vm_action(model: EmulatorModel, request: ArmRequest, vm: VirtualMachine, act
     model.operations[op.id] = op
     async_url, location_url = _operation_urls(request, op)
     headers = {"Azure-AsyncOperation": async_url, "Location": location_url, **poll_retry_after_headers(model)}
-    return Reply(202, None, headers)
+    return Reply(202, None, headers, fault="operation" if failure else "")
 
 
 def operation_status(model: EmulatorModel, request: ArmRequest, op: Operation) -> Reply:

@@ -61,7 +61,8 @@ def query(model: EmulatorModel, request: ArmRequest) -> Reply:
     except (ValueError, KeyError, TypeError) as err:
         return _bad_request(f"Query is invalid: {err}")
     options = body.get("options") or {}
-    requested = {s.lower() for s in body.get("subscriptions") or []}
+    named = [str(s) for s in body.get("subscriptions") or []]
+    requested = {s.lower() for s in named}
     fingerprint = hashlib.sha256(json.dumps([text, sorted(requested)]).encode()).hexdigest()[:16]
     try:
         offset = _offset_from(options["$skipToken"], fingerprint) if options.get("$skipToken") else 0
@@ -73,7 +74,7 @@ def query(model: EmulatorModel, request: ArmRequest) -> Reply:
     now = model.clock.now()
     readable = None if model.readable_subscriptions is None else {s.lower() for s in model.readable_subscriptions}
     rows = []
-    for row in table_rows(model, parsed, now):
+    for row in table_rows(model, parsed, now, named):
         subscription = row["subscriptionId"].lower()
         # No Reader on a subscription: ARG silently leaves its rows out.
         if (requested and subscription not in requested) or (readable is not None and subscription not in readable):

@@ -3,7 +3,8 @@ endpoint over HTTP, as a deployed app meets them.
 
 With this the app runs with no injected transport at all: its default requests-based transport,
 TLS verification (the self-signed certificate is trusted through `REQUESTS_CA_BUNDLE`) and
-`DefaultAzureCredential` reading `IDENTITY_ENDPOINT` / `IDENTITY_HEADER`.
+`DefaultAzureCredential` reading `IDENTITY_ENDPOINT` / `IDENTITY_HEADER`. A dropped connection
+(AzureEmulator.fail mode reset, refused, lost-answer) closes the socket without a response.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import datetime as dt
 import ipaddress
 import os
 import shutil
+import socket
 import ssl
+import struct
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from .messages import ArmRequest
+from .messages import ArmRequest, DroppedConnection
 from .service import AzureEmulator
 
 
@@ -92,7 +95,11 @@ def _handler_for(emulator: AzureEmulator) -> type[BaseHTTPRequestHandler]:
                 headers={k.lower(): v for k, v in self.headers.items()},
                 body=body,
             )
-            reply = emulator.serve(request)
+            try:
+                reply = emulator.serve(request)
+            except DroppedConnection:
+                self._drop()
+                return
             content = reply.content()
             self.send_response(reply.status)
             for name, value in reply.headers.items():
@@ -102,6 +109,14 @@ def _handler_for(emulator: AzureEmulator) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(content)))
             self.end_headers()
             self.wfile.write(content)
+
+        def _drop(self) -> None:
+            # Close without a response; linger 0 makes it a TCP reset, as a broken connection is. A
+            # refused connection cannot be simulated on an accepted socket: it is reset too.
+            self.close_connection = True
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.rfile.close()  # the socket only really closes once its file is closed too
+            self.connection.close()
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve  # noqa: N815
 

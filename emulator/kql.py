@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-TABLES = ("resources", "maintenanceresources")
+TABLES = ("resources", "maintenanceresources", "resourcecontainers")
 
 _IDENT = r"[A-Za-z_]\w*"
 _STRING = r"'[^']*'|\"[^\"]*\""

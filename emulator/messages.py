@@ -42,11 +42,15 @@ class ArmRequest:
 
 @dataclass
 class Reply:
-    """What the emulator answers; the transport turns it into an azure-core response."""
+    """What the emulator answers; the transport turns it into an azure-core response.
+
+    `fault` names the injected fault that shaped this answer ("" for none), for the request log.
+    """
 
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    fault: str = ""
 
     def content(self) -> bytes:
         if self.body is None:
@@ -54,6 +58,18 @@ class Reply:
         if isinstance(self.body, bytes):
             return self.body
         return json.dumps(self.body).encode("utf-8")
+
+
+class DroppedConnection(Exception):
+    """Raised by `serve` instead of answering: the connection fails and no response is sent.
+
+    kind: "reset" or "refused" (nothing was applied) or "lost-answer" (applied, then the answer lost).
+    Transports turn it into what a client would see on a real connection.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
 
 
 def error_reply(status: int, error: ArmError, headers: Mapping[str, str] | None = None) -> Reply:

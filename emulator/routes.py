@@ -45,7 +45,8 @@ _DISK_RP_ROUTES = {
 
 @dataclass(frozen=True)
 class Route:
-    """A recognised request. `failure_op`/`resource_id` are what AzureEmulator.fail matches on."""
+    """A recognised request. `failure_op`/`resource_id` are what AzureEmulator.fail matches on (for an
+    operation status poll, the serving code matches the operation's VM or snapshot instead)."""
 
     # vm.get | vm.instanceView | vm.action | operation | graph | cancel | run.get
     # | disk.get | snapshot.get | snapshot.put | snapshot.delete | diskOperation
@@ -85,9 +86,9 @@ def match(request: ArmRequest) -> Route | None:
         return Route(found[0], failure_op=found[1], resource_id=rid, subscription_id=sub, resource_group=rg,
                      resource_name=name)  # fmt: skip
     if method == "GET" and (m := _DISK_OPERATION.match(path)) is not None:
-        return Route("diskOperation", subscription_id=m["sub"], operation_id=m["op"])
+        return Route("diskOperation", failure_op="operationStatus", subscription_id=m["sub"], operation_id=m["op"])
     if method == "GET" and (m := _OPERATION.match(path)) is not None:
-        return Route("operation", subscription_id=m["sub"], operation_id=m["op"])
+        return Route("operation", failure_op="operationStatus", subscription_id=m["sub"], operation_id=m["op"])
     if method == "POST" and _GRAPH.match(path):
         return Route("graph", failure_op="graph")
     if (m := _APPLY_UPDATES.match(path)) is not None:
@@ -95,7 +96,7 @@ def match(request: ArmRequest) -> Route | None:
         if method == "PUT":
             return Route("cancel", failure_op="cancel", **run)
         if method == "GET":
-            return Route("run.get", **run)
+            return Route("run.get", failure_op="getRun", **run)
     return None
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 from .clock import EmulatorClock
 from .disk_api import DiskApi
 from .disks import OS_DISK_KINDS, make_disks
+from .faults import FAILURE_MODES, FaultInjector, FaultStats
 from .ids import key
 from .power import ArcMachine, VirtualMachine, normalize_power_state
 from .serving import ArmService
@@ -126,6 +127,12 @@ class AzureEmulator(DiskApi, ArmService):
         with self.lock:
             self.assignments.setdefault(maintenance_configuration_id, []).extend(machine_ids)
 
+    def add_subscription(self, subscription_id: str, *, name: str | None = None) -> None:
+        """Make a subscription known (Resource Graph `resourcecontainers`), with a display name
+        (default: its id). Subscriptions of seeded resources are known without this."""
+        with self.lock:
+            self.subscriptions[subscription_id.lower()] = (subscription_id, name or subscription_id)
+
     def set_power_state(self, resource_id: str, power_state: str) -> None:
         """Change a VM's state out of band, as someone in the portal would."""
         with self.lock:
@@ -193,18 +200,31 @@ class AzureEmulator(DiskApi, ArmService):
         mode="request": the HTTP call answers `status` with an ARM error body.
         mode="operation": start/deallocate/powerOff/snapshot/deleteSnapshot are accepted (202), then the
         operation ends Failed (`status` is then unused; a snapshot is then left Failed, a snapshot being
-        deleted stays). Failures fire in the order they were added; throttling comes first.
-        Operations: start, deallocate, powerOff, instanceView, get (VM GET), cancel, graph, token,
-        snapshot (snapshot PUT), deleteSnapshot, getSnapshot, disk (disk GET). `resource_id` is the
-        VM's, snapshot's or disk's ARM id.
+        deleted stays).
+        mode="reset": the connection drops before the request reaches ARM; nothing is applied. The
+        in-process transport raises ServiceResponseError, as azure-core's RequestsTransport does.
+        mode="refused": no connection; nothing is sent. ServiceRequestError.
+        mode="lost-answer": the request is applied (a start starts the VM), then the connection drops:
+        ServiceResponseError.
+        mode="applied-error": the request is applied, then ARM answers `status` with an ARM error body.
+        The last two strike only once the service has applied the request (a refusal such as a 404 or
+        409 reaches the client unchanged and leaves the rule armed).
+        Failures fire in the order they were added; throttling comes first.
+        Operations: start, deallocate, powerOff, instanceView, get (VM GET), cancel, getRun (applyUpdates
+        GET), graph, token, snapshot (snapshot PUT), deleteSnapshot, getSnapshot, disk (disk GET),
+        operationStatus (GET of a compute operation or DiskOperation; `resource_id` is then the VM's or
+        snapshot's). `resource_id` is the VM's, snapshot's or disk's ARM id. The token endpoint takes
+        mode="request" only.
         """
         if operation not in FAILABLE_OPERATIONS:
             known = ", ".join(sorted(FAILABLE_OPERATIONS))
             raise ValueError(f"unknown operation {operation!r}; expected one of {known}")
-        if mode not in ("request", "operation"):
-            raise ValueError(f"mode must be 'request' or 'operation', not {mode!r}")
+        if mode not in FAILURE_MODES:
+            raise ValueError(f"mode must be one of {', '.join(FAILURE_MODES)}, not {mode!r}")
         if mode == "operation" and operation not in ASYNC_OPERATIONS:
             raise ValueError(f"mode='operation' applies to {', '.join(sorted(ASYNC_OPERATIONS))} only")
+        if operation == "token" and mode != "request":
+            raise ValueError("the token endpoint takes mode='request' only")
         resource_key = key(resource_id) if resource_id else None
         rule = FailureRule(operation, resource_key, status, code, message, times, mode)
         with self.lock:
@@ -212,6 +232,39 @@ class AzureEmulator(DiskApi, ArmService):
         return rule
 
     def clear_failures(self) -> None:
-        """Disarm every injected failure."""
+        """Disarm every injected failure (not the random faults: see clear_faults)."""
         with self.lock:
             self.failures.clear()
+
+    def inject_faults(
+        self,
+        rate: float,
+        *,
+        seed: int,
+        kinds: Sequence[str] = ("500", "503", "reset"),
+        operations: Collection[str] | None = None,
+        applied_share: float = 0.0,
+    ) -> FaultStats:
+        """Fail each ARM request of `operations` (None: every route) with probability `rate`.
+
+        The kind is drawn uniformly from `kinds`: "500", "502", "503", "504" (that status, an ARM error
+        body, no Retry-After), "reset", "refused" (as in `fail`). For the writes (start, deallocate,
+        powerOff, snapshot, deleteSnapshot, cancel) a share `applied_share` of the faults strike after
+        the write was applied: a reset becomes a lost answer, a status an applied error. Deterministic
+        for a given `seed` and order of requests; the token endpoint is never faulted. Replaces any
+        earlier injection; returns the live counts.
+        """
+        faultable = FAILABLE_OPERATIONS - {"token"}
+        unknown = sorted(set(operations or ()) - faultable)
+        if unknown:
+            known = ", ".join(sorted(faultable))
+            raise ValueError(f"cannot inject faults into {unknown[0]!r}; expected some of {known}")
+        injector = FaultInjector(rate, seed=seed, kinds=kinds, operations=operations, applied_share=applied_share)
+        with self.lock:
+            self.fault_injector = injector
+        return injector.stats
+
+    def clear_faults(self) -> None:
+        """Disarm the random faults of `inject_faults` (its counts stay as they were)."""
+        with self.lock:
+            self.fault_injector = None

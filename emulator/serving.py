@@ -1,4 +1,4 @@
-"""Serving one request: token endpoint, authentication, throttling, failure injection, dispatch."""
+"""Serving one request: token endpoint, fault injection, authentication, throttling, failures, dispatch."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from collections.abc import Mapping
 
 from . import compute, graph, maintenance, routes, snapshots
 from .clock import EmulatorClock
+from .faults import AFTER_MODES, BEFORE_MODES, strike
 from .ids import key
-from .messages import ArmError, ArmRequest, Reply, error_reply, not_found
+from .messages import ArmError, ArmRequest, DroppedConnection, Reply, error_reply, not_found
 from .state import EmulatorModel, RecordedRequest
 from .throttle import BucketSpec, Throttler, retry_after_header
 
@@ -55,18 +56,33 @@ class ArmService(EmulatorModel):
         self.throttler = Throttler(buckets)
 
     def serve(self, request: ArmRequest) -> Reply:
-        """Answer one request: the App Service token endpoint, or an ARM call."""
+        """Answer one request: the App Service token endpoint, or an ARM call.
+
+        Raises DroppedConnection instead of answering when an injected fault drops the connection.
+        """
         if request.path.lower().endswith("/msi/token"):
             return self._token(request)
+        dropped: DroppedConnection | None = None
         with self.lock:
             now = self.clock.now()
-            reply = self._dispatch(request, now)
-            reply.headers.setdefault("x-ms-request-id", str(uuid.uuid4()))
-            correlation = request.header("x-ms-client-request-id") or str(uuid.uuid4())
-            reply.headers.setdefault("x-ms-correlation-request-id", correlation)
-            self.requests.append(RecordedRequest(request.method, request.url, request.path, reply.status, now))
-        # Never sleep holding the lock: other threads keep being served meanwhile.
-        self.clock.sleep(self.latency)
+            try:
+                reply = self._dispatch(request, now)
+            except DroppedConnection as drop:
+                dropped = drop
+                self.requests.append(RecordedRequest(request.method, request.url, request.path, 0, now, drop.kind))
+            else:
+                reply.headers.setdefault("x-ms-request-id", str(uuid.uuid4()))
+                correlation = request.header("x-ms-client-request-id") or str(uuid.uuid4())
+                reply.headers.setdefault("x-ms-correlation-request-id", correlation)
+                self.requests.append(
+                    RecordedRequest(request.method, request.url, request.path, reply.status, now, reply.fault)
+                )
+        # Never sleep holding the lock: other threads keep being served meanwhile. A refused
+        # connection fails at once: there was no round trip.
+        if dropped is None or dropped.kind != "refused":
+            self.clock.sleep(self.latency)
+        if dropped is not None:
+            raise dropped
         return reply
 
     def _token(self, request: ArmRequest) -> Reply:
@@ -87,13 +103,26 @@ class ArmService(EmulatorModel):
         return Reply(200, token)
 
     def _dispatch(self, request: ArmRequest, now: float) -> Reply:
+        route = routes.match(request)
+        # A random fault is drawn before ARM sees the request: a dropped connection or a front-door
+        # error never reaches authentication or throttling.
+        injector = self.fault_injector
+        fault = injector.draw(route.failure_op) if injector and route and route.failure_op else None
+        if injector is not None and fault is not None and not fault.after_write:
+            return injector.inject(fault, applied=False)
+        reply = self._answer(request, route, now)
+        if injector is not None and fault is not None:
+            # Meant to strike after the write; when the service refused it, nothing was applied.
+            return injector.inject(fault, applied=reply.status < 400)
+        return reply
+
+    def _answer(self, request: ArmRequest, route: routes.Route | None, now: float) -> Reply:
         authorization = request.header("authorization") or ""
         if not authorization.lower().startswith("bearer ") or not authorization[7:].strip():
             challenge = 'Bearer authorization_uri="https://login.windows.net/", error="invalid_token"'
             return error_reply(401, _NO_BEARER, {"WWW-Authenticate": challenge})
         if "api-version" not in request.query:
             return error_reply(400, _NO_API_VERSION)
-        route = routes.match(request)
         if route is None:
             return not_found(request)
         headers: dict[str, str] = {}
@@ -101,15 +130,31 @@ class ArmService(EmulatorModel):
         if wait is not None:
             headers["Retry-After"] = retry_after_header(wait)
             return error_reply(429, _THROTTLED, headers)
-        failure = self.take_failure(route.failure_op, route.resource_id, "request") if route.failure_op else None
+        operation, target = route.failure_op, self._failure_target(route)
+        failure = self.take_failure(operation, target, BEFORE_MODES) if operation else None
         if failure is not None:
             rule, error = failure
             if rule.status == 429:
                 headers["Retry-After"] = "1"
-            return error_reply(rule.status, error, headers)
+            return strike(rule.mode, rule.status, error, headers)
         reply = self._handle(route, request, now)
         reply.headers.update(headers)
+        # "lost-answer" / "applied-error" strike only once the service has applied the request.
+        after = self.take_failure(operation, target, AFTER_MODES) if operation and reply.status < 400 else None
+        if after is not None:
+            rule, error = after
+            return strike(rule.mode, rule.status, error, headers)
         return reply
+
+    def _failure_target(self, route: routes.Route) -> str | None:
+        """The resource id failures are matched on: for a status poll, the operation's VM or snapshot."""
+        if route.name == "operation":
+            op = self.operations.get(route.operation_id)
+            return op.vm_key if op else None
+        if route.name == "diskOperation":
+            disk_op = self.disk_operations.get(route.operation_id)
+            return disk_op.resource_key if disk_op else None
+        return route.resource_id
 
     def _throttle(self, route: routes.Route, now: float, headers: dict[str, str]) -> float | None:
         """Take tokens when throttling is on (None, or the wait); fill the quota headers either way."""

@@ -165,7 +165,8 @@ def put_snapshot(model: EmulatorModel, request: ArmRequest, route: Route) -> Rep
     op = DiskOperation(str(uuid.uuid4()), "snapshot", key(rid), route.subscription_id, disk.location, now,
                        snapshot.ready_at, snapshot.error)  # fmt: skip
     model.disk_operations[op.id] = op
-    return Reply(202, snapshot_body(model.clock, snapshot, now), _operation_headers(model, request, op))
+    return Reply(202, snapshot_body(model.clock, snapshot, now), _operation_headers(model, request, op),
+                 fault="operation" if failure else "")
 
 
 def delete_snapshot(model: EmulatorModel, request: ArmRequest, route: Route) -> Reply:
@@ -177,6 +178,7 @@ def delete_snapshot(model: EmulatorModel, request: ArmRequest, route: Route) -> 
     if snapshot is None:
         return Reply(204)
     op = snapshot.deleting
+    failure = None
     if op is None:  # a delete already in flight is joined
         failure = model.take_failure("deleteSnapshot", rid, "operation")
         duration = float(model.operation_durations["deleteSnapshot"])
@@ -184,7 +186,7 @@ def delete_snapshot(model: EmulatorModel, request: ArmRequest, route: Route) -> 
                            now, now + duration, failure[1] if failure else None)  # fmt: skip
         snapshot.deleting = op
         model.disk_operations[op.id] = op
-    return Reply(202, None, _operation_headers(model, request, op))
+    return Reply(202, None, _operation_headers(model, request, op), fault="operation" if failure else "")
 
 
 def disk_operation_status(model: EmulatorModel, request: ArmRequest, route: Route) -> Reply:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from .clock import EmulatorClock
 from .disks import Disk
+from .faults import FaultInjector
 from .ids import key
 from .messages import ArmError
 from .power import ArcMachine, Operation, VirtualMachine
@@ -15,6 +17,8 @@ from .snapshot_model import DiskOperation, Snapshot, settle_snapshots
 FAILABLE_OPERATIONS = frozenset(
     {"start", "deallocate", "powerOff", "instanceView", "get", "cancel", "graph", "token"}
     | {"snapshot", "deleteSnapshot", "getSnapshot", "disk"}
+    # GETs of async operation status (compute operations and DiskOperations) and of an applyUpdates run.
+    | {"operationStatus", "getRun"}
 )
 # Operations whose failure can also be injected into the async operation (mode="operation").
 ASYNC_OPERATIONS = frozenset({"start", "deallocate", "powerOff", "snapshot", "deleteSnapshot"})
@@ -60,13 +64,18 @@ class FailureRule:
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """One ARM request the emulator answered (token requests are only counted)."""
+    """One ARM request the emulator answered or dropped (token requests are only counted).
+
+    `status` is 0 for a dropped connection; `fault` names the injected failure mode ("" for none):
+    request, operation, reset, refused, lost-answer, applied-error.
+    """
 
     method: str
     url: str
     path: str
     status: int
     time: float
+    fault: str = ""
 
 
 class EmulatorModel:
@@ -86,6 +95,7 @@ class EmulatorModel:
         self.deleted_snapshot_records: list[Snapshot] = []  # still shown by a lagging Resource Graph
         self.disk_operations: dict[str, DiskOperation] = {}
         self.failures: list[FailureRule] = []
+        self.fault_injector: FaultInjector | None = None
         self.requests: list[RecordedRequest] = []
         self.token_requests = 0
         self.operation_durations: dict[str, float] = {
@@ -95,6 +105,8 @@ class EmulatorModel:
             "snapshot": 30.0,
             "deleteSnapshot": 5.0,
         }
+        # subscription id (lower) -> (id, display name), from AzureEmulator.add_subscription
+        self.subscriptions: dict[str, tuple[str, str]] = {}
         self.readable_subscriptions: set[str] | None = None
         self.graph_lag = 0.0
         # Retry-After sent while an operation runs, in simulated seconds. None (the default) lets the
@@ -109,9 +121,13 @@ class EmulatorModel:
         """Apply the snapshot deletes that have ended (every snapshot reader calls this first)."""
         settle_snapshots(self.snapshot_records, self.deleted_snapshot_records, now)
 
-    def take_failure(self, operation: str, resource_id: str | None, mode: str) -> tuple[FailureRule, ArmError] | None:
-        """The first armed failure for this call, consumed; None when the call should succeed."""
+    def take_failure(
+        self, operation: str, resource_id: str | None, mode: str | Collection[str]
+    ) -> tuple[FailureRule, ArmError] | None:
+        """The first armed failure of `mode` (or of any of these modes) for this call, consumed; None
+        when the call should succeed."""
+        modes = (mode,) if isinstance(mode, str) else mode
         for rule in self.failures:
-            if rule.mode == mode and rule.matches(operation, resource_id):
+            if rule.mode in modes and rule.matches(operation, resource_id):
                 return rule, rule.fire()
         return None

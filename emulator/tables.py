@@ -1,4 +1,5 @@
-"""Resource Graph table rows: VMs, Arc machines, managed disks, snapshots, applyUpdates runs.
+"""Resource Graph table rows: VMs, Arc machines, managed disks, snapshots, applyUpdates runs, and the
+subscriptions (`resourcecontainers`).
 
 The index lags by `graph_lag` simulated seconds: a VM shows its power state of that long ago, a
 snapshot created through the API appears (and a deleted one disappears) only that much later, with
@@ -7,7 +8,8 @@ the provisioningState it had then. Seeded snapshots (`add_snapshot`) are indexed
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from .disks import disk_properties, disk_state, sku_body, storage_profile
@@ -22,7 +24,9 @@ VM_TYPE = "microsoft.compute/virtualmachines"
 ARC_TYPE = "microsoft.hybridcompute/machines"
 DISK_TYPE = "microsoft.compute/disks"
 SNAPSHOT_TYPE = "microsoft.compute/snapshots"
-TYPE_ORDER = {VM_TYPE: 0, ARC_TYPE: 1, DISK_TYPE: 2, SNAPSHOT_TYPE: 3}
+SUBSCRIPTION_TYPE = "microsoft.resources/subscriptions"
+TYPE_ORDER = {VM_TYPE: 0, ARC_TYPE: 1, DISK_TYPE: 2, SNAPSHOT_TYPE: 3, SUBSCRIPTION_TYPE: 4}
+_SUBSCRIPTION_OF = re.compile(r"^/subscriptions/([^/]+)", re.IGNORECASE)
 
 
 def base_row(resource_id: str, type_: str, location: str, tags: dict[str, str] | None) -> dict[str, Any]:
@@ -162,6 +166,49 @@ def assignment_rows(model: EmulatorModel) -> list[dict[str, Any]]:
     return rows
 
 
+def known_subscriptions(model: EmulatorModel) -> dict[str, tuple[str, str]]:
+    """subscription id (lower) -> (id, display name): those added, then those of every seeded resource."""
+    found = dict(model.subscriptions)
+    subscriptions = [
+        *(vm.subscription_id for vm in model.vms.values()),
+        *(machine.subscription_id for machine in model.arc_machines.values()),
+        *(disk.subscription_id for disk in model.disks.values()),
+        *(s.subscription_id for s in [*model.snapshot_records.values(), *model.deleted_snapshot_records]),
+    ]
+    resource_ids: list[str] = []
+    for run in model.runs.values():
+        resource_ids.extend([run.correlation_id, run.maintenance_configuration_id, *run.machine_ids])
+    for config_id, machine_ids in model.assignments.items():
+        resource_ids.extend([config_id, *machine_ids])
+    subscriptions.extend(m.group(1) for m in map(_SUBSCRIPTION_OF.match, resource_ids) if m)
+    for subscription in subscriptions:
+        found.setdefault(subscription.lower(), (subscription, subscription))
+    return found
+
+
+def subscription_rows(model: EmulatorModel, named: Collection[str] = ()) -> list[dict[str, Any]]:
+    """The `resourcecontainers` rows of the subscriptions (resource groups are not emulated): those
+    known, and those the query names. The emulator cannot tell a subscription without resources from
+    one that does not exist; `readable_subscriptions` is what leaves a subscription out."""
+    known = known_subscriptions(model)
+    for subscription in named:
+        known.setdefault(subscription.lower(), (subscription, subscription))
+    rows = []
+    for subscription, name in known.values():
+        rows.append({
+            "id": f"/subscriptions/{subscription}", "name": name, "type": SUBSCRIPTION_TYPE, "tenantId": TENANT_ID,
+            "kind": "", "location": "", "resourceGroup": "", "subscriptionId": subscription, "managedBy": "",
+            "sku": None, "plan": None, "tags": {}, "identity": None, "zones": None, "extendedLocation": None,
+            "properties": {
+                "state": "Enabled",
+                "subscriptionPolicies": {"locationPlacementId": "Public_2014-09-01", "quotaId": "PayAsYouGo_2014-09-01",
+                                         "spendingLimit": "Off"},
+                "managementGroupAncestorsChain": [{"displayName": "Tenant Root Group", "name": TENANT_ID}],
+            },
+        })  # fmt: skip
+    return rows
+
+
 def _runs(model: EmulatorModel, parsed: ParsedQuery) -> list[MaintenanceRun]:
     """The runs a query can match: building rows only for the asked-for run keeps big scopes cheap."""
     for dotted in ("properties.correlationId", "correlationId"):
@@ -171,8 +218,13 @@ def _runs(model: EmulatorModel, parsed: ParsedQuery) -> list[MaintenanceRun]:
     return list(model.runs.values())
 
 
-def table_rows(model: EmulatorModel, parsed: ParsedQuery, now: float) -> list[dict[str, Any]]:
-    """The rows of the query's table, before filtering (only of the asked-for types, when it says)."""
+def table_rows(
+    model: EmulatorModel, parsed: ParsedQuery, now: float, subscriptions: Collection[str] = ()
+) -> list[dict[str, Any]]:
+    """The rows of the query's table, before filtering (only of the asked-for types, when it says);
+    `subscriptions`: those the request names."""
+    if parsed.table == "resourcecontainers":
+        return subscription_rows(model, subscriptions)
     if parsed.table == "maintenanceresources":
         runs = [row for run in _runs(model, parsed) for row in apply_update_rows(model, run)]
         return runs + assignment_rows(model)

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
+import requests
+from azure.core.exceptions import AzureError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline.transport import HttpResponse as LegacyHttpResponse
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest as RestHttpRequest
@@ -14,9 +16,12 @@ from azure.core.rest import HttpRequest as RestHttpRequest
 # azure-core's own transports build on this class; there is no public equivalent.
 from azure.core.rest._http_response_impl import HttpResponseImpl
 from azure.core.utils import CaseInsensitiveDict
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from .clock import EmulatorClock
-from .messages import ArmRequest, Reply
+from .messages import ArmRequest, DroppedConnection, Reply
 
 
 class Server(Protocol):
@@ -122,7 +127,10 @@ class EmulatorTransport(HttpTransport[Any, Any]):
 
     def send(self, request: Any, **kwargs: Any) -> Any:
         """Serve `request`; the response type matches the request's (rest or legacy)."""
-        reply = self._server.serve(to_arm_request(request))
+        try:
+            reply = self._server.serve(to_arm_request(request))
+        except DroppedConnection as drop:
+            raise connection_error(drop.kind, str(request.url)) from None
         content = reply.content()
         headers = CaseInsensitiveDict(reply.headers)
         if content and "Content-Type" not in headers:
@@ -135,3 +143,26 @@ class EmulatorTransport(HttpTransport[Any, Any]):
     def sleep(self, duration: float) -> None:
         """Every SDK retry and LRO polling wait goes through here: scale it to simulated time."""
         self._server.clock.sleep(duration)
+
+
+def connection_error(kind: str, url: str) -> AzureError:
+    """What azure-core's RequestsTransport raises when the connection fails this way.
+
+    A reset or a lost answer: requests' ConnectionError around urllib3's ProtocolError, raised as
+    ServiceResponseError (the request may have been applied). Refused: ConnectionError around
+    MaxRetryError(NewConnectionError), raised as ServiceRequestError (nothing was sent).
+    """
+    if kind == "refused":
+        parts = urlsplit(url)
+        https = parts.scheme == "https"
+        host, port = parts.hostname or "localhost", parts.port or (443 if https else 80)
+        pool = HTTPSConnectionPool(host, port) if https else HTTPConnectionPool(host, port)
+        connection = HTTPSConnection(host, port) if https else HTTPConnection(host, port)
+        reason = NewConnectionError(connection, "Failed to establish a new connection: [Errno 111] Connection refused")
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        refused = requests.exceptions.ConnectionError(MaxRetryError(pool, path, reason))
+        return ServiceRequestError(refused, error=refused)
+    reset = requests.exceptions.ConnectionError(
+        ProtocolError("Connection aborted.", ConnectionResetError(104, "Connection reset by peer"))
+    )
+    return ServiceResponseError(reset, error=reset)
