@@ -7,6 +7,9 @@
   queue instead of the functions.
 - `scheduled_event`: Event Grid trigger recording the Scheduled Events (platform maintenance)
   forwarded by the in-VM agent (`agent/`) in the ledger.
+- `maintenance_work_poison` / `maintenance_events_poison`: the messages of those two queues that
+  failed on every attempt (the host moves them to `<queue>-poison`): alerted and recorded, and
+  what can still be saved is (a verdict before the cutoff, one more try of an event).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def maintenance_worker(message: func.QueueMessage) -> None:
     from handlers.pipeline import run_work_message
     from handlers.runtime import get_runtime
 
-    run_work_message(get_runtime(), message.get_body())
+    run_work_message(get_runtime(), message)
 
 
 @app.function_name("maintenance_events_queue")
@@ -68,3 +71,21 @@ def scheduled_event(event: func.EventGridEvent) -> None:
     from handlers.runtime import get_runtime
 
     record_platform_event(get_runtime(), event)
+
+
+@app.function_name("maintenance_work_poison")
+@app.queue_trigger(arg_name="message", queue_name=f"{WORK_QUEUE}-poison", connection="AzureWebJobsStorage")
+def maintenance_work_poison(message: func.QueueMessage) -> None:
+    from handlers.poison import handle_work_poison
+    from handlers.runtime import get_runtime
+
+    handle_work_poison(get_runtime(), message)
+
+
+@app.function_name("maintenance_events_poison")
+@app.queue_trigger(arg_name="message", queue_name=f"{EVENTS_QUEUE}-poison", connection="AzureWebJobsStorage")
+def maintenance_events_poison(message: func.QueueMessage) -> None:
+    from handlers.poison import handle_events_poison
+    from handlers.runtime import get_runtime
+
+    handle_events_poison(get_runtime(), message)

@@ -30,9 +30,11 @@ class CancellationRefusedError(HttpResponseError):
 
 
 def cancel_run(
-    arm: ARMPipelineClient, event: MaintenanceEvent, *, endpoint: str, api_version: str, now: datetime
+    arm: ARMPipelineClient, event: MaintenanceEvent, *, endpoint: str, api_version: str, now: datetime,
+    **options: Any,
 ) -> CancelResult:
-    """Cancel the run the event belongs to. Repeating it is harmless.
+    """Cancel the run the event belongs to. Repeating it is harmless. `options` go to the
+    pipeline (e.g. `timeout`: how long the retry policy may keep trying, in seconds).
 
     Refuses (ValueError) once the cancellation cutoff has passed: the service ignores a late
     cancel, and an operator must not believe one was made.
@@ -50,7 +52,7 @@ def cancel_run(
         params={"api-version": api_version},
         json={"properties": {"status": "Cancel"}},
     )
-    response = arm.send_request(request)
+    response = arm.send_request(request, **options)
     body: dict[str, Any] = {}
     try:
         parsed = response.json()

@@ -42,6 +42,8 @@ class CheckContext:
     machines: dict[str, MachineRecord]  # by lower-cased id
     views: dict[str, VmView]
     snapshots: list[SnapshotRecord] = field(default_factory=list)
+    # The event's subscriptions Resource Graph does not show us (lower-case).
+    unreadable_subscriptions: list[str] = field(default_factory=list)
 
 
 def tag_is_set(tags: dict[str, str] | object, name: str) -> str | None:
@@ -52,6 +54,17 @@ def tag_is_set(tags: dict[str, str] | object, name: str) -> str | None:
         if str(key).lower() == name.lower() and str(value).strip().lower() not in _FALSE_TAG_VALUES:
             return str(value)
     return None
+
+
+def subscriptions_readable(context: CheckContext) -> CheckResult:
+    """Every subscription of the event is visible to the app's identity. Resource Graph answers an
+    unreadable subscription with nothing rather than an error, so its machines would be neither
+    started nor checked, and the run would look ready."""
+    findings = tuple(
+        Finding(f"/subscriptions/{sub}", "not readable by the app's identity (absent from Resource Graph): its "
+                "machines cannot be found, started or checked; give the identity Reader on it")
+        for sub in context.unreadable_subscriptions)
+    return CheckResult("subscriptions-readable", not findings, findings)
 
 
 def vms_running(context: CheckContext) -> CheckResult:
@@ -128,6 +141,7 @@ def http_probe(context: CheckContext) -> CheckResult:
 
 
 CHECKS: dict[str, Callable[[CheckContext], CheckResult]] = {
+    "subscriptions-readable": subscriptions_readable,
     "vms-running": vms_running,
     "snapshots-succeeded": snapshots_succeeded,
     "no-hold-tag": no_hold_tag,

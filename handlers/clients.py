@@ -7,6 +7,7 @@ Functions worker keeps the process (and so the connection pools and tokens) warm
 from __future__ import annotations
 
 import random
+import re
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ from azure.core.pipeline.policies import (
 )
 from azure.core.pipeline.transport import HttpTransport, RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
-from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
+from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
 from handlers.pacing import Clock, PacedTransport, SystemClock
 
@@ -38,6 +39,18 @@ if TYPE_CHECKING:
 from handlers.settings import Settings
 
 USER_AGENT = "update-manager-maintenance-toolkit/0.1"
+# POSTs that are safe to send again: a VM power action (starting a VM that is starting joins the
+# operation in flight; one that is running is done) and a Resource Graph query (a read).
+_IDEMPOTENT_POST = re.compile(
+    r"/providers/microsoft\.compute/virtualmachines/[^/]+/(start|deallocate|poweroff)(\?|$)"
+    r"|/providers/microsoft\.resourcegraph/resources(\?|$)",
+    re.IGNORECASE,
+)
+# Storage calls fail within seconds when the service is down (the SDKs' defaults retry for about
+# 85 s, and Event Grid redelivers after about 30 s while the first invocation still waits):
+# three attempts about 1 s apart, each connecting within 3 s and answered within 5 s.
+STORAGE_TIMEOUTS = {"connection_timeout": 3, "read_timeout": 5}
+_TABLE_RETRIES = {"retry_total": 2, "retry_backoff_factor": 0.5, "retry_backoff_max": 3}
 # The management SDKs and azure-identity are imported where a client is first built: the Event
 # Grid acknowledgement path needs only the storage SDKs, and cold starts pay for every import.
 
@@ -52,6 +65,10 @@ class ThrottleAwareRetryPolicy(RetryPolicy):
       that instant throttles them again, so each waits `Retry-After` plus up to half of it again.
     - 429s draw on `throttle_retries`, not on the status-retry budget: being told to wait is
       not the request failing, and a fleet's worth of starts can be told so many times.
+    - azure-core never retries a POST after a dropped connection (nor on a 502). The POSTs we
+      send are idempotent (VM power actions: starting a VM that is starting joins the operation in
+      flight; Resource Graph queries are reads), so they are retried on every error and 5xx like a
+      PUT: one reset must not fail a start.
     """
 
     def __init__(self, *, throttle_retries: int = 60, **kwargs: Any) -> None:
@@ -74,6 +91,11 @@ class ThrottleAwareRetryPolicy(RetryPolicy):
             settings["history"].append(RequestHistory(response.http_request, http_response=response.http_response))
             return bool(settings["throttle"] >= 0)
         return bool(super().increment(settings, response=response, error=error))
+
+    def _is_method_retryable(self, settings: dict[str, Any], request: Any, response: Any = None) -> bool:
+        if request.method.upper() == "POST" and _IDEMPOTENT_POST.search(str(request.url)):
+            return True
+        return bool(super()._is_method_retryable(settings, request, response=response))
 
     def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
         retry_after = self.get_retry_after(response) if response is not None else None
@@ -189,11 +211,12 @@ class ClientFactory:
             if self._table is None:
                 storage = self._settings.storage
                 name = self._settings.ledger_table
+                options: dict[str, Any] = {**STORAGE_TIMEOUTS, **_TABLE_RETRIES}
                 if storage.connection_string:
-                    service = TableServiceClient.from_connection_string(storage.connection_string)
+                    service = TableServiceClient.from_connection_string(storage.connection_string, **options)
                 else:
                     assert storage.table_service_uri is not None
-                    service = TableServiceClient(storage.table_service_uri, credential=self._storage_cred())
+                    service = TableServiceClient(storage.table_service_uri, credential=self._storage_cred(), **options)
                 self._table = service.create_table_if_not_exists(name)
             return self._table
 
@@ -204,15 +227,15 @@ class ClientFactory:
             if client is None:
                 storage = self._settings.storage
                 encode = TextBase64EncodePolicy()
+                settings: dict[str, Any] = {
+                    **STORAGE_TIMEOUTS, "message_encode_policy": encode,
+                    "retry_policy": LinearRetry(backoff=1, retry_total=2, random_jitter_range=1),
+                }
                 if storage.connection_string:
-                    service = QueueServiceClient.from_connection_string(
-                        storage.connection_string, message_encode_policy=encode
-                    )
+                    service = QueueServiceClient.from_connection_string(storage.connection_string, **settings)
                 else:
                     assert storage.queue_service_uri is not None
-                    service = QueueServiceClient(
-                        storage.queue_service_uri, credential=self._storage_cred(), message_encode_policy=encode
-                    )
+                    service = QueueServiceClient(storage.queue_service_uri, credential=self._storage_cred(), **settings)
                 client = service.get_queue_client(name, message_encode_policy=encode)
                 _ensure_queue(client)
                 self._queues[name] = client

@@ -3,24 +3,57 @@
 This is all an Event Grid-triggered function does, so it answers in well under a second
 whatever the fleet size: Event Grid redelivers when a handler takes longer than about 30 s,
 and the long work (minutes of waiting for VMs) happens in the queue-triggered worker.
+
+An event that can never succeed (malformed, spoofed, implausible) is refused: logged at ERROR,
+recorded in the ledger's ``rejected-events`` partition and acknowledged, since redelivering it
+cannot help. Only a failure to record (the ledger or the queue: Azure errors) propagates, so
+that Event Grid or the queue retries and nothing disappears without a record.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import azure.functions as func
 
+from handlers.alerts import AlertKind, raise_alert
+from handlers.bounds import bounded_json, bounded_text
 from handlers.errors import InvalidEventError, UnsupportedEventTypeError
-from handlers.events import EventKind, MaintenanceEvent, decode_queue_message, parse_event, parse_function_event
-from handlers.ledger import AcceptOutcome
+from handlers.events import (
+    MAX_EVENT_ID,
+    EventKind,
+    MaintenanceEvent,
+    decode_queue_message,
+    parse_event,
+    parse_function_event,
+)
+from handlers.ledger import AcceptOutcome, utcnow
 from handlers.logs import run_logger
 from handlers.runtime import Runtime
+from handlers.work import WorkMessage, send_work
 
-WORK_MESSAGE_VERSION = 1
+# A pre event comes about 40 minutes before its window (DOMAIN.md section 2). One for a window
+# further ahead is not Update Manager's; its fallback verdict would also have to wait longer than
+# a queue message can stay invisible.
+MAX_PRE_LEAD = timedelta(hours=2)
 log = run_logger(None)
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """An event we refuse: what the ledger keeps of it, and what the caller is told."""
+
+    event_id: str | None
+    reason: str
+    raw: str
+    outcome: str = "invalid"
+    correlation_id: str | None = None
+
+
+_Item = MaintenanceEvent | _Refusal | str  # str: an outcome already settled ("ignored")
 
 
 def accept_event_grid_event(runtime: Runtime, event: func.EventGridEvent, *, expected: EventKind) -> str:
@@ -29,58 +62,105 @@ def accept_event_grid_event(runtime: Runtime, event: func.EventGridEvent, *, exp
     Each event is handled by its own type; a pre event delivered to the post function (or the
     reverse) is still handled correctly, with a warning that the subscription's filter is wrong.
     """
+    item: _Item
     try:
-        parsed = parse_function_event(event)
-    except (InvalidEventError, UnsupportedEventTypeError) as exc:
-        return _refuse(runtime, exc, event_id=event.id, raw=_function_event_json(event))
-    if parsed.kind is not expected:
-        run_logger(parsed.correlation_id).warning(
+        item = parse_function_event(event)
+    except UnsupportedEventTypeError as exc:
+        item = _ignore(exc, getattr(event, "id", None))
+    except InvalidEventError as exc:
+        item = _refusal(exc, getattr(event, "id", None), _function_event_json(event))
+    if isinstance(item, MaintenanceEvent) and item.kind is not expected:
+        run_logger(item.correlation_id).warning(
             "%s event delivered to the %s_maintenance function: check the event subscription's type filter",
-            parsed.kind.value, expected.value)
-    return _accept(runtime, parsed)
+            item.kind.value, expected.value)
+    return _settle(runtime, [item])[0]
 
 
 def accept_queue_delivery(runtime: Runtime, body: bytes | str) -> list[str]:
-    """Handle a Storage-queue delivery from Event Grid: one event or an array, base64 or not."""
+    """Handle a Storage-queue delivery from Event Grid: one event or an array, base64 or not.
+
+    The refusals among its events are recorded together (100 per ledger transaction); the valid
+    events of the same delivery are accepted as if each had come alone.
+    """
     try:
         raws = decode_queue_message(body)
     except InvalidEventError as exc:
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-        return [_refuse(runtime, exc, event_id=None, raw=text)]
-    return [accept_raw_event(runtime, raw) for raw in raws]
+        return _settle(runtime, [_refusal(exc, None, bounded_text(body))])
+    return _settle(runtime, [_parse_raw(raw) for raw in raws])
 
 
 def accept_raw_event(runtime: Runtime, raw: Mapping[str, Any]) -> str:
+    """Handle one event given as a dict (either schema)."""
+    return _settle(runtime, [_parse_raw(raw)])[0]
+
+
+def _parse_raw(raw: Mapping[str, Any]) -> _Item:
     try:
-        parsed = parse_event(raw)
-    except (InvalidEventError, UnsupportedEventTypeError) as exc:
-        event_id = raw.get("id") if isinstance(raw.get("id"), str) else None
-        return _refuse(runtime, exc, event_id=event_id, raw=json.dumps(raw, default=str))
-    return _accept(runtime, parsed)
+        return parse_event(raw)
+    except UnsupportedEventTypeError as exc:
+        return _ignore(exc, _raw_event_id(raw))
+    except InvalidEventError as exc:
+        return _refusal(exc, _raw_event_id(raw), bounded_json(raw))
 
 
-def work_message(event: MaintenanceEvent, *, deferrals: int = 0) -> str:
-    return json.dumps(
-        {"version": WORK_MESSAGE_VERSION, "phase": event.kind.value, "deferrals": deferrals, "event": event.to_dict()}
-    )
+def _settle(runtime: Runtime, items: Sequence[_Item]) -> list[str]:
+    """Refuse, accept or ignore each item, in order; the outcome of each.
+
+    The refusals are recorded first and in one call, so a delivery of many malformed events
+    costs a few ledger transactions, not one write each.
+    """
+    now = utcnow()
+    screened = [_screen(runtime, item, now) if isinstance(item, MaintenanceEvent) else item for item in items]
+    refusals = [item for item in screened if isinstance(item, _Refusal)]
+    for refusal in refusals:
+        run_logger(refusal.correlation_id).error("refusing event %s: %s", refusal.event_id or "(no id)", refusal.reason)
+    if refusals:
+        runtime.ledger.record_rejected_many((r.event_id, r.reason, r.raw) for r in refusals)
+    outcomes = []
+    for item in screened:
+        if isinstance(item, MaintenanceEvent):
+            outcomes.append(_accept(runtime, item, now))
+        else:
+            outcomes.append(item.outcome if isinstance(item, _Refusal) else item)
+    return outcomes
 
 
-def _accept(runtime: Runtime, event: MaintenanceEvent) -> str:
-    run_log = run_logger(event.correlation_id)
+def _screen(runtime: Runtime, event: MaintenanceEvent, now: datetime) -> MaintenanceEvent | _Refusal:
+    """The event, or why it is refused although well-formed (settings, an implausible window)."""
     if not runtime.settings.allows_configuration(event.maintenance_configuration_id):
         reason = (
             f"maintenance configuration {event.maintenance_configuration_id} is not in "
             "MAINTENANCE_ALLOWED_CONFIGURATION_IDS"
         )
-        run_log.error("event %s refused: %s", event.event_id, reason)
-        runtime.ledger.record_rejected(event_id=event.event_id, reason=reason, raw=json.dumps(event.to_dict()))
-        return "refused"
+        return _Refusal(event.event_id, reason, bounded_json(event.to_dict()), "refused", event.correlation_id)
+    if event.kind is EventKind.PRE and event.start - now > MAX_PRE_LEAD:
+        problem = (
+            f"{event.start.isoformat()} is {_minutes(event.start - now)} from now; a pre event comes about "
+            f"40 minutes before its window, and at most {_minutes(MAX_PRE_LEAD)} ahead is accepted"
+        )
+        error = InvalidEventError("data.startDateTime", problem)
+        return _Refusal(event.event_id, str(error), bounded_json(event.to_dict()), "invalid", event.correlation_id)
+    return event
+
+
+def _accept(runtime: Runtime, event: MaintenanceEvent, now: datetime) -> str:
+    run_log = run_logger(event.correlation_id)
+    if event.kind is EventKind.PRE:
+        late = runtime.ledger.late_pre_reason(event, now=now)
+        if late is not None:
+            # Starting VMs now would leave them running: nothing would turn them off again.
+            if runtime.ledger.record_late_pre(event, late):
+                raise_alert(runtime.ledger, event.correlation_id, AlertKind.LATE_PRE_EVENT, late)
+            else:
+                run_log.warning("pre event %s delivered again after its window began or its post event: %s",
+                                event.event_id, late)
+            return "late"
     outcome = runtime.ledger.accept_event(event)
     if outcome is AcceptOutcome.DUPLICATE:
         run_log.info("%s event %s delivered again; the run already has it, nothing to do", event.kind.value,
                      event.event_id)
         return "duplicate"
-    runtime.work_queue().send_message(work_message(event))
+    send_work(runtime.work_queue(), WorkMessage(event))
     runtime.ledger.mark_queued(event.correlation_id, event.kind.value)
     run_log.info(
         "%s event accepted (window %s to %s, subscriptions %s); work queued",
@@ -89,18 +169,30 @@ def _accept(runtime: Runtime, event: MaintenanceEvent) -> str:
     return "accepted" if outcome is AcceptOutcome.NEW else "requeued"
 
 
-def _refuse(
-    runtime: Runtime, exc: InvalidEventError | UnsupportedEventTypeError, *, event_id: str | None, raw: str
-) -> str:
-    if isinstance(exc, UnsupportedEventTypeError):
-        log.warning("ignoring event %s: %s", event_id or "(no id)", exc)
-        return "ignored"
-    # Logged and recorded, then acknowledged: redelivering a malformed event cannot fix it.
-    # If the ledger cannot take the record, the error propagates and Event Grid retries (and
-    # finally dead-letters) the event: either way a record of it remains.
-    log.error("refusing event %s: %s", event_id or "(no id)", exc)
-    runtime.ledger.record_rejected(event_id=event_id, reason=str(exc), raw=raw)
-    return "invalid"
+def _refusal(exc: InvalidEventError, event_id: Any, raw: str) -> _Refusal:
+    return _Refusal(_recorded_id(event_id), str(exc), raw)
+
+
+def _ignore(exc: UnsupportedEventTypeError, event_id: Any) -> str:
+    log.warning("ignoring event %s: %s", _recorded_id(event_id) or "(no id)", exc)
+    return "ignored"
+
+
+def _recorded_id(event_id: Any) -> str | None:
+    """What a record and a log line keep of an id that may be anything the sender chose."""
+    return bounded_text(event_id, MAX_EVENT_ID) if isinstance(event_id, str) and event_id else None
+
+
+def _minutes(span: timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _raw_event_id(raw: Any) -> Any:
+    """The id of an event we could not parse, for its record (any casing of the key)."""
+    if not isinstance(raw, dict):
+        return None
+    return next((value for key, value in raw.items() if isinstance(key, str) and key.lower() == "id"), None)
 
 
 def _function_event_json(event: func.EventGridEvent | func.CloudEvent) -> str:
@@ -112,5 +204,4 @@ def _function_event_json(event: func.EventGridEvent | func.CloudEvent) -> str:
     names = ("id", "topic", "subject", "event_type", "event_time", "source", "type", "time", "specversion")
     envelope = {name: getattr(event, name) for name in names if getattr(event, name, None) is not None}
     envelope["data"] = data
-    return json.dumps(envelope, default=str)
-
+    return bounded_json(envelope)

@@ -35,6 +35,10 @@ ASSIGNED_MACHINES_QUERY = """maintenanceresources
 | where properties.maintenanceConfigurationId =~ '{configuration_id}'
 | project id, resourceId = tostring(properties.resourceId)"""
 
+SUBSCRIPTIONS_QUERY = """resourcecontainers
+| where type =~ 'microsoft.resources/subscriptions'
+| project subscriptionId"""
+
 MACHINE_QUERY = """resources
 | where type in~ ('microsoft.compute/virtualmachines', 'microsoft.hybridcompute/machines')
 | where {field} in~ ({values})
@@ -114,12 +118,13 @@ def describe_resource_group(resource_id: str) -> str:
 
 
 def find_run_machines(
-    graph: ResourceGraphClient, subscription_ids: Sequence[str], correlation_id: str, *, log: logging.LoggerAdapter[Any]
+    graph: ResourceGraphClient, subscription_ids: Sequence[str], correlation_id: str, *,
+    log: logging.LoggerAdapter[Any], options: Mapping[str, Any] | None = None,
 ) -> list[RunMachine]:
     """Every machine whose applyUpdates record carries this run's correlation id."""
     query = RUN_MACHINES_QUERY.format(correlation_id=_kql_literal(correlation_id))
     machines: dict[str, RunMachine] = {}
-    for row in query_all(graph, subscription_ids, query):
+    for row in query_all(graph, subscription_ids, query, options=options):
         row_correlation = _first(row, "correlationId", ("properties", "correlationId"))
         if row_correlation and row_correlation.lower() != correlation_id.lower():
             continue
@@ -130,6 +135,16 @@ def find_run_machines(
             continue
         machines.setdefault(machine.resource_id.lower(), machine)
     return list(machines.values())
+
+
+def find_unreadable_subscriptions(
+    graph: ResourceGraphClient, subscription_ids: Sequence[str], *, options: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The subscriptions (lower-case) Resource Graph does not show us: without read access it
+    returns nothing for them rather than an error, so their machines would silently be missing."""
+    seen = {str(row.get("subscriptionId") or "").lower()
+            for row in query_all(graph, subscription_ids, SUBSCRIPTIONS_QUERY, options=options)}
+    return [sub.lower() for sub in subscription_ids if sub.lower() not in seen]
 
 
 def find_assigned_machines(
@@ -154,7 +169,8 @@ def find_assigned_machines(
 
 
 def get_vm_views(
-    graph: ResourceGraphClient, subscription_ids: Sequence[str], resource_ids: Iterable[str]
+    graph: ResourceGraphClient, subscription_ids: Sequence[str], resource_ids: Iterable[str], *,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, VmView]:
     """Power state, location, tags and disks of many machines, keyed by lower-cased id, in few queries."""
     wanted = sorted({rid.lower() for rid in resource_ids})
@@ -169,7 +185,8 @@ def get_vm_views(
     views: dict[str, VmView] = {}
     for field_name, values in queries:
         literals = ", ".join(f"'{_kql_literal(value)}'" for value in values)
-        for row in query_all(graph, subscription_ids, MACHINE_QUERY.format(field=field_name, values=literals)):
+        query = MACHINE_QUERY.format(field=field_name, values=literals)
+        for row in query_all(graph, subscription_ids, query, options=options):
             resource_id = str(row.get("id") or "")
             if resource_id.lower() not in wanted_set:
                 continue
@@ -213,12 +230,17 @@ def _disk(role: str, disk: Mapping[str, Any]) -> DiskRef:
     )
 
 
-def query_all(graph: ResourceGraphClient, subscription_ids: Sequence[str], query: str) -> Iterator[dict[str, Any]]:
-    """Run a Resource Graph query over the subscriptions, following every page."""
+def query_all(
+    graph: ResourceGraphClient, subscription_ids: Sequence[str], query: str, *,
+    options: Mapping[str, Any] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Run a Resource Graph query over the subscriptions, following every page. `options` go to
+    the pipeline (e.g. `timeout`, the seconds the retry policy may keep trying)."""
     skip_token: str | None = None
     while True:
-        options = QueryRequestOptions(top=PAGE_SIZE, skip_token=skip_token, result_format=ResultFormat.OBJECT_ARRAY)
-        response = graph.resources(QueryRequest(subscriptions=list(subscription_ids), query=query, options=options))
+        paging = QueryRequestOptions(top=PAGE_SIZE, skip_token=skip_token, result_format=ResultFormat.OBJECT_ARRAY)
+        request = QueryRequest(subscriptions=list(subscription_ids), query=query, options=paging)
+        response = graph.resources(request, **dict(options or {}))
         data: Any = response.data or []
         if isinstance(data, dict):  # table format: turn columns/rows into objects
             columns = [c["name"] for c in data.get("columns", [])]

@@ -21,38 +21,34 @@ needed and completes the pre phase, which the post event waits for.
 
 from __future__ import annotations
 
-import hashlib
-import json
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from azure.core.exceptions import AzureError
+
 from handlers.checks import CheckContext
 from handlers.events import MaintenanceEvent
-from handlers.intake import WORK_MESSAGE_VERSION
-from handlers.inventory import MachineKind, find_run_machines, get_vm_views
+from handlers.inventory import (
+    MachineKind,
+    VmView,
+    find_run_machines,
+    find_unreadable_subscriptions,
+    get_vm_views,
+)
 from handlers.ledger import MachineRecord, PhaseStatus, subscription_of, utcnow
 from handlers.logs import RunLogger
+from handlers.operations import describe_error
 from handlers.prepare import is_due, run_pre, summarize
 from handlers.runtime import Runtime
 from handlers.verdict import decide
+from handlers.work import LANE_PHASE_PREFIX, VERDICT_PHASE, Step, WorkMessage, lane_phase, send_work
 
-LANE_PHASE_PREFIX = "pre-lane-"
-VERDICT_PHASE = "pre-verdict"
-
-
-def lane_phase(lanes: list[str]) -> str:
-    """The ledger phase of a group of lanes."""
-    return LANE_PHASE_PREFIX + hashlib.sha256("|".join(sorted(lanes)).encode()).hexdigest()[:16]
-
-
-def step_message(event: MaintenanceEvent, step: str, lanes: list[str] | None = None) -> str:
-    """A work message for one step of a split pre phase: "lanes" (with its lanes) or "verdict"."""
-    body: dict[str, Any] = {"version": WORK_MESSAGE_VERSION, "phase": event.kind.value, "step": step,
-                            "event": event.to_dict()}
-    if lanes is not None:
-        body["lanes"] = lanes
-    return json.dumps(body)
+__all__ = ["LANE_PHASE_PREFIX", "VERDICT_PHASE", "dispatch", "lane_phase", "lanes_finished", "run_lanes",
+           "run_verdict", "verdict_delay"]
+# What the verdict keeps back before the cutoff for the cancel, when its discovery is slow.
+_CANCEL_RESERVE = timedelta(seconds=15)
 
 
 def dispatch(
@@ -65,32 +61,29 @@ def dispatch(
     groups = [lanes[i : i + size] for i in range(0, len(lanes), size)]
     ledger.open_phases(event.correlation_id, [lane_phase(group) for group in groups])
     for group in groups:
-        queue.send_message(step_message(event, "lanes", group))
+        send_work(queue, WorkMessage(event, Step.LANES, tuple(group)))
     ledger.update_run(event.correlation_id, {"MachineCount": machines, "SplitMessages": len(groups)})
     log.info("%d machines over %d subscriptions: split into %d queue messages of up to %d subscriptions",
              machines, len(lanes), len(groups), size)
     return {"machines": machines, "subscriptions": len(lanes), "messages": len(groups), "dispatched": True}
 
 
-def run_lanes(runtime: Runtime, event: MaintenanceEvent, lanes: list[str], log: RunLogger) -> dict[str, Any]:
+def run_lanes(runtime: Runtime, event: MaintenanceEvent, lanes: list[str], log: RunLogger, *,
+              stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """The pre phase for these subscriptions' machines, without the verdict. A retried message
     finds the rows of its earlier attempt and reads the state of what they left pending."""
-    summary = run_pre(runtime, event, log, scope=lanes)
-    return {"subscriptions": lanes, "machines": summary["machines"], "outcomes": summary["outcomes"],
-            "snapshots": summary["snapshots"]}
+    summary = run_pre(runtime, event, log, scope=lanes, stop=stop)
+    return {"subscriptions": lanes, "machines": summary.get("machines", 0), "outcomes": summary.get("outcomes", {}),
+            "snapshots": summary.get("snapshots", {}), **({"late": summary["late"]} if "late" in summary else {})}
 
 
-def queue_fallback_verdict(runtime: Runtime, event: MaintenanceEvent) -> None:
-    """A verdict message invisible until a little after the deadline, for when the worker that
-    should reach it never does (it, or a group of a split run, failing on every attempt): the
-    run is then still checked, and cancelled, before the cutoff. It leaves alone a pre phase that
-    completed. Half the safety margin after the deadline, at most a minute: the worker's own
-    verdict comes first when it is alive."""
+def verdict_delay(runtime: Runtime, event: MaintenanceEvent) -> float:
+    """Seconds from now until the fallback verdict is due: a little after the deadline (half the
+    safety margin, at most a minute), so the worker's own verdict comes first when it is alive."""
     assert event.cancellation_cutoff is not None
     deadline = event.cancellation_cutoff - timedelta(seconds=runtime.settings.cutoff_safety_seconds)
     margin = min(60.0, runtime.settings.cutoff_safety_seconds / 2)
-    delay = max(0, int((deadline - utcnow()).total_seconds() + margin))
-    runtime.work_queue().send_message(step_message(event, "verdict"), visibility_timeout=delay)
+    return max(0.0, (deadline - utcnow()).total_seconds() + margin)
 
 
 def lanes_finished(runtime: Runtime, event: MaintenanceEvent) -> bool:
@@ -101,13 +94,26 @@ def lanes_finished(runtime: Runtime, event: MaintenanceEvent) -> bool:
 def run_verdict(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[str, Any]:
     """The checks over the whole run and the cancel when they fail, once every group is done or
     the deadline has come. The run's machines are found again: one that no group recorded, and a
-    start or snapshot a group left pending, count against the run."""
+    start or snapshot a group left pending, count against the run. When Resource Graph cannot
+    say which machines the run has before the cutoff, the verdict fails closed."""
     ledger = runtime.ledger
     graph = runtime.clients.resource_graph()
     unfinished = not lanes_finished(runtime, event)
     records = {r.resource_id.lower(): r for r in ledger.list_machines(event.correlation_id)}
     snapshots = {r.row_key(): r for r in ledger.list_snapshots(event.correlation_id)}
-    machines = find_run_machines(graph, event.subscription_ids, event.correlation_id, log=log)
+    assert event.cancellation_cutoff is not None
+    budget = max(1.0, (event.cancellation_cutoff - _CANCEL_RESERVE - utcnow()).total_seconds())
+    bounded = {"timeout": budget, "retry_backoff_max": min(5.0, budget / 4)}
+    unchecked = ""
+    unreadable: list[str] = []
+    views: dict[str, VmView] = {}
+    try:
+        machines = find_run_machines(graph, event.subscription_ids, event.correlation_id, log=log, options=bounded)
+        unreadable = find_unreadable_subscriptions(graph, event.subscription_ids, options=bounded)
+    except AzureError as exc:
+        unchecked = f"Resource Graph: {describe_error(exc)}"
+        log.error("the run's machines could not be found at the deadline: %s", unchecked)
+        machines = []
     if unfinished:
         log.warning("deciding at the deadline with work unfinished: what was not recorded counts as timed out")
     detail = "its subscription's work had not finished at the deadline"
@@ -123,7 +129,12 @@ def run_verdict(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> di
                 resource_id=machine.resource_id, kind=machine.kind.value, subscription_id=machine.subscription_id,
                 resource_group=machine.resource_group, name=machine.name, pre_outcome="unknown",
                 pre_detail=f"not recorded: {detail}", lane=subscription_of(machine.resource_id))
-    ids = [r.resource_id for r in records.values() if r.kind != MachineKind.OTHER.value]
-    views = get_vm_views(graph, event.subscription_ids, ids)  # tags as they are now, for the hold tag
-    verdict = decide(runtime, event, CheckContext(runtime, records, views, list(snapshots.values())), log)
+    if not unchecked:
+        ids = [r.resource_id for r in records.values() if r.kind != MachineKind.OTHER.value]
+        try:
+            views = get_vm_views(graph, event.subscription_ids, ids, options=bounded)  # tags now, for the hold tag
+        except AzureError as exc:
+            unchecked = f"Resource Graph (machine tags): {describe_error(exc)}"
+    context = CheckContext(runtime, records, views, list(snapshots.values()), unreadable_subscriptions=unreadable)
+    verdict = decide(runtime, event, context, log, unchecked=unchecked)
     return summarize(records, snapshots, verdict=verdict.verdict, cancel=verdict.cancel)

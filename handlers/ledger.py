@@ -28,11 +28,15 @@ from handlers.bounds import RAW_PAYLOAD_UNITS, TABLE_TEXT_UNITS, truncate_utf16
 from handlers.events import MaintenanceEvent
 
 REJECTED_PARTITION = "rejected-events"
+ALERTS_PARTITION = "alerts"  # alerts about no run we can name (an unreadable poison message)
 _R = TypeVar("_R", bound="_Row")
 _T = TypeVar("_T")
 _LEDGER_WRITERS = 4
-# A worker that holds a phase longer than this has died (Flex Consumption's default timeout).
-PHASE_LEASE = timedelta(minutes=30)
+# How long a claim lasts unless its worker renews it (MAINTENANCE_LEASE_SECONDS sets it; the
+# worker's heartbeat renews it every quarter of that while the worker is alive).
+PHASE_LEASE = timedelta(seconds=120)
+# A claim row written before leases were renewed (no LeaseUntil) lasts this long from ClaimedAt.
+_LEGACY_LEASE = timedelta(minutes=30)
 _MAX_EVENT_ID = 1024  # what we keep of an event id in a record (a refused one may be any size)
 
 
@@ -41,6 +45,7 @@ class PhaseStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"  # a worker failed; the queue will deliver the message again
+    DISPATCHED = "dispatched"  # split into queue messages of its own; the verdict completes it
     COMPLETED = "completed"
 
 
@@ -159,12 +164,28 @@ def _column(name: str) -> str:
 
 @dataclass(frozen=True)
 class PhaseClaim:
-    """Returned by `Ledger.claim_phase`: the worker owns the phase until it finishes."""
+    """Returned by `Ledger.claim_phase`: the worker owns the phase until `lease_until`, longer
+    while it renews the claim (`Ledger.renew_claim`). Every write of the claim's row is
+    conditional on `etag`, so a worker whose claim was taken over cannot overwrite the new one."""
 
     partition: str
     phase: str
     attempt: int
     etag: str
+    lease_until: datetime
+    row: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the row as claimed
+
+
+@dataclass(frozen=True)
+class PhaseBusy:
+    """Returned by `Ledger.claim_phase` when another worker's claim is live until `lease_until`."""
+
+    lease_until: datetime
+    attempt: int
+
+
+class LeaseLostError(Exception):
+    """Another worker took over the phase: this claim's lease had run out."""
 
 
 class LedgerTable(Protocol):
@@ -237,8 +258,11 @@ class Ledger:
         except ResourceModifiedError:
             pass
 
-    def claim_phase(self, correlation_id: str, phase: str, *, now: datetime | None = None) -> PhaseClaim | None:
-        """Take the phase for this worker, or None when another worker has it or it is done."""
+    def claim_phase(
+        self, correlation_id: str, phase: str, *, lease: timedelta = PHASE_LEASE, now: datetime | None = None
+    ) -> PhaseClaim | PhaseBusy | None:
+        """Take the phase for this worker: a PhaseClaim; PhaseBusy while another worker's lease
+        is live; None when the phase is done (or handed on to messages of its own)."""
         now = now or utcnow()
         partition = run_key(correlation_id)
         row = f"phase-{phase}"
@@ -252,34 +276,64 @@ class Ledger:
                 pass
             existing = self._table.get_entity(partition, row)
         status = existing.get("Status")
-        if status == PhaseStatus.COMPLETED.value:
+        if status in (PhaseStatus.COMPLETED.value, PhaseStatus.DISPATCHED.value):
             return None
-        claimed_at = existing.get("ClaimedAt")
-        if status == PhaseStatus.RUNNING.value and claimed_at is not None and now - claimed_at < PHASE_LEASE:
-            return None
-        attempt = int(existing.get("Attempts") or 0) + 1
+        attempts = int(existing.get("Attempts") or 0)
+        if status == PhaseStatus.RUNNING.value:
+            held_until = _lease_until(existing)
+            if held_until is not None and now < held_until:
+                return PhaseBusy(held_until, attempts)
+        until = now + lease
         update = {"PartitionKey": partition, "RowKey": row, "Status": PhaseStatus.RUNNING.value,
-                  "ClaimedAt": now, "Attempts": attempt}
+                  "ClaimedAt": now, "LeaseUntil": until, "Attempts": attempts + 1}
         try:
             meta = self._table.update_entity(update, mode=UpdateMode.MERGE, etag=existing.metadata["etag"],
                                              match_condition=MatchConditions.IfNotModified)
         except ResourceModifiedError:
-            return None  # another worker won the race
-        return PhaseClaim(partition, phase, attempt, meta["etag"])
+            return PhaseBusy(until, attempts + 1)  # another worker won the race just now
+        return PhaseClaim(partition, phase, attempts + 1, meta["etag"], until, dict(existing) | update)
 
-    def finish_phase(self, claim: PhaseClaim, *, summary: Mapping[str, Any]) -> None:
-        self._table.upsert_entity({
+    def renew_claim(
+        self, claim: PhaseClaim, *, lease: timedelta = PHASE_LEASE, values: Mapping[str, Any] | None = None
+    ) -> PhaseClaim:
+        """Extend the claim's lease (and merge `values` into its row); LeaseLostError when
+        another worker has taken the phase over."""
+        until = utcnow() + lease
+        update = {"PartitionKey": claim.partition, "RowKey": f"phase-{claim.phase}", "LeaseUntil": until,
+                  **(values or {})}
+        meta = self._conditional(claim, update)
+        return replace(claim, etag=meta["etag"], lease_until=until, row=dict(claim.row) | update)
+
+    def finish_phase(self, claim: PhaseClaim, *, summary: Mapping[str, Any],
+                     status: PhaseStatus = PhaseStatus.COMPLETED) -> None:
+        """The phase is done (or, DISPATCHED, handed on to messages of its own)."""
+        self._conditional(claim, {
             "PartitionKey": claim.partition, "RowKey": f"phase-{claim.phase}",
+            "Status": status.value, "FinishedAt": utcnow(),
+            "Summary": _text(json.dumps(summary, default=str, sort_keys=True)),
+        })
+
+    def complete_phase(self, correlation_id: str, phase: str, *, summary: Mapping[str, Any]) -> None:
+        """Complete a phase whatever claims it (the verdict completes the pre phase it decided)."""
+        self._table.upsert_entity({
+            "PartitionKey": run_key(correlation_id), "RowKey": f"phase-{phase}",
             "Status": PhaseStatus.COMPLETED.value, "FinishedAt": utcnow(),
             "Summary": _text(json.dumps(summary, default=str, sort_keys=True)),
         }, mode=UpdateMode.MERGE)
 
     def release_phase(self, claim: PhaseClaim, *, error: str) -> None:
         """The worker failed; the queue message will come back and may claim the phase again."""
-        self._table.upsert_entity({
+        self._conditional(claim, {
             "PartitionKey": claim.partition, "RowKey": f"phase-{claim.phase}",
             "Status": PhaseStatus.RETRYING.value, "LastError": _text(error), "ReleasedAt": utcnow(),
-        }, mode=UpdateMode.MERGE)
+        })
+
+    def _conditional(self, claim: PhaseClaim, update: dict[str, Any]) -> Any:
+        try:
+            return self._table.update_entity(update, mode=UpdateMode.MERGE, etag=claim.etag,
+                                             match_condition=MatchConditions.IfNotModified)
+        except ResourceModifiedError as exc:
+            raise LeaseLostError(f"phase {claim.phase} was taken over by another worker") from exc
 
     def get_phase(self, correlation_id: str, phase: str) -> dict[str, Any] | None:
         return self._get(run_key(correlation_id), f"phase-{phase}")
@@ -399,6 +453,24 @@ class Ledger:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def record_alert(self, correlation_id: str | None, kind: str, message: str, details: Mapping[str, Any]) -> None:
+        """Keep an alert: the latest of each kind per run (`alert-<kind>`) and the run's LastAlert."""
+        now = utcnow()
+        partition = run_key(correlation_id) if correlation_id else ALERTS_PARTITION
+        row = kind if correlation_id else f"{kind}-{_digest(message)}"
+        self._table.upsert_entity({
+            "PartitionKey": partition, "RowKey": f"alert-{row}", "Kind": kind, "Message": _text(message),
+            "Details": _text(json.dumps(details, default=str, sort_keys=True)), "RaisedAt": now,
+        })
+        if correlation_id:
+            self.update_run(correlation_id, {"LastAlert": f"{kind}: {message}", "LastAlertAt": now})
+
+    def list_alerts(self, correlation_id: str) -> dict[str, dict[str, Any]]:
+        """The run's alerts by kind."""
+        query = "PartitionKey eq @pk and RowKey ge 'alert-' and RowKey lt 'alert.'"
+        rows = self._table.query_entities(query, parameters={"pk": run_key(correlation_id)})
+        return {str(row["Kind"]): dict(row) for row in rows}
+
     # -- events we refused --------------------------------------------------------------------
 
     def record_rejected(self, *, event_id: str | None, reason: str, raw: str) -> None:
@@ -428,17 +500,24 @@ class Ledger:
         for _ in self._in_order(upsert, _chunks(list(rows.values()))):
             pass
 
+    def late_pre_reason(self, event: MaintenanceEvent, *, now: datetime | None = None) -> str | None:
+        """Why it is too late to act on this pre event (None when it is not): its window has
+        begun, or the run's post event is recorded. Whatever it started then, nothing would turn
+        off (Event Grid redelivers for up to 24 hours)."""
+        now = now or utcnow()
+        if now >= event.start:
+            return (f"the pre event came after its window began ({event.start.isoformat()}); "
+                    "nothing was started or snapshotted")
+        if self.get_phase(event.correlation_id, "post") is not None:
+            return "the pre event came after the run's post event; nothing was started or snapshotted"
+        return None
+
     def record_late_pre(self, event: MaintenanceEvent, reason: str) -> bool:
         """A pre event that came too late to act on (its window has begun, or the run's post is
-        recorded): the run row says why, and the pre phase is recorded as completed with nothing
-        done, so a post event never waits for it. False when the pre phase was recorded already
-        (this is a redelivery of an event we had)."""
+        recorded): the pre phase is recorded as completed with nothing done, so a post event never
+        waits for it, and the run row says why. False, recording nothing, when the pre phase was
+        recorded already (a redelivery of an event we had in time)."""
         partition = run_key(event.correlation_id)
-        self.update_run(event.correlation_id, {
-            "CorrelationId": event.correlation_id,
-            "MaintenanceConfigurationId": event.maintenance_configuration_id,
-            "LatePreEvent": reason,
-        })
         try:
             self._table.create_entity({
                 "PartitionKey": partition, "RowKey": "phase-pre", "Status": PhaseStatus.COMPLETED.value,
@@ -448,6 +527,11 @@ class Ledger:
             })
         except ResourceExistsError:
             return False
+        self.update_run(event.correlation_id, {
+            "CorrelationId": event.correlation_id,
+            "MaintenanceConfigurationId": event.maintenance_configuration_id,
+            "LatePreEvent": reason, "Verdict": "late",
+        })
         return True
 
     def _get(self, partition: str, row: str) -> Any:
@@ -455,6 +539,14 @@ class Ledger:
             return self._table.get_entity(partition, row)
         except ResourceNotFoundError:
             return None
+
+
+def _lease_until(row: Mapping[str, Any]) -> datetime | None:
+    until = row.get("LeaseUntil")
+    if isinstance(until, datetime):
+        return until
+    claimed = row.get("ClaimedAt")
+    return claimed + _LEGACY_LEASE if isinstance(claimed, datetime) else None
 
 
 def _chunks(rows: list[Any], size: int = 100) -> list[list[Any]]:
@@ -469,7 +561,9 @@ def _text(value: str) -> str:
 __all__ = [
     "AcceptOutcome",
     "Ledger",
+    "LeaseLostError",
     "MachineRecord",
+    "PhaseBusy",
     "PhaseClaim",
     "PhaseStatus",
     "SnapshotRecord",

@@ -13,6 +13,12 @@ reads that ARM throttles. The loop polls each operation's status URL (Azure-Asyn
 Location, else the resource itself) when it is due, honouring Retry-After, through the same ARM
 pipeline (credential, retries, pacing). Each operation's failure is caught and returned as its
 result; one can never stop the others.
+
+An operation that can read its resource back (`check`: a VM's power state) is not failed when
+its request's outcome is uncertain (a dropped connection, a 5xx or 409 after the retries, a
+status that cannot be read): the resource's state decides. Reached: succeeded; on its way:
+waited on; not started: the request is sent again (a few times; until the deadline for a
+`persistent` operation, which also tries again after a definite failure: a restore keeps trying).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline import PipelineResponse
 from azure.core.rest import HttpRequest
 
@@ -37,6 +43,9 @@ Progress = Callable[[str, int, int], None]  # (stage "sent" | "done", count so f
 _TERMINAL_OK = {"succeeded"}
 _TERMINAL_FAILED = {"failed", "canceled", "cancelled"}
 _MAX_POLL_ERRORS = 5
+_MAX_RESENDS = 3  # a non-persistent operation whose request did not take effect is sent this often again
+# What an operation's `check` says of its resource.
+DONE, ON_ITS_WAY, NOT_STARTED, UNREADABLE = "done", "in-progress", "not-started", ""
 # Send workers of all lanes together stay under this (a run over 50 subscriptions must not start
 # 50 x MAINTENANCE_PARALLELISM threads); a lane keeps a few whatever the count. A subscription's
 # writes are paced at 10/s after the burst: a few workers keep that pace.
@@ -55,6 +64,11 @@ class Operation:
     resource_id: str  # what the operation acts on, for logs and records
     action: str  # "start", "snapshot", "delete-snapshot", ...
     send: Callable[[], PipelineResponse[Any, Any]]  # sends the initial request, returns its response
+    # Reads the resource back when the request's outcome is uncertain: DONE, ON_ITS_WAY, NOT_STARTED or
+    # UNREADABLE; (state, detail). None: no way to tell, an uncertain outcome is a failure.
+    check: Callable[[], tuple[str, str]] | None = None
+    persistent: bool = False  # after any failure, read back and send again until the deadline
+    follow_only: bool = False  # sent by an earlier attempt and on its way: only read back until done
 
 
 @dataclass(frozen=True)
@@ -77,10 +91,12 @@ _Sent = tuple[Operation, tuple[str, str] | None, float, datetime, str]
 class _Pending:
     operation: Operation
     url: str
-    kind: str  # "async" | "location" | "resource"
+    kind: str  # "async" | "location" | "resource" | "check" (no URL: read the resource back)
     sent_at: datetime
     next_at: float
     errors: int = 0
+    resends: int = 0
+    last_error: str = ""
 
 
 def run_operations(
@@ -93,6 +109,7 @@ def run_operations(
     progress: Progress | None = None,
     total: int | None = None,
     subscriptions: int | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> dict[str, OperationResult]:
     """Send every task, then wait for all operations until `deadline`.
 
@@ -104,6 +121,7 @@ def run_operations(
 
     An operation still running at the deadline is "timed-out": it continues in Azure, we just
     stop waiting for it. `progress`, when given, hears of every request sent and every result.
+    `cancelled`, when it turns true, ends the waiting early (what is pending is left out).
     """
     if total is None or subscriptions is None:
         tasks = list(tasks)
@@ -119,9 +137,15 @@ def run_operations(
     def send(operation: Operation) -> _Sent:
         """Send one request; keep only what waiting needs (a fleet's responses would be megabytes)."""
         sent_at = utcnow()
+        if operation.follow_only and operation.check is not None:
+            return operation, ("", "check"), clients.clock.now(), sent_at, ""
         try:
             response = operation.send()
         except AzureError as exc:
+            if operation.check is not None and (operation.persistent or uncertain(exc)):
+                log.warning("%s of %s: outcome uncertain (%s); reading its state back", operation.action,
+                            operation.resource_id, describe_error(exc))
+                return operation, ("", "check"), clients.clock.now() + 1.0, sent_at, ""
             return operation, None, 0.0, sent_at, describe_error(exc)
         log.info("%s requested for %s", operation.action, operation.resource_id)
         return operation, _follow(response), clients.clock.now() + _retry_after(response, interval), sent_at, ""
@@ -158,25 +182,29 @@ def run_operations(
             settle(in_flight.popleft().result())
     report("done", len(results), count)
     _wait(clients, pending, results, parallelism=parallelism, deadline=deadline, log=log,
-          report=lambda: report("done", len(results), count))
+          report=lambda: report("done", len(results), count), cancelled=cancelled or (lambda: False))
     return results
 
 
 def _wait(
     clients: ClientFactory, pending: list[_Pending], results: dict[str, OperationResult], *, parallelism: int,
-    deadline: datetime, log: logging.LoggerAdapter[Any], report: Callable[[], None],
+    deadline: datetime, log: logging.LoggerAdapter[Any], report: Callable[[], None], cancelled: Callable[[], bool],
 ) -> None:
     interval = clients.settings.poll_interval_seconds
     clock = clients.clock
     arm = clients.arm()
     with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(pending))), thread_name_prefix="poll") as pool:
         while pending:
+            if cancelled():
+                return
             if utcnow() >= deadline:
                 for item in pending:
                     op = item.operation
                     log.warning("%s of %s still running at the deadline %s", op.action, op.resource_id,
                                 deadline.isoformat())
-                    results[op.key] = _result(op, "timed-out", f"still running at the deadline {deadline.isoformat()}",
+                    last = f"; last error: {item.last_error}" if item.last_error else ""
+                    results[op.key] = _result(op, "timed-out",
+                                              f"still running at the deadline {deadline.isoformat()}{last}",
                                               item.sent_at, None)
                 report()
                 return
@@ -185,20 +213,91 @@ def _wait(
             if not due:
                 clock.sleep(min(min(item.next_at for item in pending) - now, interval))
                 continue
-            for item, state, retry_after, detail in pool.map(lambda i: (i, *_poll(arm, i)), due):
+            for item, (state, detail) in pool.map(lambda i: (i, _advance(arm, i, interval, clock.now, log)), due):
                 op = item.operation
                 if state == "succeeded":
                     results[op.key] = _done(op, item.sent_at, log)
                 elif state == "failed":
                     log.warning("%s failed for %s: %s", op.action, op.resource_id, detail)
                     results[op.key] = _result(op, "failed", detail, item.sent_at, utcnow())
-                else:
-                    item.errors = item.errors + 1 if state == "error" else 0
-                    if item.errors >= _MAX_POLL_ERRORS:
-                        results[op.key] = _result(op, "failed", f"status unreadable: {detail}", item.sent_at, utcnow())
-                    item.next_at = clock.now() + max(retry_after or 0.0, interval)
             pending[:] = [item for item in pending if item.operation.key not in results]
             report()
+
+
+def _advance(
+    arm: Any, item: _Pending, interval: float, now: Callable[[], float], log: logging.LoggerAdapter[Any]
+) -> tuple[str, str]:
+    """Poll one pending operation once: ("succeeded" | "failed" | "wait", detail). Schedules its
+    next poll (item.next_at) when it waits."""
+    op = item.operation
+    if item.kind == "check":
+        return _check(item, interval, now, log)
+    state, retry_after, detail = _poll(arm, item)
+    if state == "succeeded":
+        return "succeeded", ""
+    if state == "failed":
+        if op.persistent and op.check is not None:
+            log.warning("%s of %s failed (%s); reading its state back to try again", op.action, op.resource_id,
+                        detail)
+            item.kind, item.last_error, item.next_at = "check", detail, now() + interval
+            return "wait", ""
+        return "failed", detail
+    item.errors = item.errors + 1 if state == "error" else 0
+    if item.errors >= _MAX_POLL_ERRORS:
+        if op.check is None:
+            return "failed", f"status unreadable: {detail}"
+        item.kind, item.errors, item.last_error = "check", 0, detail
+    item.next_at = now() + max(retry_after or 0.0, interval)
+    return "wait", ""
+
+
+def _check(item: _Pending, interval: float, now: Callable[[], float],
+           log: logging.LoggerAdapter[Any]) -> tuple[str, str]:
+    """Read the resource back and decide: reached, on its way, or send the request again."""
+    op = item.operation
+    assert op.check is not None
+    state, detail = op.check()
+    if state == DONE:
+        return "succeeded", ""
+    if state == ON_ITS_WAY:
+        item.errors, item.next_at = 0, now() + interval
+        return "wait", ""
+    if state == NOT_STARTED:
+        if not op.persistent and item.resends >= _MAX_RESENDS:
+            return "failed", f"{op.action} did not take effect after {item.resends + 1} requests: {item.last_error}"
+        item.resends += 1
+        log.info("%s of %s has not taken effect (%s): sending it again", op.action, op.resource_id, detail)
+        try:
+            response = op.send()
+        except AzureError as exc:
+            item.last_error = describe_error(exc)
+            if not op.persistent and not uncertain(exc):
+                return "failed", item.last_error
+            item.next_at = now() + min(interval * 2 ** item.resends, 120.0)
+            return "wait", ""
+        follow = _follow(response)
+        if follow is None:
+            return "succeeded", ""
+        item.url, item.kind = follow
+        item.next_at = now() + _retry_after(response, interval)
+        return "wait", ""
+    item.errors += 1
+    item.last_error = detail or item.last_error
+    if not op.persistent and item.errors >= _MAX_POLL_ERRORS:
+        return "failed", f"outcome unknown: {item.last_error or 'the state could not be read'}"
+    item.next_at = now() + interval
+    return "wait", ""
+
+
+def uncertain(exc: AzureError) -> bool:
+    """Whether a failed request may still have taken effect, or may succeed when sent again: a
+    connection that dropped or never opened, a timeout, a server error, a conflict with an
+    operation in flight. A definite refusal (400, 403, 404...) is not."""
+    if isinstance(exc, ServiceRequestError | ServiceResponseError):
+        return True
+    if isinstance(exc, HttpResponseError):
+        return exc.status_code is None or exc.status_code >= 500 or exc.status_code in (408, 409, 429)
+    return True
 
 
 def _poll(arm: Any, item: _Pending) -> tuple[str, float | None, str]:

@@ -1,155 +1,153 @@
-"""The queue worker: takes a work message, claims the run's phase, runs it, records the end.
+"""The queue worker: reads a work message and runs its step under a claim (`handlers.claims`).
 
-A phase is claimed in the ledger with an ETag-conditional write, so a duplicate message (a
-redelivered event, a retried message, a second worker) finds the phase taken or done and
-leaves. When the worker fails, the phase is released and the exception propagates: the
-Functions host retries the message, and after its last attempt moves it to the poison queue.
+Steps: a run's pre or post phase (what the event functions queue), a group of subscriptions of
+a split pre phase, and the pre phase's verdict (queued by the last group, and as a fallback for
+the deadline by the pre phase's first attempt). A message we cannot read is recorded and
+dropped: retrying cannot fix it, and it must not end in the poison queue unrecorded.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
+import azure.functions as func
+
+from handlers.claims import DeferredError, Heartbeat, Outcome, run_claimed
 from handlers.errors import InvalidEventError, UnsupportedEventTypeError
-from handlers.events import EventKind, MaintenanceEvent, parse_event
-from handlers.intake import WORK_MESSAGE_VERSION, work_message
-from handlers.lanes import (
-    VERDICT_PHASE,
-    lane_phase,
-    lanes_finished,
-    queue_fallback_verdict,
-    run_lanes,
-    run_verdict,
-    step_message,
-)
-from handlers.ledger import PhaseStatus
+from handlers.events import EventKind
+from handlers.lanes import lanes_finished, run_lanes, run_verdict, verdict_delay
+from handlers.ledger import PhaseStatus, utcnow
 from handlers.logs import RunLogger, run_logger
 from handlers.prepare import run_pre
 from handlers.restore import PreStillRunningError, run_post_with_retention
 from handlers.runtime import Runtime
+from handlers.verdict import fail_closed
+from handlers.work import Step, WorkMessage, send_work
 
 # A post event that arrives while the pre phase still runs (a cancelled run ends early) waits
 # for it: the message is sent again with this delay, at most this many times.
 DEFER_SECONDS = 60
 MAX_DEFERRALS = 45
+# A verdict that fails this close to the cutoff gets no second try in time (the host retries a
+# failed message after host.json's visibilityTimeout, 30 s): it fails closed at once instead.
+LAST_CHANCE = timedelta(seconds=45)
 
 
-def run_work_message(runtime: Runtime, body: bytes | str) -> dict[str, Any] | None:
-    """Process one work message; returns the phase summary, or None when there was nothing to do."""
-    log = run_logger(None)
+def run_work_message(runtime: Runtime, message: func.QueueMessage | bytes | str) -> dict[str, Any] | None:
+    """Process one work message; returns the step's summary, or None when there was nothing to do."""
+    if isinstance(message, func.QueueMessage):
+        body: bytes | str = message.get_body()
+        dequeue_count = int(message.dequeue_count or 1)
+    else:
+        body, dequeue_count = message, 1
     try:
-        message = json.loads(body)
-        if not isinstance(message, dict) or message.get("version") != WORK_MESSAGE_VERSION:
-            raise InvalidEventError("message.version", f"expected {WORK_MESSAGE_VERSION}")
-        event = parse_event(message.get("event") or {})
-        deferrals = int(message.get("deferrals") or 0)
-        step = message.get("step")
-        lanes = message.get("lanes")
-        listed = isinstance(lanes, list) and bool(lanes) and all(isinstance(lane, str) for lane in lanes)
-        if step is not None and (step not in ("lanes", "verdict") or event.kind is not EventKind.PRE
-                                 or (step == "lanes" and not listed)):
-            raise InvalidEventError("message.step", f"{step!r} is not a step of the pre phase (lanes with a list of "
-                                    "subscriptions, or verdict)")
-    except (ValueError, UnsupportedEventTypeError) as exc:
-        # Retrying cannot fix a message we cannot read; say so loudly and drop it.
-        log.error("dropping unreadable work message: %s", exc)
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-        runtime.ledger.record_rejected(event_id=None, reason=f"work message: {exc}", raw=text)
+        work = WorkMessage.parse(body)
+    except (InvalidEventError, UnsupportedEventTypeError) as exc:
+        _drop_unreadable(runtime, body, str(exc))
         return None
-    run_log = run_logger(event.correlation_id)
-    if step == "lanes":
-        return _run_lanes_message(runtime, event, [str(lane) for lane in lanes or ()], run_log)
-    if step == "verdict":
-        return _run_verdict_message(runtime, event, run_log)
-    claim = runtime.ledger.claim_phase(event.correlation_id, event.kind.value)
-    if claim is None:
-        run_log.info("%s phase already running or done elsewhere; this message is a duplicate", event.kind.value)
+    except Exception as exc:  # anything else the parser trips on is still a message we cannot read
+        _drop_unreadable(runtime, body, f"work message could not be read: {type(exc).__name__}")
         return None
-    run_log.info("%s phase started (attempt %d)", event.kind.value, claim.attempt)
-    if event.kind is EventKind.PRE and claim.attempt == 1 and not runtime.settings.dry_run:
-        queue_fallback_verdict(runtime, event)
-    try:
-        summary = _run_phase(runtime, event, run_log)
-    except PreStillRunningError:
-        runtime.ledger.release_phase(claim, error="waiting for the pre phase to finish")
-        _defer(runtime, event, deferrals, run_log)
-        return None
-    except Exception as exc:
-        runtime.ledger.release_phase(claim, error=f"{type(exc).__name__}: {exc}")
-        run_log.warning("%s phase failed on attempt %d; the message will be retried: %s",
-                        event.kind.value, claim.attempt, exc)
-        raise
-    if summary.get("dispatched"):
-        # The groups run from their own messages; the verdict step completes the phase.
-        run_log.info("%s phase dispatched: %s", event.kind.value, json.dumps(summary, sort_keys=True))
+    log = run_logger(work.event.correlation_id)
+    if work.step is Step.VERDICT:
+        return _verdict(runtime, work, dequeue_count, log)
+    if work.step is Step.LANES:
+        summary = run_claimed(runtime, work, dequeue_count=dequeue_count, log=log,
+                              work=lambda beat: Outcome(run_lanes(runtime, work.event, list(work.lanes), log,
+                                                                  stop=lambda: beat.lost)))
+        if summary is not None and lanes_finished(runtime, work.event):
+            send_work(runtime.work_queue(), replace(work, step=Step.VERDICT, lanes=(), takeovers=0))
         return summary
-    runtime.ledger.finish_phase(claim, summary=summary)
-    run_log.info("%s phase finished: %s", event.kind.value, json.dumps(summary, sort_keys=True))
-    return summary
+    if work.event.kind is EventKind.PRE:
+        return run_claimed(runtime, work, dequeue_count=dequeue_count, log=log,
+                           work=lambda beat: _pre(runtime, work, beat, log))
+    return run_claimed(runtime, work, dequeue_count=dequeue_count, log=log,
+                       work=lambda beat: _post(runtime, work, log))
 
 
-def _run_lanes_message(
-    runtime: Runtime, event: MaintenanceEvent, lanes: list[str], log: RunLogger
-) -> dict[str, Any] | None:
-    """Some subscriptions of a split pre phase; the last group to finish queues the verdict."""
-    claim = runtime.ledger.claim_phase(event.correlation_id, lane_phase(lanes))
-    names = ", ".join(lanes)
-    if claim is None:
-        log.info("subscription(s) %s already running or done elsewhere; this message is a duplicate", names)
-        return None
+def _pre(runtime: Runtime, work: WorkMessage, beat: Heartbeat, log: RunLogger) -> Outcome:
+    if not runtime.settings.dry_run:
+        _ensure_fallback_verdict(runtime, work, beat, log)
+    summary = run_pre(runtime, work.event, log, fan_out=True, stop=lambda: beat.lost)
+    log.info("pre phase %s: %s", "dispatched" if summary.get("dispatched") else "finished",
+             json.dumps(summary, sort_keys=True))
+    return Outcome(summary, PhaseStatus.DISPATCHED if summary.get("dispatched") else PhaseStatus.COMPLETED)
+
+
+def _ensure_fallback_verdict(runtime: Runtime, work: WorkMessage, beat: Heartbeat, log: RunLogger) -> None:
+    """Queue the verdict for the deadline once per run (the first attempt that can): it is what
+    checks and cancels the run when every attempt of this phase fails. A queue that fails now
+    does not stop the phase; the heartbeat tries again on each beat."""
+    if beat.claim.row.get("FallbackQueuedAt"):
+        return
+
+    def queue() -> bool:
+        verdict = replace(work, step=Step.VERDICT, lanes=(), takeovers=0, deferrals=0)
+        send_work(runtime.work_queue(), verdict, delay_seconds=verdict_delay(runtime, work.event))
+        beat.record({"FallbackQueuedAt": utcnow()})
+        return True
+
     try:
-        summary = run_lanes(runtime, event, lanes, log)
+        queue()
     except Exception as exc:
-        runtime.ledger.release_phase(claim, error=f"{type(exc).__name__}: {exc}")
-        log.warning("subscription(s) %s failed on attempt %d; the message will be retried: %s", names,
-                    claim.attempt, exc)
-        raise
-    runtime.ledger.finish_phase(claim, summary=summary)
-    log.info("subscription(s) %s finished: %s", names, json.dumps(summary, sort_keys=True))
-    if lanes_finished(runtime, event):
-        runtime.work_queue().send_message(step_message(event, "verdict"))
-    return summary
+        log.warning("could not queue the fallback verdict yet (retried while this phase runs): %s", exc)
+        beat.add_duty(queue)
 
 
-def _run_verdict_message(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[str, Any] | None:
+def _post(runtime: Runtime, work: WorkMessage, log: RunLogger) -> Outcome:
+    try:
+        summary = run_post_with_retention(runtime, work.event, log)
+    except PreStillRunningError:
+        if work.deferrals >= MAX_DEFERRALS:
+            from handlers.alerts import AlertKind, raise_alert
+
+            minutes = work.deferrals * DEFER_SECONDS // 60
+            runtime.ledger.update_run(work.event.correlation_id,
+                                      {"RestoreOutcome": "gave up waiting for the pre phase"})
+            raise_alert(runtime.ledger, work.event.correlation_id, AlertKind.LEFT_RUNNING,
+                        f"the post phase gave up after waiting {minutes} minutes for the pre phase: VMs it "
+                        "started were not turned off")
+            return Outcome({"restore": "gave up waiting for the pre phase"})
+        log.info("pre phase still running; post phase retries in %d s", DEFER_SECONDS)
+        raise DeferredError("waiting for the pre phase to finish", replace(work, deferrals=work.deferrals + 1),
+                            DEFER_SECONDS) from None
+    log.info("post phase finished: %s", json.dumps(summary, sort_keys=True))
+    return Outcome(summary)
+
+
+def _verdict(runtime: Runtime, work: WorkMessage, dequeue_count: int, log: RunLogger) -> dict[str, Any] | None:
     """The verdict of a split pre phase (queued by the last group), or the fallback queued for
     the deadline: it leaves alone a pre phase that reached its verdict."""
-    pre = runtime.ledger.get_phase(event.correlation_id, event.kind.value)
+    event = work.event
+    pre = runtime.ledger.get_phase(event.correlation_id, "pre")
     if pre is not None and pre.get("Status") == PhaseStatus.COMPLETED.value:
         log.info("the pre phase has reached its verdict; this message is a duplicate")
         return None
     if runtime.settings.dry_run:
         log.info("dry run: no verdict from a queued message (a dry run never cancels)")
         return None
-    claim = runtime.ledger.claim_phase(event.correlation_id, VERDICT_PHASE)
-    if claim is None:
-        log.info("the verdict is already being reached or done; this message is a duplicate")
-        return None
-    try:
-        summary = run_verdict(runtime, event, log)
-    except Exception as exc:
-        runtime.ledger.release_phase(claim, error=f"{type(exc).__name__}: {exc}")
-        log.warning("the verdict failed on attempt %d; the message will be retried: %s", claim.attempt, exc)
-        raise
-    runtime.ledger.finish_phase(claim, summary=summary)
-    runtime.ledger.finish_phase(replace(claim, phase=event.kind.value), summary=summary)
-    log.info("%s phase finished: %s", event.kind.value, json.dumps(summary, sort_keys=True))
-    return summary
+
+    def decide(beat: Heartbeat) -> Outcome:
+        try:
+            summary = run_verdict(runtime, event, log)
+        except Exception as exc:
+            assert event.cancellation_cutoff is not None
+            if event.cancellation_cutoff - utcnow() > LAST_CHANCE:
+                raise
+            # No retry would come before the cutoff: cancel now, with what we know.
+            summary = fail_closed(runtime, event, f"the verdict could not be reached: {type(exc).__name__}: {exc}",
+                                  log)
+        runtime.ledger.complete_phase(event.correlation_id, "pre", summary=summary)
+        return Outcome(summary)
+
+    return run_claimed(runtime, work, dequeue_count=dequeue_count, log=log, work=decide)
 
 
-def _run_phase(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[str, Any]:
-    if event.kind is EventKind.PRE:
-        return run_pre(runtime, event, log, fan_out=True)
-    return run_post_with_retention(runtime, event, log)
+def _drop_unreadable(runtime: Runtime, body: bytes | str, reason: str) -> None:
+    from handlers.bounds import bounded_text
 
-
-def _defer(runtime: Runtime, event: MaintenanceEvent, deferrals: int, log: RunLogger) -> None:
-    if deferrals >= MAX_DEFERRALS:
-        log.error("post phase gave up after waiting %d minutes for the pre phase; VMs were not restored",
-                  deferrals * DEFER_SECONDS // 60)
-        runtime.ledger.update_run(event.correlation_id, {"RestoreOutcome": "gave up waiting for the pre phase"})
-        return
-    log.info("pre phase still running; post phase retries in %d s", DEFER_SECONDS)
-    runtime.work_queue().send_message(work_message(event, deferrals=deferrals + 1), visibility_timeout=DEFER_SECONDS)
+    run_logger(None).error("dropping unreadable work message: %s", reason)
+    runtime.ledger.record_rejected(event_id=None, reason=f"work message: {reason}", raw=bounded_text(body))

@@ -7,12 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import AzureError, HttpResponseError
 from azure.core.pipeline import PipelineResponse
 
 from handlers.clients import ClientFactory
 from handlers.inventory import RunMachine, power_state_name
-from handlers.operations import Operation, raw_response
+from handlers.operations import DONE, NOT_STARTED, ON_ITS_WAY, UNREADABLE, Operation, describe_error, raw_response
 
 # Our action names -> the SDK's long-running operations. Nothing else in the toolkit changes a VM.
 _OPERATIONS = {"start": "begin_start", "deallocate": "begin_deallocate", "power-off": "begin_power_off"}
@@ -26,18 +26,46 @@ RESTORE_ACTIONS = {
 }
 # Power states the pre event starts from.
 STARTABLE_STATES = frozenset(RESTORE_ACTIONS)
+# action -> (states that mean it is done, states that mean it is on its way)
+_REACHED = {
+    "start": (frozenset({"running"}), frozenset({"starting"})),
+    "deallocate": (frozenset({"deallocated"}), frozenset({"deallocating"})),
+    "power-off": (frozenset({"stopped", "deallocated"}), frozenset({"stopping", "deallocating"})),
+}
+# A read-back is one of many polls: a few quick retries, not the patient budget of a send.
+_CHECK_OPTIONS = {"retry_total": 3, "retry_backoff_max": 5}
 
 
-def power_operation(clients: ClientFactory, machine: RunMachine, action: str) -> Operation:
-    """An operation that sends `action` ("start", "deallocate", "power-off") to one VM."""
+def power_operation(clients: ClientFactory, machine: RunMachine, action: str, *, persistent: bool = False) -> Operation:
+    """An operation that sends `action` ("start", "deallocate", "power-off") to one VM.
+
+    The actions are idempotent, so when a request's outcome is uncertain the VM's power state
+    (its instance view, not Resource Graph, which lags) decides whether it took effect.
+    `persistent`: send it again after any failure until the deadline (restores)."""
     method = _OPERATIONS[action]
+    done, on_its_way = _REACHED[action]
 
     def send() -> PipelineResponse[Any, Any]:
         vms = clients.compute(machine.subscription_id).virtual_machines
         poller = getattr(vms, method)(machine.resource_group, machine.name, polling=False, cls=raw_response)
         return poller.result()
 
-    return Operation(key=machine.resource_id.lower(), resource_id=machine.resource_id, action=action, send=send)
+    def check() -> tuple[str, str]:
+        try:
+            view = clients.compute(machine.subscription_id).virtual_machines.instance_view(
+                machine.resource_group, machine.name, **_CHECK_OPTIONS)
+        except AzureError as exc:
+            return UNREADABLE, f"instance view: {describe_error(exc)}"
+        codes = [s.code for s in view.statuses or [] if s.code and s.code.lower().startswith("powerstate/")]
+        state = power_state_name(codes[0] if codes else None)
+        if state in done:
+            return DONE, state
+        if state in on_its_way:
+            return ON_ITS_WAY, state
+        return (NOT_STARTED, f"power state {state}") if state else (UNREADABLE, "no power state in the instance view")
+
+    return Operation(key=machine.resource_id.lower(), resource_id=machine.resource_id, action=action, send=send,
+                     check=check, persistent=persistent)
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,20 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from handlers.alerts import AlertKind, raise_alert
 from handlers.checks import CheckContext, run_checks, tag_is_set
 from handlers.events import MaintenanceEvent
-from handlers.inventory import MachineKind, RunMachine, VmView, find_run_machines, get_vm_views
-from handlers.ledger import MachineRecord, SnapshotRecord, subscription_of, utcnow
+from handlers.inventory import (
+    MachineKind,
+    RunMachine,
+    VmView,
+    find_run_machines,
+    find_unreadable_subscriptions,
+    get_vm_views,
+)
+from handlers.ledger import LeaseLostError, MachineRecord, SnapshotRecord, subscription_of, utcnow
 from handlers.logs import RunLogger
-from handlers.operations import Operation, run_operations
+from handlers.operations import Operation, OperationResult, run_operations
 from handlers.power import STARTABLE_STATES, power_operation, read_power_states
 from handlers.runtime import Runtime
 from handlers.snapshots import find_existing, plan_snapshots, read_storage_profiles, reconcile, snapshot_operation
@@ -28,6 +36,7 @@ from handlers.verdict import decide
 _T = TypeVar("_T")
 # Outcomes after which a retried worker leaves a machine or a snapshot alone.
 _FINAL = frozenset({"succeeded", "failed", "skipped", "not-needed", "unknown", "planned", "reused"})
+TAKEN_OVER = "this worker's claim was taken over by another worker"
 EMPTY_RUN_HINT = (
     "no machines found for this run. Likely causes: the app's identity has no Reader role on a "
     "target subscription (Resource Graph then returns nothing rather than an error), the run's "
@@ -38,7 +47,7 @@ EMPTY_RUN_HINT = (
 
 def run_pre(
     runtime: Runtime, event: MaintenanceEvent, log: RunLogger, *, machines: list[RunMachine] | None = None,
-    fan_out: bool = False, scope: list[str] | None = None,
+    fan_out: bool = False, scope: list[str] | None = None, stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """The pre phase. `machines` replaces discovery (a rehearsal of a run that has not happened).
 
@@ -47,22 +56,34 @@ def run_pre(
     many subscriptions goes out as a queue message (`handlers.lanes`), the summary says
     `"dispatched"` and the verdict comes later. Each group's worker runs this again with `scope`
     (its subscriptions, lower-case): everything for those subscriptions' machines but the verdict.
+    `stop` says when to send nothing more (this worker's claim was taken over).
+
+    A pre event that comes once its window has begun, or after the run's post event, starts
+    nothing: what it started, nothing would turn off.
     """
     settings = runtime.settings
     ledger = runtime.ledger
     assert event.cancellation_cutoff is not None  # parse_event requires it on pre events
+    late = ledger.late_pre_reason(event)
+    if late:
+        ledger.update_run(event.correlation_id, {"LatePreEvent": late, "Verdict": "late"})
+        raise_alert(ledger, event.correlation_id, AlertKind.LATE_PRE_EVENT, late)
+        return {"machines": 0, "verdict": "late", "late": late}
     deadline = event.cancellation_cutoff - timedelta(seconds=settings.cutoff_safety_seconds)
     graph = runtime.clients.resource_graph()
     subscriptions = scope or event.subscription_ids
 
     if machines is None:
         machines = find_run_machines(graph, subscriptions, event.correlation_id, log=log)
+    unreadable: list[str] = []
     if scope is not None:
         machines = [m for m in machines if subscription_of(m.resource_id) in scope]
-    elif not machines:
-        log.warning(EMPTY_RUN_HINT)
-        ledger.update_run(event.correlation_id, {"Verdict": "empty", "MachineCount": 0})
-        return {"machines": 0, "verdict": "empty"}
+    else:
+        unreadable = _unreadable_subscriptions(runtime, event, machines, log)
+        if not machines and not unreadable:
+            log.warning(EMPTY_RUN_HINT)
+            ledger.update_run(event.correlation_id, {"Verdict": "empty", "MachineCount": 0})
+            return {"machines": 0, "verdict": "empty"}
     if machines and all(m.kind is MachineKind.ARC for m in machines):
         log.warning("every machine of this run is an Arc-enabled server: none can be started or snapshotted "
                     "from Azure")
@@ -90,7 +111,8 @@ def run_pre(
         for snapshot in snapshots.values():
             if snapshot.outcome == "planned":
                 log.info("dry run: would snapshot %s as %s", snapshot.disk_id, snapshot.snapshot_id)
-        results = run_checks(CheckContext(runtime, records, views, list(snapshots.values())), log.info)
+        context = CheckContext(runtime, records, views, list(snapshots.values()), unreadable_subscriptions=unreadable)
+        results = run_checks(context, log.info)
         failing = [f"{r.name}: {f.reason}" for r in results for f in r.findings]
         for reason in failing:
             log.info("dry run: would cancel the run because %s", reason)
@@ -98,14 +120,42 @@ def run_pre(
                                                  "FailingReasons": "\n".join(failing)})
         return summarize(records, snapshots, verdict="dry-run", cancel="not-requested (dry run)")
 
-    _send_due(runtime, event, records, snapshots, to_start, to_snapshot, new_rows, deadline, log)
+    def halted() -> str:
+        if stop is not None and stop():
+            return TAKEN_OVER
+        if utcnow() >= event.start:
+            return "the maintenance window had begun"
+        return ""
+
+    _send_due(runtime, event, records, snapshots, to_start, to_snapshot, new_rows, deadline, log, halted)
     _log_machines(records, log)
     if scope is not None:
         return summarize(records, snapshots, verdict="", cancel="")
 
-    context = CheckContext(runtime, records, views, list(snapshots.values()))
+    context = CheckContext(runtime, records, views, list(snapshots.values()), unreadable_subscriptions=unreadable)
     verdict = decide(runtime, event, context, log)
     return summarize(records, snapshots, verdict=verdict.verdict, cancel=verdict.cancel)
+
+
+def _unreadable_subscriptions(
+    runtime: Runtime, event: MaintenanceEvent, machines: list[RunMachine], log: RunLogger
+) -> list[str]:
+    """The event's subscriptions the app cannot read (warned about and recorded; the
+    subscriptions-readable check fails the run for them), and those holding none of the run's
+    machines (warned about and recorded only: a dynamic scope may match nothing there)."""
+    unreadable = find_unreadable_subscriptions(runtime.clients.resource_graph(), event.subscription_ids)
+    for subscription in unreadable:
+        log.warning("subscription %s is not readable by the app's identity: Resource Graph shows nothing of it, so "
+                    "its machines can be neither found nor started. The likely cause is a missing Reader role "
+                    "assignment for the identity on that subscription", subscription)
+    with_machines = {subscription_of(m.resource_id) for m in machines}
+    empty = [s for s in event.subscription_ids if s not in with_machines and s not in unreadable]
+    for subscription in empty:
+        log.warning("subscription %s is readable but holds none of this run's machines", subscription)
+    if unreadable or empty:
+        runtime.ledger.update_run(event.correlation_id, {"UnreadableSubscriptions": ",".join(unreadable),
+                                                         "SubscriptionsWithoutMachines": ",".join(empty)})
+    return unreadable
 
 
 def _plan_machines(
@@ -172,27 +222,54 @@ def _rows(read: Callable[..., list[_T]], event: MaintenanceEvent, scope: list[st
 
 def _send_due(
     runtime: Runtime, event: MaintenanceEvent, records: dict[str, MachineRecord], snapshots: dict[str, SnapshotRecord],
-    to_start: list[RunMachine], to_snapshot: list[SnapshotRecord], new_rows: list[Any], deadline: Any,
-    log: RunLogger,
+    to_start: list[tuple[RunMachine, bool]], to_snapshot: list[SnapshotRecord], new_rows: list[Any],
+    deadline: Any, log: RunLogger, halted: Callable[[], str],
 ) -> None:
     """Store the new rows, send every start and snapshot due as its row is stored, wait until
-    the deadline, record the outcomes (in `records` and `snapshots` too)."""
+    the deadline, record the outcomes (in `records` and `snapshots` too). Once `halted` gives a
+    reason, nothing more is sent."""
     now = utcnow()
     snapshot_ops = {s.row_key(): snapshot_operation(runtime.clients, runtime.settings, s,
                                                     correlation_id=event.correlation_id, now=now)
                     for s in to_snapshot}
-    start_ops = {m.resource_id.lower(): power_operation(runtime.clients, m, "start") for m in to_start}
+    start_ops = {m.resource_id.lower(): replace(power_operation(runtime.clients, m, "start"), follow_only=on_its_way)
+                 for m, on_its_way in to_start}
     planned = _ordered_tasks(snapshot_ops, start_ops)
     lanes = len({subscription_of(task[0].resource_id) for task in planned})
-    tasks = _recorded_first(runtime, event, planned, records, snapshots, new_rows)
-    _send_and_wait(runtime, event, records, snapshots, tasks, sum(map(len, planned)), lanes, deadline, log)
+    tasks = _recorded_first(runtime, event, planned, records, snapshots, new_rows, halted)
+    results = _send_and_wait(runtime, event, records, snapshots, tasks, sum(map(len, planned)), lanes, deadline,
+                             log, halted)
+    unsent = [task[0] for task in planned if task[0].key not in results]
+    if unsent:
+        _record_unsent(runtime, event, records, snapshots, unsent, halted() or "not sent", log)
+
+
+def _record_unsent(
+    runtime: Runtime, event: MaintenanceEvent, records: dict[str, MachineRecord], snapshots: dict[str, SnapshotRecord],
+    unsent: list[Operation], reason: str, log: RunLogger,
+) -> None:
+    """Starts and snapshots never sent because the phase halted: recorded as not done, so that
+    the post phase (which restores only what was started) leaves those VMs alone."""
+    log.warning("%d start(s) and snapshot(s) not sent: %s", len(unsent), reason)
+    rows: list[Any] = []
+    for operation in unsent:
+        if operation.action == "start":
+            records[operation.key] = replace(records[operation.key], pre_action="none", pre_outcome="skipped",
+                                             pre_detail=f"not started: {reason}")
+            rows.append(records[operation.key])
+        else:
+            snapshots[operation.key] = replace(snapshots[operation.key], outcome="skipped",
+                                               detail=f"not taken: {reason}")
+            rows.append(snapshots[operation.key])
+    runtime.ledger.save_rows(event.correlation_id, rows)
 
 
 def _recorded_first(
     runtime: Runtime, event: MaintenanceEvent, tasks: list[list[Operation]], records: dict[str, MachineRecord],
-    snapshots: dict[str, SnapshotRecord], new_rows: list[Any],
+    snapshots: dict[str, SnapshotRecord], new_rows: list[Any], halted: Callable[[], str],
 ) -> Iterator[list[Operation]]:
-    """The tasks, each handed out once its ledger row is stored, and every new row written.
+    """The tasks, each handed out once its ledger row is stored (none once `halted` says so),
+    and every new row written.
 
     Rows go to the ledger in the tasks' order, many transactions at a time, so the first
     requests leave after the first transaction rather than after the whole fleet's rows: a row
@@ -207,14 +284,14 @@ def _recorded_first(
         if row.row_key() in unwritten:
             ordered.append(unwritten.pop(row.row_key()))
             waiting[row.row_key()] = task
-        else:
+        elif not halted():
             yield task  # recorded by an earlier attempt
     ordered += unwritten.values()
     for chunk in runtime.ledger.add_rows_in_order(event.correlation_id, ordered):
         _remember(records, snapshots, chunk)
         for stored in chunk:
             released = waiting.pop(stored.row_key(), None)
-            if released is not None and is_due(stored):
+            if released is not None and is_due(stored) and not halted():
                 yield released
 
 
@@ -273,8 +350,8 @@ def _interleave(items: list[_T], group: Callable[[_T], str]) -> list[_T]:
 def _send_and_wait(
     runtime: Runtime, event: MaintenanceEvent, records: dict[str, MachineRecord],
     snapshots: dict[str, SnapshotRecord], tasks: Iterable[list[Operation]], total: int, subscriptions: int,
-    deadline: Any, log: RunLogger,
-) -> None:
+    deadline: Any, log: RunLogger, halted: Callable[[], str],
+) -> dict[str, OperationResult]:
     """Send the tasks, wait until the deadline, record outcomes.
 
     No separate "sent" write: a row still pending after a worker died may or may not have been
@@ -283,7 +360,10 @@ def _send_and_wait(
     """
     results = run_operations(runtime.clients, tasks, parallelism=runtime.settings.parallelism,
                              deadline=deadline, log=log, progress=runtime.progress, total=total,
-                             subscriptions=subscriptions)
+                             subscriptions=subscriptions, cancelled=lambda: halted() == TAKEN_OVER)
+    if halted() == TAKEN_OVER:
+        # Another worker took the phase over: it reads these operations' state and records them.
+        raise LeaseLostError(halted())
     updated: list[Any] = []
     for key, result in results.items():
         if result.action == "snapshot":
@@ -296,6 +376,7 @@ def _send_and_wait(
                                    started_at=result.sent_at, ready_at=ready_at)
             updated.append(records[key])
     runtime.ledger.save_rows(event.correlation_id, updated)
+    return results
 
 
 def _plan(machine: RunMachine, view: VmView | None, state: str, runtime: Runtime) -> MachineRecord:
@@ -328,14 +409,15 @@ def _plan(machine: RunMachine, view: VmView | None, state: str, runtime: Runtime
 def _machines_to_start(
     runtime: Runtime, event: MaintenanceEvent, machines: list[RunMachine], records: dict[str, MachineRecord],
     fresh: set[str], log: RunLogger,
-) -> list[RunMachine]:
-    """VMs whose start is still due. Those an earlier attempt recorded (`fresh` are this
-    attempt's) may have been started already: their current state is read first."""
+) -> list[tuple[RunMachine, bool]]:
+    """VMs whose start is still due, each with whether an earlier attempt's start is already on
+    its way. Those an earlier attempt recorded (`fresh` are this attempt's) may have been started
+    already: their current state is read first. Running: done; starting: followed, not sent again."""
     due = [m for m in machines if records[m.resource_id.lower()].pre_action == "start"
            and records[m.resource_id.lower()].pre_outcome not in _FINAL]
     retried = [m for m in due if m.resource_id.lower() not in fresh]
     if not retried:
-        return due
+        return [(m, False) for m in due]
     current = read_power_states(runtime.clients, retried, parallelism=runtime.settings.parallelism)
     confirmed = []
     for machine in retried:
@@ -345,7 +427,8 @@ def _machines_to_start(
             records[key] = replace(records[key], pre_outcome="succeeded", ready_at=utcnow())
             confirmed.append(records[key])
     runtime.ledger.save_rows(event.correlation_id, confirmed)
-    return [m for m in due if records[m.resource_id.lower()].pre_outcome not in _FINAL]
+    return [(m, current.get(m.resource_id.lower()) == "starting") for m in due
+            if records[m.resource_id.lower()].pre_outcome not in _FINAL]
 
 
 def summarize(

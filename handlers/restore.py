@@ -3,6 +3,10 @@
 The ledger is the only source of "what did we start": with no record of the run, nothing is
 stopped. (Stopping every VM of the run is what the documented sample does, and it turns off
 machines that were running before the window.)
+
+A restore keeps trying until MAINTENANCE_RESTORE_TIMEOUT_SECONDS: a request whose outcome is
+uncertain, or an operation that failed, is followed by a read of the VM's state and sent again
+while the VM is not back. What is still running at the end is alerted, by name.
 """
 
 from __future__ import annotations
@@ -11,11 +15,14 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from azure.core.exceptions import AzureError
+
+from handlers.alerts import AlertKind, raise_alert
 from handlers.events import MaintenanceEvent
 from handlers.inventory import describe_machine, get_vm_views
 from handlers.ledger import MachineRecord, PhaseStatus, utcnow
 from handlers.logs import RunLogger
-from handlers.operations import run_operations
+from handlers.operations import describe_error, run_operations
 from handlers.power import RESTORE_ACTIONS, power_operation
 from handlers.retention import run_retention
 from handlers.runtime import Runtime
@@ -61,7 +68,14 @@ def run_post(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[
             for r in started])
         return _summary(records, run_status, restored="disabled")
 
-    views = get_vm_views(runtime.clients.resource_graph(), event.subscription_ids, [r.resource_id for r in started])
+    try:
+        views = get_vm_views(runtime.clients.resource_graph(), event.subscription_ids,
+                             [r.resource_id for r in started])
+    except AzureError as exc:
+        # Only used to skip VMs already back; the restore requests are idempotent, so send them all.
+        log.warning("Resource Graph failed (%s): restoring every VM we started without checking which are "
+                    "already back", describe_error(exc))
+        views = {}
     actions = []
     settled: list[MachineRecord] = []
     for record in started:
@@ -89,7 +103,8 @@ def run_post(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[
         ledger.save_rows(event.correlation_id, [
             replace(r, restore_action=a, restore_outcome="issued") for _, a, r in actions])
     deadline = utcnow() + timedelta(seconds=settings.restore_timeout_seconds)
-    results = run_operations(runtime.clients, [[power_operation(runtime.clients, m, a)] for m, a, _ in actions],
+    tasks = [[power_operation(runtime.clients, m, a, persistent=True)] for m, a, _ in actions]
+    results = run_operations(runtime.clients, tasks,
                              parallelism=settings.parallelism, deadline=deadline, log=log,
                              progress=runtime.progress)
     for key, result in results.items():
@@ -100,16 +115,26 @@ def run_post(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[
     ledger.save_rows(event.correlation_id, settled)
     failed = [r for r in settled if r.restore_outcome in ("failed", "timed-out")]
     if failed:
-        log.warning("%d VM(s) could not be put back: %s", len(failed), ", ".join(r.resource_id for r in failed[:20]))
+        names = ", ".join(r.resource_id for r in failed[:20]) + (" ..." if len(failed) > 20 else "")
+        raise_alert(ledger, event.correlation_id, AlertKind.LEFT_RUNNING,
+                    f"{len(failed)} VM(s) this toolkit started could not be put back by the deadline and may still "
+                    f"be running (billed): {names}", machines=[r.resource_id for r in failed])
     merged = {r.resource_id.lower(): r for r in records}
     merged.update({r.resource_id.lower(): r for r in settled})
     return _summary(list(merged.values()), run_status, restored="failed" if failed else "ok")
 
 
 def run_post_with_retention(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[str, Any]:
-    """Restore first (the VMs matter most), then clean up expired snapshots."""
+    """Restore first (the VMs matter most), then clean up expired snapshots. A retention that
+    fails is recorded on the run and does not fail the phase (the VMs are back either way)."""
     summary = run_post(runtime, event, log)
-    summary["retention"] = run_retention(runtime, event, log)
+    try:
+        summary["retention"] = run_retention(runtime, event, log)
+    except Exception as exc:
+        detail = describe_error(exc) if isinstance(exc, AzureError) else f"{type(exc).__name__}: {exc}"
+        log.warning("snapshot retention failed (expired snapshots are left for the next run): %s", detail)
+        runtime.ledger.update_run(event.correlation_id, {"RetentionError": detail})
+        summary["retention"] = {"error": detail}
     return summary
 
 

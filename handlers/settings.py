@@ -34,8 +34,9 @@ _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 _TAG_NAME = re.compile(r"^[^<>%&\\?/]{1,512}$")
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _RG_NAME = re.compile(r"^[-\w.()]{0,89}[-\w()]$")
-CHECK_NAMES = ("vms-running", "snapshots-succeeded", "no-hold-tag", "http-probe")
-DEFAULT_CHECKS = ("vms-running", "snapshots-succeeded", "no-hold-tag")
+CHECK_NAMES = ("subscriptions-readable", "vms-running", "snapshots-succeeded", "no-hold-tag", "http-probe")
+DEFAULT_CHECKS = ("subscriptions-readable", "vms-running", "snapshots-succeeded", "no-hold-tag")
+UNCHECKED_RUN_ACTIONS = ("cancel", "report")
 SNAPSHOT_SCOPES = ("os", "all", "none")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _TRUE = {"true", "1", "yes", "on"}
@@ -85,6 +86,8 @@ class Settings:
     http_probe_timeout_seconds: int
     sdk_log_level: str = "warning"
     subscriptions_per_worker: int = 4
+    lease_seconds: int = 120
+    unchecked_run: str = "cancel"
 
     @property
     def arm_scope(self) -> str:
@@ -136,6 +139,8 @@ class Settings:
             http_probe_timeout_seconds=reader.integer("MAINTENANCE_HTTP_PROBE_TIMEOUT_SECONDS", 10, 1, 120),
             sdk_log_level=reader.choice("MAINTENANCE_SDK_LOG_LEVEL", "warning", LOG_LEVELS),
             subscriptions_per_worker=reader.integer("MAINTENANCE_SUBSCRIPTIONS_PER_WORKER", 4, 1, 64),
+            lease_seconds=reader.integer("MAINTENANCE_LEASE_SECONDS", 120, 4, 1800),
+            unchecked_run=reader.choice("MAINTENANCE_UNCHECKED_RUN", "cancel", UNCHECKED_RUN_ACTIONS),
         )._validated()
 
     def _validated(self) -> Settings:

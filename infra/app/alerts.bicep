@@ -2,7 +2,10 @@
 // - a function invocation failed (any of the four functions: the Functions host records every
 //   invocation as a request, whatever its trigger);
 // - a run was cancelled (handlers/verdict.py logs "run cancelled (HTTP ..., status ...)" when the
-//   cancel request is accepted).
+//   cancel request is accepted);
+// - a toolkit alert (handlers/alerts.py logs every one at ERROR starting "MAINTENANCE ALERT <kind>:"):
+//   a run that could not be checked, a cancel not made, a late pre event, VMs left running, a
+//   message in a poison queue.
 // The Event Grid delivery alerts live with the system topic (event-grid-topic.bicep).
 
 @description('Prefix of the alert rule names.')
@@ -53,6 +56,13 @@ var logAlerts = [
     description: 'The pre event\'s verdict failed and the run was cancelled: no updates are installed in this window. The run ledger (MaintenanceRuns) has the reasons.'
     severity: 2
     query: 'traces\n| where message contains "run cancelled"\n| project timestamp, message, operation_Name'
+  }
+  {
+    name: 'toolkit-alert'
+    displayName: 'Maintenance toolkit: something needs a person'
+    description: 'A run could not be checked (and was cancelled, or reported only), a failed verdict could not cancel its run, a pre event came too late to act on, VMs the toolkit started could not be turned off, or a message failed on every attempt. The message names the run and the machines; the run ledger has an alert-<kind> row.'
+    severity: 1
+    query: 'traces\n| where message has "MAINTENANCE ALERT"\n| project timestamp, message, operation_Name'
   }
 ]
 

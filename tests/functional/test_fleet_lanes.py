@@ -160,7 +160,7 @@ def test_a_group_that_never_finishes_is_timed_out_by_the_verdict_at_the_deadline
     assert get_runtime().ledger.claim_phase(run_of(pre), lane_phase([SUB_A.lower()]))
 
     host.run_queues()
-    assert get_runtime().ledger.get_phase(run_of(pre), "pre")["Status"] == "running"  # type: ignore[index]
+    assert get_runtime().ledger.get_phase(run_of(pre), "pre")["Status"] == "dispatched"  # type: ignore[index]
     wait_for_fallback_verdict(pre, 8)
     host.run_queues()
 

@@ -11,7 +11,17 @@ from azure.data.tables import TableServiceClient
 
 from emulator.azurite import Azurite
 from handlers.events import parse_event
-from handlers.ledger import PHASE_LEASE, AcceptOutcome, Ledger, MachineRecord, utcnow
+from handlers.ledger import (
+    PHASE_LEASE,
+    AcceptOutcome,
+    LeaseLostError,
+    Ledger,
+    MachineRecord,
+    PhaseBusy,
+    PhaseClaim,
+    PhaseStatus,
+    utcnow,
+)
 from tests.conftest import make_event
 from tools.memory_table import MemoryTable
 
@@ -42,7 +52,8 @@ def test_only_one_worker_gets_the_phase(ledger: Ledger) -> None:
     ledger.accept_event(event)
     first = ledger.claim_phase(event.correlation_id, "pre")
     second = ledger.claim_phase(event.correlation_id, "pre")
-    assert first is not None and second is None
+    assert isinstance(first, PhaseClaim) and isinstance(second, PhaseBusy)
+    assert second.lease_until == first.lease_until, "the busy answer says until when the lease holds"
     ledger.finish_phase(first, summary={"ok": True})
     assert ledger.claim_phase(event.correlation_id, "pre") is None, "a completed phase is never run again"
 
@@ -59,13 +70,36 @@ def test_a_released_or_stale_claim_can_be_taken_again(ledger: Ledger) -> None:
     event = parse_event(make_event("pre"))
     ledger.accept_event(event)
     claim = ledger.claim_phase(event.correlation_id, "pre")
-    assert claim is not None
+    assert isinstance(claim, PhaseClaim)
     ledger.release_phase(claim, error="boom")
     retry = ledger.claim_phase(event.correlation_id, "pre")
-    assert retry is not None and retry.attempt == 2
+    assert isinstance(retry, PhaseClaim) and retry.attempt == 2
     later = utcnow() + PHASE_LEASE + timedelta(seconds=1)
     takeover = ledger.claim_phase(event.correlation_id, "pre", now=later)
-    assert takeover is not None and takeover.attempt == 3
+    assert isinstance(takeover, PhaseClaim) and takeover.attempt == 3
+
+
+def test_a_renewed_claim_holds_and_a_taken_over_one_can_neither_release_nor_finish(ledger: Ledger) -> None:
+    event = parse_event(make_event("pre"))
+    ledger.accept_event(event)
+    lease = timedelta(seconds=30)
+    claim = ledger.claim_phase(event.correlation_id, "pre", lease=lease)
+    assert isinstance(claim, PhaseClaim)
+    renewed = ledger.renew_claim(claim, lease=timedelta(minutes=5), values={"FallbackQueuedAt": utcnow()})
+    assert renewed.lease_until > claim.lease_until and renewed.etag != claim.etag
+    busy = ledger.claim_phase(event.correlation_id, "pre", now=utcnow() + lease + timedelta(seconds=1))
+    assert isinstance(busy, PhaseBusy), "the renewal moved the lease on: no takeover at the old expiry"
+    assert ledger.get_phase(event.correlation_id, "pre")["FallbackQueuedAt"] is not None  # type: ignore[index]
+
+    takeover = ledger.claim_phase(event.correlation_id, "pre", now=utcnow() + timedelta(minutes=6))
+    assert isinstance(takeover, PhaseClaim) and takeover.attempt == 2
+    for lost in (lambda: ledger.release_phase(renewed, error="late"), lambda: ledger.renew_claim(renewed),
+                 lambda: ledger.finish_phase(renewed, summary={})):
+        with pytest.raises(LeaseLostError):
+            lost()
+    assert ledger.get_phase(event.correlation_id, "pre")["Status"] == "running"  # type: ignore[index]
+    ledger.finish_phase(takeover, summary={"ok": True}, status=PhaseStatus.DISPATCHED)
+    assert ledger.claim_phase(event.correlation_id, "pre") is None, "a dispatched phase is finished by others"
 
 
 def test_first_sighting_of_a_machine_is_kept(ledger: Ledger) -> None:

@@ -295,6 +295,9 @@ def test_events_queue_of_queue_mode_is_the_one_the_app_reads() -> None:
     work_queue = literal(main, main.variables["workQueueName"].value, "workQueueName")
     assert queue_triggers.get(events_queue) == "maintenance_events_queue"
     assert queue_triggers.get(work_queue) == "maintenance_worker"
+    # The host moves a message that failed maxDequeueCount times to <queue>-poison: read there too.
+    assert queue_triggers.get(f"{work_queue}-poison") == "maintenance_work_poison"
+    assert queue_triggers.get(f"{events_queue}-poison") == "maintenance_events_poison"
     subscriptions = load(SUBSCRIPTIONS)
     assert literal(subscriptions, subscriptions.params["eventsQueueName"].value, "eventsQueueName") == events_queue
 
@@ -302,6 +305,14 @@ def test_events_queue_of_queue_mode_is_the_one_the_app_reads() -> None:
     body, env = main.instances(storage)[0]
     queues = literal(main, get(body, "params", "queueNames"), "storage queueNames")
     assert sorted(queues) == sorted([work_queue, f"{work_queue}-poison", events_queue, f"{events_queue}-poison"])
+
+
+def test_a_log_alert_fires_on_every_toolkit_alert_line() -> None:
+    from handlers.alerts import ALERT_MARKER
+
+    text = (INFRA / "app" / "alerts.bicep").read_text()
+    queries = re.findall(r"query: '([^']*)'", text)
+    assert any(f'"{ALERT_MARKER}"' in query and query.startswith("traces") for query in queries), queries
 
 
 def test_event_subscriptions_wait_for_the_code() -> None:

@@ -35,6 +35,7 @@ END = datetime(2026, 11, 22, 5, 55, tzinfo=UTC)
 CUTOFF = START - timedelta(minutes=10)
 
 PRE_FIXTURES = [name for name in EVENT_FIXTURES if name.startswith("pre_")]
+PRE_DATA = load_event("pre_eventgrid")["data"]
 POST_FIXTURES = [name for name in EVENT_FIXTURES if name.startswith("post_")]
 DELETE = object()
 
@@ -51,6 +52,17 @@ def edited(name: str, path: str, value: Any) -> dict[str, Any]:
     else:
         target[leaf] = value
     return event
+
+
+def guids(count: int) -> list[str]:
+    return [f"00000000-0000-0000-0000-{index:012x}" for index in range(1, count + 1)]
+
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    """`depth` levels of arrays (built without recursion, so any depth)."""
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
 
 
 def test_all_six_fixtures_exist() -> None:
@@ -256,6 +268,7 @@ def test_allowed_resource_group_names(rg: str) -> None:
     raw = load_event("pre_eventgrid")
     for key in ("maintenanceConfigurationId", "correlationId"):
         raw["data"][key] = raw["data"][key].replace("rg-maintenance", rg)
+    raw["topic"] = raw["data"]["maintenanceConfigurationId"]
     assert f"/resourceGroups/{rg}/" in parse_event(raw).correlation_id
 
 
@@ -307,6 +320,7 @@ MALFORMED: dict[str, dict[str, Any]] = {
         "missing": DELETE,
         "empty": "",
         "number": 42,
+        "over-2048-characters": RUN_ID + "0" * 2048,
     },
     CFG: {
         "bad-guid": CONFIG_ID.replace(SUB, "not-a-guid"),
@@ -321,7 +335,7 @@ MALFORMED: dict[str, dict[str, Any]] = {
         "unicode-case-fold": CONFIG_ID.replace("/subscriptions", "/\u017fubscriptions"),
         "missing": DELETE,
     },
-    SUBS: {"empty": [], "not-an-array": SUB, "missing": DELETE},
+    SUBS: {"empty": [], "not-an-array": SUB, "missing": DELETE, "over-1000": guids(1001)},
     f"{SUBS}[2]": {"bad-guid": [SUB, SUB2, "sub-3"]},
     f"{SUBS}[0]": {"braced-guid": [f"{{{SUB}}}"]},
     f"{SUBS}[1]": {"number": [SUB, 7]},
@@ -337,13 +351,51 @@ MALFORMED: dict[str, dict[str, Any]] = {
         "missing": DELETE,
         "before-start": "2026-11-22T01:00:00Z",
         "equals-start": "2026-11-22T03:00:00+01:00",
+        "window-over-24-hours": "2026-11-23T02:00:01Z",
+        "window-of-a-year": "2027-11-22T02:00:00Z",
     },
-    "data.cancellationCutOffDateTime": {"missing-on-pre": DELETE, "empty": ""},
-    "data": {"missing": DELETE, "array": [], "not-json": "{correlationId: x"},
-    "id": {"missing": DELETE, "blank": "  "},
+    "data.cancellationCutOffDateTime": {
+        "missing-on-pre": DELETE,
+        "empty": "",
+        "after-start": "2026-11-22T02:00:01Z",
+        "after-end": "2026-11-22T06:00:00Z",
+    },
+    "data.status": {"over-2048-characters": "s" * 2049},
+    "data.note": {"over-2048-characters": "n" * 2049},
+    "data": {
+        "missing": DELETE,
+        "array": [],
+        "not-json": "{correlationId: x",
+        "over-64-KiB": {**PRE_DATA, "padding": ["p" * 1000] * 66},
+        "over-64-KiB-as-a-string": json.dumps({**PRE_DATA, "padding": ["p" * 1000] * 66}),
+        "nested-33-levels": {**PRE_DATA, "extra": nested(32)},
+        "nested-100000-levels": {**PRE_DATA, "extra": nested(100_000)},
+        "string-nested-20000-levels": "[" * 20_000 + "]" * 20_000,
+    },
+    "id": {
+        "missing": DELETE,
+        "blank": "  ",
+        "over-1024-characters": "i" * 1025,
+        "lone-surrogate": "run-\ud800",
+    },
     "eventType": {"missing": DELETE, "number": 1},
-    "eventTime": {"unparsable": "yesterday"},
-    "topic": {"number": 5},
+    "eventTime": {"unparsable": "yesterday", "over-2048-characters": "2026-11-22T01:20:03Z" + " " * 2048},
+    "topic": {
+        "number": 5,
+        "other-configuration": OTHER_CONFIG,
+        "other-subscription": OTHER_SUB,
+        "a-custom-topic": f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.EventGrid/topics/maintenance",
+        "below-the-configuration": f"{CONFIG_ID}/x",
+        "kelvin-sign-for-k": CONFIG_ID.replace("weekly", "wee\u212aly"),
+        "over-2048-characters": CONFIG_ID + "/" * 2048,
+    },
+    "subject": {
+        "over-2048-characters": "s" * 2049,
+        "over-2048-emoji": "\U0001f600" * 2049,
+        "lone-surrogate": "mc-\udc00",
+        "nested-100000-levels": nested(100_000),
+    },
+    "metadataVersion": {"over-2048-characters": "1" * 2049},
 }
 MALFORMED_CASES = [
     pytest.param(field, value, id=f"{field}:{case}")
@@ -369,6 +421,8 @@ def test_malformed_event_names_the_field(field: str, value: Any) -> None:
         ("specversion", "0.3", "specversion"),
         ("time", "not a time", "time"),
         ("source", ["x"], "source"),
+        ("source", OTHER_CONFIG, "source"),
+        ("source", "https://example.invalid/maintenance", "source"),
     ],
 )
 def test_malformed_cloudevent_names_the_field(
@@ -516,6 +570,14 @@ GARBAGE: list[tuple[str, bytes | str, str, str]] = [
     ("scalar-in-base64", b64("42"), "message", "neither JSON nor base64"),
     ("array-of-scalars", "[1, 2]", "message[0]", "object"),
     ("array-with-a-bad-second", json.dumps([PRE, "x"]), "message[1]", "object"),
+    ("nested-20000-levels", "[" * 20_000 + "]" * 20_000, "message", "nested deeper than 32"),
+    ("nested-33-levels", "[" * 33 + "]" * 33, "message", "nested deeper than 32"),
+    ("unclosed-10000-levels", b"{\"a\":" * 10_000, "message", "nested deeper than 32"),
+    ("nested-in-base64", b64("[" * 5000 + "]" * 5000), "message", "nested deeper than 32"),
+    ("over-64-KiB", json.dumps([PRE] * 60), "message", "64 KiB"),
+    ("over-64-KiB-bytes", json.dumps([PRE] * 60).encode(), "message", "64 KiB"),
+    ("over-64-KiB-in-base64", b64(json.dumps([PRE] * 45)), "message", "64 KiB"),
+    ("not-bytes-or-text", 42, "message", "bytes or str"),  # type: ignore[list-item]
 ]
 
 
@@ -537,3 +599,154 @@ def test_decode_queue_message_does_not_share_state_between_calls() -> None:
     first = decode_queue_message(PRE_JSON)
     first[0]["id"] = "changed"
     assert decode_queue_message(PRE_JSON) == [PRE]
+
+
+# --- bounds and consistency: what is still accepted -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        pytest.param("topic", CONFIG_ID + "/", id="topic-with-a-trailing-slash"),
+        pytest.param("topic", CONFIG_ID.upper(), id="topic-in-other-casing"),
+        pytest.param("topic", "", id="topic-empty"),
+        pytest.param("topic", DELETE, id="topic-absent"),
+        pytest.param("data.endDateTime", "2026-11-23T02:00:00Z", id="window-of-24-hours"),
+        pytest.param("data.cancellationCutOffDateTime", "2026-11-22T02:00:00Z", id="cutoff-at-start"),
+        pytest.param("id", "i" * 1024, id="id-of-1024-characters"),
+        pytest.param("subject", "\U0001f600" * 2048, id="subject-of-2048-emoji"),
+        pytest.param("data.resourceSubscriptionIds", guids(1000), id="1000-subscriptions"),
+        pytest.param("data", {**PRE_DATA, "extra": nested(31)}, id="data-32-levels"),
+    ],
+)
+def test_values_at_the_bounds_are_accepted(path: str, value: Any) -> None:
+    assert isinstance(parse_event(edited("pre_eventgrid", path, value)), MaintenanceEvent)
+
+
+def test_cloudevents_source_may_differ_in_casing() -> None:
+    raw = edited("pre_cloudevents", "source", CONFIG_ID.lower() + "/")
+    assert parse_event(raw).topic == CONFIG_ID.lower() + "/"
+
+
+def test_post_event_with_a_cutoff_after_its_start_is_still_accepted() -> None:
+    # The post event restores what the pre phase started: refusing it over a field it does not
+    # use would leave VMs running.
+    raw = edited("post_eventgrid", "data.cancellationCutOffDateTime", "2026-11-22T03:00:00Z")
+    assert parse_event(raw).cancellation_cutoff == datetime(2026, 11, 22, 3, tzinfo=UTC)
+
+
+def test_post_event_with_a_window_over_24_hours_is_refused() -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        parse_event(edited("post_eventgrid", "data.endDateTime", "2026-11-24T00:00:00Z"))
+    assert caught.value.field == "data.endDateTime" and "24 hours" in caught.value.problem
+
+
+def test_a_spoofed_topic_is_named_with_the_configuration_it_should_be() -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        parse_event(edited("pre_eventgrid", "topic", OTHER_CONFIG))
+    assert caught.value.field == "topic"
+    assert CONFIG_ID in caught.value.problem and "mc-other" in caught.value.problem
+
+
+def test_an_event_too_large_for_a_work_message_names_its_largest_part() -> None:
+    raw = edited("pre_eventgrid", "data.resourceSubscriptionIds", guids(1000))
+    raw["subject"] = "\U0001f600" * 2048  # JSON writes each as a 12-byte surrogate pair escape
+    raw["id"] = "\U0001f600" * 1024
+    with pytest.raises(InvalidEventError) as caught:
+        parse_event(raw)
+    assert caught.value.field == "data.resourceSubscriptionIds"
+    assert "work queue message" in caught.value.problem
+
+    raw = edited("post_eventgrid", "subject", "\U0001f600" * 2048)
+    raw["data"]["status"] = "\U0001f601" * 2048
+    raw["id"] = "\U0001f602" * 1024
+    with pytest.raises(InvalidEventError) as caught:
+        parse_event(raw)
+    assert caught.value.field in {"subject", "data.status"}
+
+
+def test_the_largest_accepted_event_fits_in_every_work_message() -> None:
+    """1000 subscriptions and the longest ASCII subject that is accepted: the work message that
+    carries it, with the most lanes a message may name, still fits in a queue message (base64)."""
+    from handlers.events import MAX_EVENT_JSON
+
+    raw = edited("post_eventgrid", "data.resourceSubscriptionIds", guids(1000))
+    raw["id"] = "i" * 1024
+    for length in range(2048, 0, -16):
+        raw["subject"] = "s" * length
+        try:
+            event = parse_event(raw)
+            break
+        except InvalidEventError:
+            continue
+    body = json.dumps({"version": 1, "phase": "post", "step": "verdict", "deferrals": 10_000, "takeovers": 10_000,
+                       "lanes": guids(64), "event": event.to_dict()})
+    assert len(json.dumps(event.to_dict())) <= MAX_EVENT_JSON
+    assert len(base64.b64encode(body.encode())) <= 64 * 1024
+
+
+# --- parsing never raises anything else --------------------------------------------
+
+
+class _BrokenMapping(dict):  # type: ignore[type-arg]
+    def items(self) -> Any:
+        raise TypeError("cannot iterate")
+
+
+def _same_key_twice_deep() -> dict[str, Any]:
+    raw = load_event("pre_eventgrid")
+    raw["extra"], raw["EXTRA"] = nested(100_000), nested(100_000, leaf=2)
+    return raw
+
+
+def _cyclic_data() -> dict[str, Any]:
+    raw = load_event("pre_eventgrid")
+    raw["data"]["self"] = raw["data"]
+    return raw
+
+
+def _huge_integer_key() -> dict[str, Any]:
+    raw = load_event("pre_eventgrid")
+    raw["data"][10**5000] = "x"  # str() refuses integers over 4300 digits
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        pytest.param(_same_key_twice_deep, "EXTRA", id="same-key-twice-compared-100000-deep"),
+        pytest.param(_cyclic_data, "data", id="data-containing-itself"),
+        pytest.param(_huge_integer_key, "data", id="integer-key-of-5000-digits"),
+        pytest.param(lambda: _BrokenMapping(load_event("pre_eventgrid")), "event", id="mapping-that-raises"),
+        pytest.param(lambda: edited("pre_eventgrid", "data.startDateTime", float("nan")), "data.startDateTime",
+                     id="start-nan"),
+        pytest.param(lambda: edited("pre_eventgrid", "data.resourceSubscriptionIds", [float("inf")]),
+                     "data.resourceSubscriptionIds[0]", id="subscription-inf"),
+    ],
+)
+def test_pathological_input_is_an_invalid_event_naming_the_field(make: Any, field: str) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        parse_event(make())
+    assert caught.value.field == field
+
+
+def test_parse_function_event_refuses_deep_data() -> None:
+    event = grid_event("pre_eventgrid", None)
+    event.get_json()["extra"] = nested(100_000)
+    with pytest.raises(InvalidEventError) as caught:
+        parse_function_event(event)
+    assert caught.value.field == "data"
+
+
+def test_error_messages_stay_short_and_valid_unicode() -> None:
+    raw = edited("pre_eventgrid", "data.resourceSubscriptionIds", ["\ud800" + "x" * 1_000_000])
+    with pytest.raises(InvalidEventError) as caught:
+        parse_event(raw)
+    assert len(str(caught.value)) < 1000
+    str(caught.value).encode("utf-8")
+
+    unsupported = UnsupportedEventTypeError("Other." * 100_000)
+    assert len(str(unsupported)) < 300 and len(unsupported.event_type) == 600_000
+    long = InvalidEventError("f" * 10_000, "p" * 100_000 + "\udc00")
+    assert len(long.field) <= 256 and len(str(long)) < 3000
+    str(long).encode("utf-8")

@@ -89,7 +89,7 @@ def test_snapshot_and_check_settings() -> None:
     settings = Settings.from_env(BASE)
     assert settings.snapshot_disks == "os" and settings.snapshot_incremental is True
     assert settings.snapshot_retention_days == 7 and settings.snapshot_resource_group is None
-    assert settings.pre_checks == ("vms-running", "snapshots-succeeded", "no-hold-tag")
+    assert settings.pre_checks == ("subscriptions-readable", "vms-running", "snapshots-succeeded", "no-hold-tag")
     assert settings.hold_tag == "maintenance-hold" and settings.check_vm_agent is False
     chosen = Settings.from_env({**BASE, "MAINTENANCE_PRE_CHECKS": "no-hold-tag, http-probe",
                                 "MAINTENANCE_HTTP_PROBE_URL": "https://app.example/ready"})
@@ -97,16 +97,25 @@ def test_snapshot_and_check_settings() -> None:
     assert Settings.from_env({**BASE, "MAINTENANCE_PRE_CHECKS": "none"}).pre_checks == ()
 
 
+def test_lease_and_unchecked_run_settings() -> None:
+    settings = Settings.from_env(BASE)
+    assert settings.lease_seconds == 120 and settings.unchecked_run == "cancel"
+    chosen = Settings.from_env({**BASE, "MAINTENANCE_LEASE_SECONDS": "30", "MAINTENANCE_UNCHECKED_RUN": "Report"})
+    assert chosen.lease_seconds == 30 and chosen.unchecked_run == "report"
+
+
 @pytest.mark.parametrize(
     ("env", "setting", "expected"),
     [
         ({"MAINTENANCE_PRE_CHECKS": "vms-running,disk-space"}, "MAINTENANCE_PRE_CHECKS",
-         "valid names: vms-running, snapshots-succeeded, no-hold-tag, http-probe"),
+         "valid names: subscriptions-readable, vms-running, snapshots-succeeded, no-hold-tag, http-probe"),
         ({"MAINTENANCE_PRE_CHECKS": "http-probe"}, "MAINTENANCE_HTTP_PROBE_URL", "required"),
         ({"MAINTENANCE_SNAPSHOT_DISKS": "some"}, "MAINTENANCE_SNAPSHOT_DISKS", "os, all, none"),
         ({"MAINTENANCE_SDK_LOG_LEVEL": "verbose"}, "MAINTENANCE_SDK_LOG_LEVEL", "debug, info, warning, error"),
         ({"MAINTENANCE_SNAPSHOT_RETENTION_DAYS": "0"}, "MAINTENANCE_SNAPSHOT_RETENTION_DAYS", "1..3650"),
         ({"MAINTENANCE_HTTP_PROBE_URL": "ftp://x"}, "MAINTENANCE_HTTP_PROBE_URL", "http(s) URL"),
+        ({"MAINTENANCE_LEASE_SECONDS": "2"}, "MAINTENANCE_LEASE_SECONDS", "4..1800"),
+        ({"MAINTENANCE_UNCHECKED_RUN": "ignore"}, "MAINTENANCE_UNCHECKED_RUN", "cancel, report"),
     ],
 )
 def test_bad_snapshot_and_check_settings(env: dict[str, str], setting: str, expected: str) -> None:

@@ -1,0 +1,110 @@
+"""Storage failing between the app and Azurite (through a fault-injecting proxy): the work queue
+failing as the worker queues its fallback verdict, the ledger failing right after a claim, and
+the queue unreachable while an Event Grid delivery is being acknowledged."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from azure.data.tables import TableServiceClient
+
+from emulator import AzureEmulator
+from emulator.azurite import Azurite
+from emulator.functions_host import FunctionsHost
+from emulator.storage_faults import StorageFaultProxy
+from handlers import runtime
+from handlers.ledger import Ledger
+from handlers.runtime import get_runtime
+from tests.conftest import SUB_A, make_event
+from tests.reliability.conftest import run_of
+
+
+def azurite_ledger(azurite: Azurite) -> Ledger:
+    """The ledger read straight from Azurite, past the proxy (the test's own reads must not fail)."""
+    service = TableServiceClient.from_connection_string(azurite.connection_string)
+    return Ledger(service.get_table_client(get_runtime().settings.ledger_table))
+
+
+@pytest.fixture
+def proxy(azurite: Azurite, host: FunctionsHost, emulator: AzureEmulator,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[StorageFaultProxy]:
+    """The app's storage (AzureWebJobsStorage) behind the proxy; the host stand-in's own queue
+    calls go to Azurite directly, as the real host's would go on while the app's fail."""
+    with StorageFaultProxy(azurite) as faults:
+        monkeypatch.setenv("AzureWebJobsStorage", faults.connection_string)
+        runtime.configure(transport=emulator.transport(), clock=emulator.clock)
+        yield faults
+
+
+def test_the_work_queue_failing_as_the_fallback_is_queued_does_not_stop_the_phase(
+    host: FunctionsHost, emulator: AzureEmulator, proxy: StorageFaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    vms = [emulator.add_vm(SUB_A, "rg-q", f"vm{i}", power_state="deallocated") for i in range(3)]
+    pre = make_event("pre", subscriptions=(SUB_A,))
+    emulator.add_run(run_of(pre), vms)
+    host.deliver_event("pre_maintenance", pre)
+    work = get_runtime().settings.work_queue
+    rule = proxy.fail("queue", method="POST", path_contains=f"/{work}/messages", status=503)  # sends fail
+
+    with caplog.at_level(logging.WARNING):
+        host.run_queues()
+
+    assert rule.fired >= 1, "the fallback verdict's send was refused"
+    assert all(emulator.vm_power_state(vm) == "PowerState/running" for vm in vms)
+    ledger = get_runtime().ledger
+    phase = ledger.get_phase(run_of(pre), "pre")
+    assert phase is not None and phase["Status"] == "completed" and phase["Attempts"] == 1
+    assert ledger.get_run(run_of(pre))["Verdict"] == "ready"  # type: ignore[index]
+    assert any("could not queue the fallback verdict" in r.getMessage() for r in caplog.records)
+
+
+def test_the_ledger_failing_right_after_the_claim_leaves_nothing_stuck(
+    host: FunctionsHost, emulator: AzureEmulator, proxy: StorageFaultProxy, azurite: Azurite,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MAINTENANCE_LEASE_SECONDS", "6")
+    host.retry_visibility = 3  # host.json says 30 s; a failed message comes back after that
+    vms = [emulator.add_vm(SUB_A, "rg-t", f"vm{i}", power_state="stopped") for i in range(3)]
+    pre = make_event("pre", subscriptions=(SUB_A,))
+    emulator.add_run(run_of(pre), vms)
+    host.deliver_event("pre_maintenance", pre)
+
+    def table_down_once_discovery_starts() -> None:
+        while not emulator.requests:  # the worker has claimed the phase and asks Resource Graph
+            time.sleep(0.005)
+        proxy.fail("table", status=503, seconds=8)  # the release fails too: only the lease frees the phase
+
+    trigger = threading.Thread(target=table_down_once_discovery_starts, daemon=True)
+    trigger.start()
+    ledger = azurite_ledger(azurite)
+    finish_by = time.monotonic() + 60
+    while (ledger.get_phase(run_of(pre), "pre") or {}).get("Status") != "completed":
+        assert time.monotonic() < finish_by, "the phase stayed stuck"
+        host.run_queues()
+        time.sleep(0.3)
+
+    assert {vm: emulator.actions(vm) for vm in vms} == {vm: ["start"] for vm in vms}
+    assert all(emulator.vm_power_state(vm) == "PowerState/running" for vm in vms)
+    attempts = [i for i in host.invocations if i.function == "maintenance_worker"]
+    assert not attempts[0].succeeded and any(i.succeeded for i in attempts[1:])
+    assert ledger.get_phase(run_of(pre), "pre")["Attempts"] >= 2  # type: ignore[index]
+    assert ledger.get_run(run_of(pre))["Verdict"] == "ready"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("outage", ["unreachable", "blackhole"])
+def test_an_unreachable_queue_fails_the_acknowledgement_well_inside_event_grids_30_seconds(
+    host: FunctionsHost, proxy: StorageFaultProxy, outage: str
+) -> None:
+    getattr(proxy, outage)("queue")
+
+    host.deliver_event("pre_maintenance", make_event("pre"))
+
+    ack = host.invocations[-1]
+    assert not ack.succeeded, "the event is not acknowledged: Event Grid delivers it again"
+    assert ack.seconds < 25, f"{ack.seconds:.1f} s: Event Grid would redeliver while this still ran"
+    phase = get_runtime().ledger.get_phase(run_of(make_event("pre")), "pre")
+    assert phase is not None and phase["Status"] == "received", "the redelivery sends the work again"
