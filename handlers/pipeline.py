@@ -58,7 +58,9 @@ def run_work_message(runtime: Runtime, message: func.QueueMessage | bytes | str)
         summary = run_claimed(runtime, work, dequeue_count=dequeue_count, log=log,
                               work=lambda beat: Outcome(run_lanes(runtime, work.event, list(work.lanes), log,
                                                                   stop=lambda: beat.lost)))
-        if summary is not None and lanes_finished(runtime, work.event):
+        # A retry of a group that finished (its verdict send failed) queues the verdict again;
+        # a second verdict message finds the first's claim or result and leaves.
+        if (summary is not None or dequeue_count > 1) and lanes_finished(runtime, work.event):
             send_work(runtime.work_queue(), replace(work, step=Step.VERDICT, lanes=(), takeovers=0))
         return summary
     if work.event.kind is EventKind.PRE:
@@ -120,30 +122,31 @@ def _post(runtime: Runtime, work: WorkMessage, log: RunLogger) -> Outcome:
 
 def _verdict(runtime: Runtime, work: WorkMessage, dequeue_count: int, log: RunLogger) -> dict[str, Any] | None:
     """The verdict of a split pre phase (queued by the last group), or the fallback queued for
-    the deadline: it leaves alone a pre phase that reached its verdict."""
+    the deadline: it leaves alone a pre phase that reached its verdict. When it fails (the ledger
+    or Resource Graph down) so close to the cutoff that no retry would come in time, it fails
+    closed at once: the cancel needs nothing but the event."""
     event = work.event
-    pre = runtime.ledger.get_phase(event.correlation_id, "pre")
-    if pre is not None and pre.get("Status") == PhaseStatus.COMPLETED.value:
-        log.info("the pre phase has reached its verdict; this message is a duplicate")
-        return None
     if runtime.settings.dry_run:
         log.info("dry run: no verdict from a queued message (a dry run never cancels)")
         return None
 
     def decide(beat: Heartbeat) -> Outcome:
-        try:
-            summary = run_verdict(runtime, event, log)
-        except Exception as exc:
-            assert event.cancellation_cutoff is not None
-            if event.cancellation_cutoff - utcnow() > LAST_CHANCE:
-                raise
-            # No retry would come before the cutoff: cancel now, with what we know.
-            summary = fail_closed(runtime, event, f"the verdict could not be reached: {type(exc).__name__}: {exc}",
-                                  log)
+        summary = run_verdict(runtime, event, log)
         runtime.ledger.complete_phase(event.correlation_id, "pre", summary=summary)
         return Outcome(summary)
 
-    return run_claimed(runtime, work, dequeue_count=dequeue_count, log=log, work=decide)
+    try:
+        pre = runtime.ledger.get_phase(event.correlation_id, "pre")
+        if pre is not None and pre.get("Status") == PhaseStatus.COMPLETED.value:
+            log.info("the pre phase has reached its verdict; this message is a duplicate")
+            return None
+        return run_claimed(runtime, work, dequeue_count=dequeue_count, log=log, work=decide)
+    except Exception as exc:
+        assert event.cancellation_cutoff is not None
+        if event.cancellation_cutoff - utcnow() > LAST_CHANCE:
+            raise
+        log.error("the verdict failed with no time left for a retry before the cutoff: %s", exc)
+        return fail_closed(runtime, event, f"the verdict could not be reached: {type(exc).__name__}: {exc}", log)
 
 
 def _drop_unreadable(runtime: Runtime, body: bytes | str, reason: str) -> None:

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from azure.data.tables import TableServiceClient
@@ -17,8 +18,10 @@ from emulator.azurite import Azurite
 from emulator.functions_host import FunctionsHost
 from emulator.storage_faults import StorageFaultProxy
 from handlers import runtime
+from handlers.events import parse_event
 from handlers.ledger import Ledger
 from handlers.runtime import get_runtime
+from handlers.work import Step, WorkMessage, send_work
 from tests.conftest import SUB_A, make_event
 from tests.reliability.conftest import run_of
 
@@ -108,3 +111,24 @@ def test_an_unreachable_queue_fails_the_acknowledgement_well_inside_event_grids_
     assert ack.seconds < 25, f"{ack.seconds:.1f} s: Event Grid would redeliver while this still ran"
     phase = get_runtime().ledger.get_phase(run_of(make_event("pre")), "pre")
     assert phase is not None and phase["Status"] == "received", "the redelivery sends the work again"
+
+
+def test_a_verdict_that_cannot_read_the_ledger_at_its_last_chance_fails_closed(
+    host: FunctionsHost, emulator: AzureEmulator, proxy: StorageFaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    vm = emulator.add_vm(SUB_A, "rg-v", "vm-v", power_state="deallocated")
+    pre = make_event("pre", subscriptions=(SUB_A,), cutoff_in=timedelta(seconds=20))  # 20 s: no time for a retry
+    emulator.add_run(run_of(pre), [vm])
+    host.deliver_event("pre_maintenance", pre)
+    host.queue(get_runtime().settings.work_queue).clear_messages()  # only the fallback verdict is left to act
+    proxy.fail("table", status=503)  # the ledger is down
+    host.retry_visibility = 30  # host.json: a failed message comes back in 30 s, after the cutoff
+
+    with caplog.at_level(logging.ERROR):
+        send_work(get_runtime().work_queue(), WorkMessage(parse_event(pre), Step.VERDICT))
+        host.run_queues()
+
+    assert emulator.run_status(run_of(pre)) == "Cancelled", "no verdict could be read or recorded: fail closed"
+    assert emulator.actions(vm) == []
+    assert any("MAINTENANCE ALERT unchecked-run" in r.getMessage() and "cancel: accepted" in r.getMessage()
+               for r in caplog.records), "the alert reaches the log even when the ledger cannot take it"
