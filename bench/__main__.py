@@ -45,6 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(default per size: see bench/fleet.py default_time_scale)")
     parser.add_argument("--baseline-time-scale", type=float, help="the same for the baseline runs")
     parser.add_argument("--no-baseline", action="store_true", help="skip the documented-sample baseline")
+    parser.add_argument("--no-edge", action="store_true", help="skip the edge under storage faults (bench/edge.py)")
     parser.add_argument("--baseline-in-flight", type=int, default=5, help="starts in flight in the baseline (5)")
     defaults = Profile()
     parser.add_argument("--latency", type=float, default=defaults.latency, help="per-call latency, simulated s (0.1)")
@@ -122,10 +123,19 @@ def main(argv: list[str] | None = None) -> int:
             traced = run_child("app", args.memory_profile, scale, profile, env, args, extra=["--trace-memory"])
             results["memory_profile"] = {"size": args.memory_profile, "summary": traced.get("memory_profile"),
                                          "peak_rss_mb": traced.get("peak_rss_mb"), "error": traced.get("error")}
+        if not args.no_edge:
+            from bench.edge import measure
+
+            _progress("edge     acknowledgements with the queue down, 1500 malformed events in one delivery")
+            results["edge"] = measure(azurite)
     finally:
         azurite.stop()
     results["total_wall_seconds"] = time.perf_counter() - started
     print_report(results)
+    if "edge" in results:
+        from bench.edge import print_edge
+
+        print_edge(results["edge"])
     if "profile" in results:
         print_profile(results["profile"])
     if "memory_profile" in results:

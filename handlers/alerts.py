@@ -21,7 +21,6 @@ ALERT_MARKER = "MAINTENANCE ALERT"
 class AlertKind(StrEnum):
     UNCHECKED_RUN = "unchecked-run"  # the run's machines could not be established by the deadline
     CANCEL_NOT_MADE = "cancel-not-made"  # a failed verdict whose cancel failed or came too late
-    UNREADABLE_SUBSCRIPTION = "unreadable-subscription"
     LATE_PRE_EVENT = "late-pre-event"
     LEFT_RUNNING = "left-running"  # VMs we started that the post phase could not turn off
     POISON_MESSAGE = "poison-message"

@@ -292,6 +292,18 @@ def parse_function_event(
     return parse_event(raw)
 
 
+def load_json(text: str, field: str) -> Any:
+    """JSON text from outside, parsed; InvalidEventError naming `field` when it is not JSON or is
+    nested deeper than MAX_JSON_DEPTH (the decoder recurses once per level: a deep body would
+    raise RecursionError, not a refusal)."""
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise InvalidEventError(field, f"is nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidEventError(field, f"is not valid JSON ({exc})") from None
+
+
 def decode_queue_message(body: bytes | str) -> list[dict[str, Any]]:
     """The events in a Storage queue message that Event Grid delivered.
 
@@ -320,13 +332,7 @@ def _decode(body: bytes | str) -> list[dict[str, Any]]:
         raise InvalidEventError("message", "is empty")
     if not text.startswith(("{", "[")):
         text = _from_base64(text)
-    # The decoder recurses once per level: a deep body would raise RecursionError, not a refusal.
-    if json_depth(text) > MAX_JSON_DEPTH:
-        raise InvalidEventError("message", f"is nested deeper than {MAX_JSON_DEPTH} levels")
-    try:
-        payload = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidEventError("message", f"is not valid JSON ({exc})") from None
+    payload = load_json(text, "message")
     events = [payload] if isinstance(payload, dict) else payload
     if not isinstance(events, list):
         raise InvalidEventError("message", "is JSON but neither an object nor an array")
@@ -451,12 +457,7 @@ def _data_object(value: Any) -> Mapping[str, Any]:
                 raise InvalidEventError("data", "is bytes that are not UTF-8 text") from None
         if isinstance(value, str):
             _check_data_size(utf8_size(value))
-            if json_depth(value) > MAX_JSON_DEPTH:
-                raise InvalidEventError("data", f"is nested deeper than {MAX_JSON_DEPTH} levels")
-            try:
-                value = json.loads(value)
-            except (ValueError, RecursionError):
-                raise InvalidEventError("data", "is a string that is not JSON") from None
+            value = load_json(value, "data")
         if not isinstance(value, Mapping):
             problem = f"must be an object, got {type(value).__name__}"
             raise InvalidEventError("data", problem)

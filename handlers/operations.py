@@ -45,7 +45,7 @@ _TERMINAL_FAILED = {"failed", "canceled", "cancelled"}
 _MAX_POLL_ERRORS = 5
 _MAX_RESENDS = 3  # a non-persistent operation whose request did not take effect is sent this often again
 # What an operation's `check` says of its resource.
-DONE, ON_ITS_WAY, NOT_STARTED, UNREADABLE = "done", "in-progress", "not-started", ""
+DONE, ON_ITS_WAY, NOT_STARTED, GONE, UNREADABLE = "done", "in-progress", "not-started", "gone", ""
 # Send workers of all lanes together stay under this (a run over 50 subscriptions must not start
 # 50 x MAINTENANCE_PARALLELISM threads); a lane keeps a few whatever the count. A subscription's
 # writes are paced at 10/s after the burst: a few workers keep that pace.
@@ -64,8 +64,9 @@ class Operation:
     resource_id: str  # what the operation acts on, for logs and records
     action: str  # "start", "snapshot", "delete-snapshot", ...
     send: Callable[[], PipelineResponse[Any, Any]]  # sends the initial request, returns its response
-    # Reads the resource back when the request's outcome is uncertain: DONE, ON_ITS_WAY, NOT_STARTED or
-    # UNREADABLE; (state, detail). None: no way to tell, an uncertain outcome is a failure.
+    # Reads the resource back when the request's outcome is uncertain: DONE, ON_ITS_WAY, NOT_STARTED,
+    # GONE (the resource no longer exists) or UNREADABLE; (state, detail). None: no way to tell, an
+    # uncertain outcome is a failure.
     check: Callable[[], tuple[str, str]] | None = None
     persistent: bool = False  # after any failure, read back and send again until the deadline
     follow_only: bool = False  # sent by an earlier attempt and on its way: only read back until done
@@ -259,6 +260,8 @@ def _check(item: _Pending, interval: float, now: Callable[[], float],
     state, detail = op.check()
     if state == DONE:
         return "succeeded", ""
+    if state == GONE:
+        return "failed", detail
     if state == ON_ITS_WAY:
         item.errors, item.next_at = 0, now() + interval
         return "wait", ""

@@ -28,6 +28,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
+from handlers.bounds import truncate_utf16
 from handlers.logs import LOGGER_NAME
 from handlers.runtime import Runtime
 
@@ -35,7 +36,6 @@ TYPE_PREFIX = "Azure.ScheduledEvents."
 PARTITION_PREFIX = "platform-"
 CHANGES = ("new", "updated", "started", "vanished", "hook-succeeded", "hook-failed", "approved")
 _FORBIDDEN_KEY_CHARACTERS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
-_MAX_TEXT = 30_000
 _WRITE_ATTEMPTS = 8
 
 log = logging.getLogger(f"{LOGGER_NAME}.platform")
@@ -186,7 +186,7 @@ def merge_row(existing: Mapping[str, Any] | None, change: PlatformChange) -> dic
         row.update(LastChange=change.change, LastChangeAt=change.observed_at)
     described = {
         "EventType": change.event_type, "EventSource": change.event_source, "Resources": ",".join(change.resources),
-        "NotBefore": change.not_before, "Description": change.description[:_MAX_TEXT],
+        "NotBefore": change.not_before, "Description": truncate_utf16(change.description),
         "ResourceId": change.resource_id,
         # A vanished event's JSON is its last sighting, not news about its status.
         "EventStatus": "" if change.change == "vanished" else change.event_status,
@@ -197,7 +197,7 @@ def merge_row(existing: Mapping[str, Any] | None, change: PlatformChange) -> dic
             row[column] = value
     if change.change in ("hook-succeeded", "hook-failed"):
         row["HookOutcome"] = "failed" if change.change == "hook-failed" else "succeeded"
-        row["HookFailures"] = "; ".join(change.hook_failures)[:_MAX_TEXT]
+        row["HookFailures"] = truncate_utf16("; ".join(change.hook_failures))
     if change.document_incarnation is not None:
         row["DocumentIncarnation"] = max(int(old.get("DocumentIncarnation") or 0), change.document_incarnation)
     vanished = row.get("VanishedAt") or old.get("VanishedAt")

@@ -12,7 +12,16 @@ from azure.core.pipeline import PipelineResponse
 
 from handlers.clients import ClientFactory
 from handlers.inventory import RunMachine, power_state_name
-from handlers.operations import DONE, NOT_STARTED, ON_ITS_WAY, UNREADABLE, Operation, describe_error, raw_response
+from handlers.operations import (
+    DONE,
+    GONE,
+    NOT_STARTED,
+    ON_ITS_WAY,
+    UNREADABLE,
+    Operation,
+    describe_error,
+    raw_response,
+)
 
 # Our action names -> the SDK's long-running operations. Nothing else in the toolkit changes a VM.
 _OPERATIONS = {"start": "begin_start", "deallocate": "begin_deallocate", "power-off": "begin_power_off"}
@@ -55,6 +64,9 @@ def power_operation(clients: ClientFactory, machine: RunMachine, action: str, *,
             view = clients.compute(machine.subscription_id).virtual_machines.instance_view(
                 machine.resource_group, machine.name, **_CHECK_OPTIONS)
         except AzureError as exc:
+            if isinstance(exc, HttpResponseError) and exc.status_code == 404:
+                # Nothing left to start; nothing left running to turn off either.
+                return (GONE if action == "start" else DONE), "the VM no longer exists"
             return UNREADABLE, f"instance view: {describe_error(exc)}"
         codes = [s.code for s in view.statuses or [] if s.code and s.code.lower().startswith("powerstate/")]
         state = power_state_name(codes[0] if codes else None)

@@ -17,9 +17,8 @@ from typing import Any
 
 from azure.storage.queue import QueueClient
 
-from handlers.bounds import MAX_JSON_DEPTH, json_depth
 from handlers.errors import InvalidEventError
-from handlers.events import EventKind, MaintenanceEvent, parse_event
+from handlers.events import EventKind, MaintenanceEvent, load_json, parse_event
 
 WORK_MESSAGE_VERSION = 1
 LANE_PHASE_PREFIX = "pre-lane-"
@@ -87,12 +86,7 @@ class WorkMessage:
                 raise InvalidEventError("message", "is not UTF-8 text") from None
         if len(body) > _MAX_BODY:
             raise InvalidEventError("message", f"is {len(body)} characters; a queue message holds 64 KiB")
-        if json_depth(body) > MAX_JSON_DEPTH:
-            raise InvalidEventError("message", f"is nested deeper than {MAX_JSON_DEPTH} levels")
-        try:
-            message = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise InvalidEventError("message", f"is not JSON ({type(exc).__name__})") from None
+        message = load_json(body, "message")
         if not isinstance(message, dict) or message.get("version") != WORK_MESSAGE_VERSION:
             raise InvalidEventError("message.version", f"expected {WORK_MESSAGE_VERSION}")
         event = parse_event(message.get("event") or {})
