@@ -99,16 +99,18 @@ def test_the_ledger_failing_right_after_the_claim_leaves_nothing_stuck(
 
 
 @pytest.mark.parametrize("outage", ["unreachable", "blackhole"])
-def test_an_unreachable_queue_fails_the_acknowledgement_well_inside_event_grids_30_seconds(
+def test_an_unreachable_queue_fails_the_acknowledgement_after_a_bounded_number_of_attempts(
     host: FunctionsHost, proxy: StorageFaultProxy, outage: str
 ) -> None:
-    getattr(proxy, outage)("queue")
+    # How long that takes is measured by the benchmark (bench/edge.py), not asserted here.
+    rule = getattr(proxy, outage)("queue")
 
     host.deliver_event("pre_maintenance", make_event("pre"))
 
     ack = host.invocations[-1]
     assert not ack.succeeded, "the event is not acknowledged: Event Grid delivers it again"
-    assert ack.seconds < 25, f"{ack.seconds:.1f} s: Event Grid would redeliver while this still ran"
+    if outage == "blackhole":
+        assert rule.fired == 3, "three attempts, each given 5 s to answer (the SDK's default is four, 85 s in all)"
     phase = get_runtime().ledger.get_phase(run_of(make_event("pre")), "pre")
     assert phase is not None and phase["Status"] == "received", "the redelivery sends the work again"
 
