@@ -527,12 +527,16 @@ class Ledger:
             })
         except ResourceExistsError:
             return False
+        self.note_late_pre(event, reason)
+        return True
+
+    def note_late_pre(self, event: MaintenanceEvent, reason: str) -> None:
+        """The run row says its pre event came too late to act on, and why."""
         self.update_run(event.correlation_id, {
             "CorrelationId": event.correlation_id,
             "MaintenanceConfigurationId": event.maintenance_configuration_id,
             "LatePreEvent": reason, "Verdict": "late",
         })
-        return True
 
     def _get(self, partition: str, row: str) -> Any:
         try:

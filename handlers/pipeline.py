@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import timedelta
 from typing import Any
 
 import azure.functions as func
 
+from handlers.alerts import AlertKind, raise_alert
+from handlers.bounds import bounded_text
 from handlers.claims import DeferredError, Heartbeat, Outcome, run_claimed
 from handlers.errors import InvalidEventError, UnsupportedEventTypeError
 from handlers.events import EventKind
@@ -24,16 +25,13 @@ from handlers.logs import RunLogger, run_logger
 from handlers.prepare import run_pre
 from handlers.restore import PreStillRunningError, run_post_with_retention
 from handlers.runtime import Runtime
-from handlers.verdict import fail_closed
+from handlers.verdict import RETRY_LEFT, fail_closed
 from handlers.work import Step, WorkMessage, send_work
 
 # A post event that arrives while the pre phase still runs (a cancelled run ends early) waits
 # for it: the message is sent again with this delay, at most this many times.
 DEFER_SECONDS = 60
 MAX_DEFERRALS = 45
-# A verdict that fails this close to the cutoff gets no second try in time (the host retries a
-# failed message after host.json's visibilityTimeout, 30 s): it fails closed at once instead.
-LAST_CHANCE = timedelta(seconds=45)
 
 
 def run_work_message(runtime: Runtime, message: func.QueueMessage | bytes | str) -> dict[str, Any] | None:
@@ -104,8 +102,6 @@ def _post(runtime: Runtime, work: WorkMessage, log: RunLogger) -> Outcome:
         summary = run_post_with_retention(runtime, work.event, log)
     except PreStillRunningError:
         if work.deferrals >= MAX_DEFERRALS:
-            from handlers.alerts import AlertKind, raise_alert
-
             minutes = work.deferrals * DEFER_SECONDS // 60
             runtime.ledger.update_run(work.event.correlation_id,
                                       {"RestoreOutcome": "gave up waiting for the pre phase"})
@@ -143,14 +139,12 @@ def _verdict(runtime: Runtime, work: WorkMessage, dequeue_count: int, log: RunLo
         return run_claimed(runtime, work, dequeue_count=dequeue_count, log=log, work=decide)
     except Exception as exc:
         assert event.cancellation_cutoff is not None
-        if event.cancellation_cutoff - utcnow() > LAST_CHANCE:
+        if event.cancellation_cutoff - utcnow() > RETRY_LEFT:  # a retry still comes in time
             raise
         log.error("the verdict failed with no time left for a retry before the cutoff: %s", exc)
         return fail_closed(runtime, event, f"the verdict could not be reached: {type(exc).__name__}: {exc}", log)
 
 
 def _drop_unreadable(runtime: Runtime, body: bytes | str, reason: str) -> None:
-    from handlers.bounds import bounded_text
-
     run_logger(None).error("dropping unreadable work message: %s", reason)
     runtime.ledger.record_rejected(event_id=None, reason=f"work message: {reason}", raw=bounded_text(body))

@@ -66,7 +66,7 @@ def run_pre(
     assert event.cancellation_cutoff is not None  # parse_event requires it on pre events
     late = ledger.late_pre_reason(event)
     if late:
-        ledger.update_run(event.correlation_id, {"LatePreEvent": late, "Verdict": "late"})
+        ledger.note_late_pre(event, late)
         raise_alert(ledger, event.correlation_id, AlertKind.LATE_PRE_EVENT, late)
         return {"machines": 0, "verdict": "late", "late": late}
     deadline = event.cancellation_cutoff - timedelta(seconds=settings.cutoff_safety_seconds)

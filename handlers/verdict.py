@@ -28,8 +28,9 @@ from handlers.logs import RunLogger
 from handlers.operations import describe_error
 from handlers.runtime import Runtime
 
-# A cancel that fails with more time than this left before the cutoff is retried with the message.
-_RETRY_LEFT = timedelta(seconds=45)
+# Time before the cutoff in which a failed message's retry still comes in time (the host retries
+# a failed message after host.json's visibilityTimeout, 30 s): with less left, act now.
+RETRY_LEFT = timedelta(seconds=45)
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def send_cancel(runtime: Runtime, event: MaintenanceEvent, reason: str, log: Run
             runtime.ledger.update_run(event.correlation_id, {"CancelOutcome": f"failed: {detail}"})
         except Exception as record_error:
             log.warning("the failed cancel could not be recorded: %s", record_error)
-        if retry_later and event.cancellation_cutoff - utcnow() > _RETRY_LEFT:
+        if retry_later and event.cancellation_cutoff - utcnow() > RETRY_LEFT:
             raise
         return f"failed: {detail}"
     log.warning("run cancelled (HTTP %d, status %s)", result.status_code, result.status)

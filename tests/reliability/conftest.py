@@ -30,7 +30,3 @@ def queue_work(host: FunctionsHost, raw_event: dict[str, Any]) -> None:
     body = WorkMessage(parse_event(raw_event)).to_json()
     host.queue(get_runtime().settings.work_queue).send_message(base64.b64encode(body.encode()).decode())
 
-
-def accepted_starts(emulator: AzureEmulator, vm: str) -> int:
-    """Start requests the emulator accepted for the VM (a retry that joins one in flight counts)."""
-    return sum(1 for action in emulator.actions(vm) if action == "start")
