@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from handlers.events import EventKind
-from handlers.settings import queue_names
+from handlers.core.events import EventKind
+from handlers.core.settings import queue_names
 
 # The handlers (and the Azure SDKs under them) are imported inside each function: the host
 # indexes this module on every cold start, and an Event Grid acknowledgement must not wait for
@@ -31,7 +31,7 @@ app = func.FunctionApp()
 @app.function_name("pre_maintenance")
 @app.event_grid_trigger(arg_name="event")
 def pre_maintenance(event: func.EventGridEvent) -> None:
-    from handlers.intake import accept_event_grid_event
+    from handlers.edge.intake import accept_event_grid_event
     from handlers.runtime import get_runtime
 
     accept_event_grid_event(get_runtime(), event, expected=EventKind.PRE)
@@ -40,7 +40,7 @@ def pre_maintenance(event: func.EventGridEvent) -> None:
 @app.function_name("post_maintenance")
 @app.event_grid_trigger(arg_name="event")
 def post_maintenance(event: func.EventGridEvent) -> None:
-    from handlers.intake import accept_event_grid_event
+    from handlers.edge.intake import accept_event_grid_event
     from handlers.runtime import get_runtime
 
     accept_event_grid_event(get_runtime(), event, expected=EventKind.POST)
@@ -49,7 +49,7 @@ def post_maintenance(event: func.EventGridEvent) -> None:
 @app.function_name("maintenance_worker")
 @app.queue_trigger(arg_name="message", queue_name=WORK_QUEUE, connection="AzureWebJobsStorage")
 def maintenance_worker(message: func.QueueMessage) -> None:
-    from handlers.pipeline import run_work_message
+    from handlers.edge.worker import run_work_message
     from handlers.runtime import get_runtime
 
     run_work_message(get_runtime(), message)
@@ -58,7 +58,7 @@ def maintenance_worker(message: func.QueueMessage) -> None:
 @app.function_name("maintenance_events_queue")
 @app.queue_trigger(arg_name="message", queue_name=EVENTS_QUEUE, connection="AzureWebJobsStorage")
 def maintenance_events_queue(message: func.QueueMessage) -> None:
-    from handlers.intake import accept_queue_delivery
+    from handlers.edge.intake import accept_queue_delivery
     from handlers.runtime import get_runtime
 
     accept_queue_delivery(get_runtime(), message.get_body())
@@ -67,7 +67,7 @@ def maintenance_events_queue(message: func.QueueMessage) -> None:
 @app.function_name("scheduled_event")
 @app.event_grid_trigger(arg_name="event")
 def scheduled_event(event: func.EventGridEvent) -> None:
-    from handlers.platform_events import record_platform_event
+    from handlers.edge.platform_events import record_platform_event
     from handlers.runtime import get_runtime
 
     record_platform_event(get_runtime(), event)
@@ -76,7 +76,7 @@ def scheduled_event(event: func.EventGridEvent) -> None:
 @app.function_name("maintenance_work_poison")
 @app.queue_trigger(arg_name="message", queue_name=f"{WORK_QUEUE}-poison", connection="AzureWebJobsStorage")
 def maintenance_work_poison(message: func.QueueMessage) -> None:
-    from handlers.poison import handle_work_poison
+    from handlers.edge.poison import handle_work_poison
     from handlers.runtime import get_runtime
 
     handle_work_poison(get_runtime(), message)
@@ -85,7 +85,7 @@ def maintenance_work_poison(message: func.QueueMessage) -> None:
 @app.function_name("maintenance_events_poison")
 @app.queue_trigger(arg_name="message", queue_name=f"{EVENTS_QUEUE}-poison", connection="AzureWebJobsStorage")
 def maintenance_events_poison(message: func.QueueMessage) -> None:
-    from handlers.poison import handle_events_poison
+    from handlers.edge.poison import handle_events_poison
     from handlers.runtime import get_runtime
 
     handle_events_poison(get_runtime(), message)

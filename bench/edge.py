@@ -95,7 +95,7 @@ def _measure(azurite: Azurite) -> dict[str, Any]:
 
 
 def _rejected_rows(app: Any) -> int:
-    from handlers.ledger import REJECTED_PARTITION
+    from handlers.ledger.store import REJECTED_PARTITION
 
     rows = app.clients.ledger_table().query_entities("PartitionKey eq @pk", parameters={"pk": REJECTED_PARTITION},
                                                      select=["RowKey"])

@@ -18,14 +18,14 @@ from azure.core.credentials import TokenCredential
 from azure.core.pipeline.transport import HttpTransport
 from azure.storage.queue import QueueClient
 
-from handlers.clients import ClientFactory
+from handlers.adapters.clients import ClientFactory
+from handlers.adapters.operations import Progress
+from handlers.adapters.pacing import Clock
+from handlers.core.settings import Settings
 from handlers.ledger import Ledger
-from handlers.operations import Progress
-from handlers.pacing import Clock
-from handlers.settings import Settings
 
 # Environment variables that feed Settings or the credential chain.
-_WATCHED_PREFIXES = ("MAINTENANCE_", "AZURE_", "AzureWebJobsStorage", "IDENTITY_", "MSI_")
+_WATCHED_PREFIXES = ("MAINTENANCE_", "AZURE_", "AzureWebJobsStorage", "AzureFunctionsJobHost__", "IDENTITY_", "MSI_")
 
 
 class Runtime:

@@ -25,14 +25,14 @@ from typing import Any, TextIO
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError
 
-from handlers.clients import ClientFactory
-from handlers.errors import InvalidEventError, SettingsError, UnsupportedEventTypeError
-from handlers.events import MaintenanceEvent, parse_event
-from handlers.inventory import find_assigned_machines
+from handlers.adapters.clients import ClientFactory
+from handlers.adapters.inventory import find_assigned_machines
+from handlers.core.errors import InvalidEventError, SettingsError, UnsupportedEventTypeError
+from handlers.core.events import MaintenanceEvent, parse_event
+from handlers.core.logs import run_logger
+from handlers.core.settings import Settings
 from handlers.ledger import Ledger
-from handlers.logs import run_logger
 from handlers.runtime import Runtime
-from handlers.settings import Settings
 from tools.memory_table import MemoryTable
 from tools.report import print_table, snapshot_summary, verdict_lines
 from tools.send_event import rewrite_times
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout, err: TextIO
 
 
 def _rehearse(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from handlers.prepare import run_pre
+    from handlers.phases.pre.prepare import run_pre
 
     synthetic = args.configuration_id is not None
     environ = dict(os.environ)

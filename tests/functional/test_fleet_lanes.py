@@ -15,12 +15,12 @@ import pytest
 
 from emulator import AzureEmulator
 from emulator.functions_host import FunctionsHost
-from handlers.inventory import MachineKind, RunMachine
-from handlers.lanes import LANE_PHASE_PREFIX, lane_phase
+from handlers.adapters.inventory import MachineKind, RunMachine
+from handlers.adapters.operations import MAX_SEND_WORKERS, MIN_LANE_WORKERS, Operation, run_operations
+from handlers.adapters.power import power_operation
+from handlers.core.logs import run_logger
 from handlers.ledger import PHASE_LEASE, MachineRecord, subscription_of, utcnow
-from handlers.logs import run_logger
-from handlers.operations import MAX_SEND_WORKERS, MIN_LANE_WORKERS, Operation, run_operations
-from handlers.power import power_operation
+from handlers.phases.pre.fan_out import LANE_PHASE_PREFIX, lane_phase
 from handlers.runtime import get_runtime
 from tests.conftest import SUB_A, SUB_B, make_event, wait_for_fallback_verdict
 

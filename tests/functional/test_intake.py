@@ -16,7 +16,7 @@ from azure.core.exceptions import HttpResponseError
 
 from emulator import AzureEmulator
 from emulator.functions_host import FunctionsHost
-from handlers.intake import accept_queue_delivery, accept_raw_event
+from handlers.edge.intake import accept_queue_delivery, accept_raw_event
 from handlers.ledger import REJECTED_PARTITION, Ledger, run_key
 from handlers.runtime import get_runtime
 from tests.conftest import CONFIG_ID, SUB_A, SUB_B, make_event
@@ -175,8 +175,8 @@ def test_unreadable_queue_message_is_recorded_not_retried(host: FunctionsHost) -
 def test_a_work_message_with_an_unknown_step_is_recorded_not_retried(
     host: FunctionsHost, emulator: AzureEmulator, step: dict[str, Any], field: str
 ) -> None:
-    from handlers.events import parse_event
-    from handlers.work import Step, WorkMessage
+    from handlers.core.events import parse_event
+    from handlers.core.work import Step, WorkMessage
 
     body = {**json.loads(WorkMessage(parse_event(make_event("pre")), Step.VERDICT).to_json()), **step}
     host.functions["maintenance_worker"].get_user_function()(func.QueueMessage(id="m3", body=json.dumps(body).encode()))

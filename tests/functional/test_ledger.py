@@ -10,7 +10,7 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from emulator.azurite import Azurite
-from handlers.events import parse_event
+from handlers.core.events import parse_event
 from handlers.ledger import (
     PHASE_LEASE,
     AcceptOutcome,

@@ -16,7 +16,7 @@ import azure.functions as func
 import pytest
 
 from emulator.functions_host import FunctionsHost
-from handlers.platform_events import list_platform_events, platform_row_key, record_platform_event
+from handlers.edge.platform_events import list_platform_events, platform_row_key, record_platform_event
 from handlers.runtime import get_runtime
 from tests.agent.conftest import FakeMonotonic, recording_hook, settle
 from tests.agent.fakes import EventGridServer, ScheduledEventsServer

@@ -12,9 +12,9 @@ import pytest
 
 from emulator import AzureEmulator
 from emulator.functions_host import FunctionsHost
+from handlers.adapters.snapshots import snapshot_name
 from handlers.ledger import run_key
 from handlers.runtime import get_runtime
-from handlers.snapshots import snapshot_name
 from tests.conftest import SUB_A, SUB_B, make_event
 
 

@@ -72,7 +72,7 @@ FORBIDDEN = ("listkeys", "listconnectionstrings", "listsecrets", "secret", "acco
 APP_INSIGHTS_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 APP_INSIGHTS_TYPE = "Microsoft.Insights/components"
 
-# Settings the platform reads rather than the app (handlers/settings.py reads the rest).
+# Settings the platform reads rather than the app (handlers/core/settings.py reads the rest).
 PLATFORM_SETTINGS = {"APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
                      "AzureWebJobsStorage__credential", "AzureWebJobsStorage__blobServiceUri"}
 FLEX_REJECTED_SETTINGS = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
@@ -308,7 +308,7 @@ def test_events_queue_of_queue_mode_is_the_one_the_app_reads() -> None:
 
 
 def test_a_log_alert_fires_on_every_toolkit_alert_line() -> None:
-    from handlers.alerts import ALERT_MARKER
+    from handlers.ledger.alerts import ALERT_MARKER
 
     text = (INFRA / "app" / "alerts.bicep").read_text()
     queries = re.findall(r"query: '([^']*)'", text)
@@ -569,8 +569,8 @@ def test_app_settings_are_identity_based_and_read_by_the_app() -> None:
     authentication = settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]
     assert authentication.startswith("ClientId=") and authentication.endswith(";Authorization=AAD")
 
-    # Every other name is one handlers/settings.py reads (a typo would be silently ignored).
-    source = (ROOT / "handlers" / "settings.py").read_text()
+    # Every other name is one handlers/core/settings.py reads (a typo would be silently ignored).
+    source = (ROOT / "handlers" / "core" / "settings.py").read_text()
     known = {node.value for node in ast.walk(ast.parse(source))
              if isinstance(node, ast.Constant) and isinstance(node.value, str)}
     unread = sorted(set(settings) - known - PLATFORM_SETTINGS)
@@ -578,7 +578,7 @@ def test_app_settings_are_identity_based_and_read_by_the_app() -> None:
 
 
 def test_app_setting_defaults_match_the_app_and_the_storage() -> None:
-    from handlers.settings import Settings
+    from handlers.core.settings import Settings
 
     defaults = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
     settings = _app_settings()

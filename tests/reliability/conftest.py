@@ -7,9 +7,9 @@ from typing import Any
 
 from emulator import AzureEmulator
 from emulator.functions_host import FunctionsHost
-from handlers.events import parse_event
+from handlers.core.events import parse_event
+from handlers.core.work import WorkMessage
 from handlers.runtime import get_runtime
-from handlers.work import WorkMessage
 
 WRITE_METHODS = ("PUT", "POST", "DELETE", "PATCH")
 

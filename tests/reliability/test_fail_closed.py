@@ -11,7 +11,7 @@ import pytest
 
 from emulator import AzureEmulator
 from emulator.functions_host import FunctionsHost
-from handlers.alerts import ALERT_MARKER
+from handlers.ledger.alerts import ALERT_MARKER
 from handlers.runtime import get_runtime
 from tests.conftest import SUB_A, make_event, wait_for_fallback_verdict
 from tests.reliability.conftest import arm_writes, run_of

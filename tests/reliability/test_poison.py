@@ -13,11 +13,11 @@ import pytest
 
 from emulator import AzureEmulator
 from emulator.functions_host import FunctionsHost
-from handlers.alerts import ALERT_MARKER
-from handlers.events import parse_event
+from handlers.core.events import parse_event
+from handlers.core.work import Step, WorkMessage
 from handlers.ledger import ALERTS_PARTITION, MachineRecord, subscription_of
+from handlers.ledger.alerts import ALERT_MARKER
 from handlers.runtime import get_runtime
-from handlers.work import Step, WorkMessage
 from tests.conftest import SUB_A, make_event
 from tests.reliability.conftest import run_of
 

@@ -18,10 +18,10 @@ from emulator.azurite import Azurite
 from emulator.functions_host import FunctionsHost
 from emulator.storage_faults import StorageFaultProxy
 from handlers import runtime
-from handlers.events import parse_event
+from handlers.core.events import parse_event
+from handlers.core.work import Step, WorkMessage, send_work
 from handlers.ledger import Ledger
 from handlers.runtime import get_runtime
-from handlers.work import Step, WorkMessage, send_work
 from tests.conftest import SUB_A, make_event
 from tests.reliability.conftest import run_of
 

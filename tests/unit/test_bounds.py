@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from handlers.bounds import (
+from handlers.core.bounds import (
     MAX_JSON_DEPTH,
     RAW_PAYLOAD_UNITS,
     bounded_json,

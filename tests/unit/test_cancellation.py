@@ -9,10 +9,10 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 
 from emulator import AzureEmulator
-from handlers.cancellation import CancellationRefusedError, cancel_run
-from handlers.clients import ClientFactory
-from handlers.events import parse_event
-from handlers.settings import Settings
+from handlers.adapters.cancellation import CancellationRefusedError, cancel_run
+from handlers.adapters.clients import ClientFactory
+from handlers.core.events import parse_event
+from handlers.core.settings import Settings
 from tests.conftest import make_event
 
 ENDPOINT = "https://management.emulator.test"

@@ -9,8 +9,8 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from handlers.errors import InvalidEventError, UnsupportedEventTypeError
-from handlers.events import (
+from handlers.core.errors import InvalidEventError, UnsupportedEventTypeError
+from handlers.core.events import (
     POST_EVENT_TYPE,
     PRE_EVENT_TYPE,
     EventKind,
@@ -668,7 +668,7 @@ def test_an_event_too_large_for_a_work_message_names_its_largest_part() -> None:
 def test_the_largest_accepted_event_fits_in_every_work_message() -> None:
     """1000 subscriptions and the longest ASCII subject that is accepted: the work message that
     carries it, with the most lanes a message may name, still fits in a queue message (base64)."""
-    from handlers.events import MAX_EVENT_JSON
+    from handlers.core.events import MAX_EVENT_JSON
 
     raw = edited("post_eventgrid", "data.resourceSubscriptionIds", guids(1000))
     raw["id"] = "i" * 1024

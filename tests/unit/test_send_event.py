@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from handlers.events import parse_event
+from handlers.core.events import parse_event
 from tests.eventfixtures import EVENT_FIXTURES, load_event
 from tools.send_event import main, rewrite_times
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.errors import SettingsError
-from handlers.settings import Settings, queue_names
+from handlers.core.errors import SettingsError
+from handlers.core.settings import Settings, queue_names
 
 BASE = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
 CONFIG = ("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/"

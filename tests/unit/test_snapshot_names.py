@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import re
 
-from handlers.checks import CHECKS
-from handlers.settings import CHECK_NAMES
-from handlers.snapshots import snapshot_name
+from handlers.adapters.snapshots import snapshot_name
+from handlers.core.settings import CHECK_NAMES
+from handlers.phases.pre.checks import CHECKS
 
 RUN = ("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/"
        "Microsoft.Maintenance/maintenanceConfigurations/mc/providers/Microsoft.Maintenance/applyUpdates/20261122020000")

@@ -19,13 +19,13 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from handlers.alerts import AlertKind, raise_alert
-from handlers.cancellation import cancel_run
-from handlers.checks import CheckContext, CheckResult, run_checks
-from handlers.events import MaintenanceEvent
+from handlers.adapters.cancellation import cancel_run
+from handlers.adapters.operations import describe_error
+from handlers.core.events import MaintenanceEvent
+from handlers.core.logs import RunLogger
 from handlers.ledger import utcnow
-from handlers.logs import RunLogger
-from handlers.operations import describe_error
+from handlers.ledger.alerts import AlertKind, raise_alert
+from handlers.phases.pre.checks import CheckContext, CheckResult, run_checks
 from handlers.runtime import Runtime
 
 # Time before the cutoff in which a failed message's retry still comes in time (the host retries

@@ -11,13 +11,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from handlers.events import MaintenanceEvent, RunStatus
-from handlers.inventory import describe_resource_group, query_all
+from handlers.adapters.inventory import describe_resource_group, query_all
+from handlers.adapters.operations import Operation, raw_response, run_operations
+from handlers.adapters.snapshots import EXPIRES_TAG, MARKER_TAG, MARKER_VALUE, RUN_TAG
+from handlers.core.events import MaintenanceEvent, RunStatus
+from handlers.core.logs import RunLogger
 from handlers.ledger import run_key, utcnow
-from handlers.logs import RunLogger
-from handlers.operations import Operation, raw_response, run_operations
 from handlers.runtime import Runtime
-from handlers.snapshots import EXPIRES_TAG, MARKER_TAG, MARKER_VALUE, RUN_TAG
 
 TOOLKIT_SNAPSHOTS_QUERY = f"""resources
 | where type =~ 'microsoft.compute/snapshots'

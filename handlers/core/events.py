@@ -25,8 +25,15 @@ from typing import Any
 
 import azure.functions as func
 
-from handlers.bounds import MAX_JSON_DEPTH, QUEUE_MESSAGE_BYTES, has_lone_surrogate, json_depth, object_depth, utf8_size
-from handlers.errors import InvalidEventError, UnsupportedEventTypeError
+from handlers.core.bounds import (
+    MAX_JSON_DEPTH,
+    QUEUE_MESSAGE_BYTES,
+    has_lone_surrogate,
+    json_depth,
+    object_depth,
+    utf8_size,
+)
+from handlers.core.errors import InvalidEventError, UnsupportedEventTypeError
 
 PRE_EVENT_TYPE = "Microsoft.Maintenance.PreMaintenanceEvent"
 POST_EVENT_TYPE = "Microsoft.Maintenance.PostMaintenanceEvent"

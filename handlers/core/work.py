@@ -5,20 +5,23 @@ post event queues), a group of subscriptions of a split pre phase (``lanes``), o
 verdict (``verdict``, queued by the last group and, as a fallback, for the deadline). Each step
 owns one ledger phase row that the worker claims. Counters travel with the message: how often a
 post was deferred for its pre phase, and how often a retried message waited for a lease to end.
+A phase that goes on in another invocation (`handlers.phases.steps`) says at which step it
+resumes (``resume``) and how many invocations it has had (``rounds``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from azure.storage.queue import QueueClient
 
-from handlers.errors import InvalidEventError
-from handlers.events import EventKind, MaintenanceEvent, load_json, parse_event
+from handlers.core.errors import InvalidEventError
+from handlers.core.events import EventKind, MaintenanceEvent, load_json, parse_event
 
 WORK_MESSAGE_VERSION = 1
 LANE_PHASE_PREFIX = "pre-lane-"
@@ -26,6 +29,7 @@ VERDICT_PHASE = "pre-verdict"
 # Storage queue messages stay invisible for at most 7 days.
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600 - 60
 _MAX_BODY = 64 * 1024  # a Storage queue message
+_STEP_NAME = re.compile(r"[a-z][a-z-]{0,39}")
 
 
 class Step(StrEnum):
@@ -46,6 +50,8 @@ class WorkMessage:
     lanes: tuple[str, ...] = field(default=())
     deferrals: int = 0  # times a post phase waited for its pre phase
     takeovers: int = 0  # times this work waited for another worker's lease to end
+    resume: str = ""  # the step of the phase this message resumes at ("": the first)
+    rounds: int = 0  # invocations the phase had before this one's (continued phases)
 
     @property
     def ledger_phase(self) -> str:
@@ -74,6 +80,9 @@ class WorkMessage:
             body["deferrals"] = self.deferrals
         if self.takeovers:
             body["takeovers"] = self.takeovers
+        if self.resume:
+            body["resume"] = self.resume
+            body["rounds"] = self.rounds
         return json.dumps(body)
 
     @classmethod
@@ -104,8 +113,11 @@ class WorkMessage:
         unknown = [lane for lane in lanes if lane.lower() not in event.subscription_ids]
         if unknown:
             raise InvalidEventError("message.lanes", f"{unknown[0]!r} is not a subscription of the event")
+        resume = message.get("resume") or ""
+        if not isinstance(resume, str) or (resume and not _STEP_NAME.fullmatch(resume)):
+            raise InvalidEventError("message.resume", "must be a step name (lower-case letters and hyphens)")
         return cls(event, step, tuple(lane.lower() for lane in lanes), _count(message, "deferrals"),
-                   _count(message, "takeovers"))
+                   _count(message, "takeovers"), resume, _count(message, "rounds"))
 
 
 def send_work(queue: QueueClient, message: WorkMessage, *, delay_seconds: float = 0) -> None:

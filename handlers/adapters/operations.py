@@ -36,7 +36,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestE
 from azure.core.pipeline import PipelineResponse
 from azure.core.rest import HttpRequest
 
-from handlers.clients import ClientFactory
+from handlers.adapters.clients import ClientFactory
 from handlers.ledger import subscription_of, utcnow
 
 Progress = Callable[[str, int, int], None]  # (stage "sent" | "done", count so far, total)

@@ -10,9 +10,9 @@ from typing import Any
 from azure.core.exceptions import AzureError, HttpResponseError
 from azure.core.pipeline import PipelineResponse
 
-from handlers.clients import ClientFactory
-from handlers.inventory import RunMachine, power_state_name
-from handlers.operations import (
+from handlers.adapters.clients import ClientFactory
+from handlers.adapters.inventory import RunMachine, power_state_name
+from handlers.adapters.operations import (
     DONE,
     GONE,
     NOT_STARTED,

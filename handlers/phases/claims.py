@@ -25,11 +25,11 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from handlers.alerts import AlertKind, raise_alert
+from handlers.core.logs import RunLogger
+from handlers.core.work import WorkMessage, send_work
 from handlers.ledger import LeaseLostError, PhaseBusy, PhaseClaim, PhaseStatus, utcnow
-from handlers.logs import RunLogger
+from handlers.ledger.alerts import AlertKind, raise_alert
 from handlers.runtime import Runtime
-from handlers.work import WorkMessage, send_work
 
 # A retried message that found the phase held this many times in a row has waited for hours of
 # renewed leases: something renews a claim without finishing it.

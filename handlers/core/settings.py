@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from handlers.errors import SettingsError
+from handlers.core.errors import SettingsError
+from handlers.core.hosting import TIMEOUT_SETTING, function_timeout_seconds, invocation_budget_seconds
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_CANCEL_API_VERSION = "2023-09-01-preview"
@@ -88,6 +89,12 @@ class Settings:
     subscriptions_per_worker: int = 4
     lease_seconds: int = 120
     unchecked_run: str = "cancel"
+    function_timeout_seconds: int = 1800  # the host's functionTimeout (handlers.core.hosting)
+
+    @property
+    def invocation_budget_seconds(self) -> float:
+        """How long one invocation's steps may wait before the phase goes on in another."""
+        return invocation_budget_seconds(self.function_timeout_seconds)
 
     @property
     def arm_scope(self) -> str:
@@ -141,12 +148,24 @@ class Settings:
             subscriptions_per_worker=reader.integer("MAINTENANCE_SUBSCRIPTIONS_PER_WORKER", 4, 1, 64),
             lease_seconds=reader.integer("MAINTENANCE_LEASE_SECONDS", 120, 4, 1800),
             unchecked_run=reader.choice("MAINTENANCE_UNCHECKED_RUN", "cancel", UNCHECKED_RUN_ACTIONS),
+            function_timeout_seconds=function_timeout_seconds(env),
         )._validated()
 
     def _validated(self) -> Settings:
         if "http-probe" in self.pre_checks and not self.http_probe_url:
             raise SettingsError("MAINTENANCE_HTTP_PROBE_URL",
                                 "required when MAINTENANCE_PRE_CHECKS includes http-probe")
+        # Waits inside one invocation must fit in it, with room for the wait's own work.
+        budget = int(self.invocation_budget_seconds)
+        for name, seconds, lowest, longest in (
+            ("MAINTENANCE_POLL_INTERVAL_SECONDS", self.poll_interval_seconds, 1, 120),
+            ("MAINTENANCE_HTTP_PROBE_TIMEOUT_SECONDS", self.http_probe_timeout_seconds, 1, 120),
+            ("MAINTENANCE_LEASE_SECONDS", self.lease_seconds, 4, 1800),
+        ):
+            if seconds * 2 > budget:
+                raise SettingsError(name, f"{seconds} s does not fit twice in one invocation's "
+                                    f"{budget} s (functionTimeout {self.function_timeout_seconds} s, from "
+                                    f"host.json or {TIMEOUT_SETTING}); use {lowest}..{min(longest, budget // 2)}")
         return self
 
 

@@ -12,8 +12,8 @@ import logging
 from enum import StrEnum
 from typing import Any
 
+from handlers.core.logs import run_logger
 from handlers.ledger import Ledger
-from handlers.logs import run_logger
 
 ALERT_MARKER = "MAINTENANCE ALERT"
 

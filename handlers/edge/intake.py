@@ -19,10 +19,9 @@ from typing import Any
 
 import azure.functions as func
 
-from handlers.alerts import AlertKind, raise_alert
-from handlers.bounds import bounded_json, bounded_text
-from handlers.errors import InvalidEventError, UnsupportedEventTypeError
-from handlers.events import (
+from handlers.core.bounds import bounded_json, bounded_text
+from handlers.core.errors import InvalidEventError, UnsupportedEventTypeError
+from handlers.core.events import (
     MAX_EVENT_ID,
     EventKind,
     MaintenanceEvent,
@@ -30,10 +29,11 @@ from handlers.events import (
     parse_event,
     parse_function_event,
 )
+from handlers.core.logs import run_logger
+from handlers.core.work import WorkMessage, send_work
 from handlers.ledger import AcceptOutcome, utcnow
-from handlers.logs import run_logger
+from handlers.ledger.alerts import AlertKind, raise_alert
 from handlers.runtime import Runtime
-from handlers.work import WorkMessage, send_work
 
 # A pre event comes about 40 minutes before its window (DOMAIN.md section 2). One for a window
 # further ahead is not Update Manager's; its fallback verdict would also have to wait longer than

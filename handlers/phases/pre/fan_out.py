@@ -2,7 +2,7 @@
 
 ARM throttles writes per subscription, so a run's requests fall into lanes, one per
 subscription, that do not compete. One worker sends up to MAINTENANCE_SUBSCRIPTIONS_PER_WORKER
-lanes itself (each lane with workers of its own, `handlers.operations`). A run over more
+lanes itself (each lane with workers of its own, `handlers.adapters.operations`). A run over more
 subscriptions is split: the worker that takes the pre event (the coordinator) finds the run's
 machines and hands each group of that many subscriptions to the work queue as a message of its
 own. The Functions host runs those messages side by side, and on more instances as the queue
@@ -28,22 +28,22 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from handlers.checks import CheckContext
-from handlers.events import MaintenanceEvent
-from handlers.inventory import (
+from handlers.adapters.inventory import (
     MachineKind,
     VmView,
     find_run_machines,
     find_unreadable_subscriptions,
     get_vm_views,
 )
+from handlers.adapters.operations import describe_error
+from handlers.core.events import MaintenanceEvent
+from handlers.core.logs import RunLogger
+from handlers.core.work import LANE_PHASE_PREFIX, VERDICT_PHASE, Step, WorkMessage, lane_phase, send_work
 from handlers.ledger import MachineRecord, PhaseStatus, subscription_of, utcnow
-from handlers.logs import RunLogger
-from handlers.operations import describe_error
-from handlers.prepare import is_due, run_pre, summarize
+from handlers.phases.pre.checks import CheckContext
+from handlers.phases.pre.prepare import is_due, run_pre, summarize
+from handlers.phases.pre.verdict import decide
 from handlers.runtime import Runtime
-from handlers.verdict import decide
-from handlers.work import LANE_PHASE_PREFIX, VERDICT_PHASE, Step, WorkMessage, lane_phase, send_work
 
 __all__ = ["LANE_PHASE_PREFIX", "VERDICT_PHASE", "dispatch", "lane_phase", "lanes_finished", "run_lanes",
            "run_verdict", "verdict_delay"]

@@ -13,15 +13,15 @@ from dataclasses import replace
 
 import azure.functions as func
 
-from handlers.alerts import AlertKind, raise_alert
-from handlers.bounds import bounded_text
-from handlers.events import EventKind
-from handlers.lanes import verdict_delay
+from handlers.core.bounds import bounded_text
+from handlers.core.events import EventKind
+from handlers.core.logs import RunLogger, run_logger
+from handlers.core.work import Step, WorkMessage, send_work
 from handlers.ledger import PhaseStatus, utcnow
-from handlers.logs import RunLogger, run_logger
+from handlers.ledger.alerts import AlertKind, raise_alert
+from handlers.phases.pre.fan_out import verdict_delay
+from handlers.phases.pre.verdict import fail_closed
 from handlers.runtime import Runtime
-from handlers.verdict import fail_closed
-from handlers.work import Step, WorkMessage, send_work
 
 
 def handle_work_poison(runtime: Runtime, message: func.QueueMessage | bytes | str) -> None:
@@ -44,7 +44,7 @@ def handle_work_poison(runtime: Runtime, message: func.QueueMessage | bytes | st
 
 
 def handle_events_poison(runtime: Runtime, message: func.QueueMessage | bytes | str) -> None:
-    from handlers.intake import accept_queue_delivery
+    from handlers.edge.intake import accept_queue_delivery
 
     body = message.get_body() if isinstance(message, func.QueueMessage) else message
     raise_alert(runtime.ledger, None, AlertKind.POISON_MESSAGE,

@@ -14,10 +14,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from handlers.alerts import AlertKind, raise_alert
-from handlers.checks import CheckContext, run_checks, tag_is_set
-from handlers.events import MaintenanceEvent
-from handlers.inventory import (
+from handlers.adapters.inventory import (
     MachineKind,
     RunMachine,
     VmView,
@@ -25,13 +22,22 @@ from handlers.inventory import (
     find_unreadable_subscriptions,
     get_vm_views,
 )
+from handlers.adapters.operations import Operation, OperationResult, run_operations
+from handlers.adapters.power import STARTABLE_STATES, power_operation, read_power_states
+from handlers.adapters.snapshots import (
+    find_existing,
+    plan_snapshots,
+    read_storage_profiles,
+    reconcile,
+    snapshot_operation,
+)
+from handlers.core.events import MaintenanceEvent
+from handlers.core.logs import RunLogger
 from handlers.ledger import LeaseLostError, MachineRecord, SnapshotRecord, subscription_of, utcnow
-from handlers.logs import RunLogger
-from handlers.operations import Operation, OperationResult, run_operations
-from handlers.power import STARTABLE_STATES, power_operation, read_power_states
+from handlers.ledger.alerts import AlertKind, raise_alert
+from handlers.phases.pre.checks import CheckContext, run_checks, tag_is_set
+from handlers.phases.pre.verdict import decide
 from handlers.runtime import Runtime
-from handlers.snapshots import find_existing, plan_snapshots, read_storage_profiles, reconcile, snapshot_operation
-from handlers.verdict import decide
 
 _T = TypeVar("_T")
 # Outcomes after which a retried worker leaves a machine or a snapshot alone.
@@ -53,7 +59,7 @@ def run_pre(
 
     With `fan_out` (the queue worker), a run over more subscriptions than
     MAINTENANCE_SUBSCRIPTIONS_PER_WORKER is split once its machines are known: each group of that
-    many subscriptions goes out as a queue message (`handlers.lanes`), the summary says
+    many subscriptions goes out as a queue message (`handlers.phases.pre.fan_out`), the summary says
     `"dispatched"` and the verdict comes later. Each group's worker runs this again with `scope`
     (its subscriptions, lower-case): everything for those subscriptions' machines but the verdict.
     `stop` says when to send nothing more (this worker's claim was taken over).
@@ -89,7 +95,7 @@ def run_pre(
                     "from Azure")
     lanes = sorted({subscription_of(m.resource_id) for m in machines})
     if fan_out and scope is None and not settings.dry_run and len(lanes) > settings.subscriptions_per_worker:
-        from handlers.lanes import dispatch
+        from handlers.phases.pre.fan_out import dispatch
 
         return dispatch(runtime, event, lanes, len(machines), log)
 

@@ -18,17 +18,17 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.compute.models import CreationData, Snapshot, SnapshotProperties, SnapshotSku
 
-from handlers.clients import ClientFactory
-from handlers.inventory import (
+from handlers.adapters.clients import ClientFactory
+from handlers.adapters.inventory import (
     RunMachine,
     VmView,
     describe_resource_group,
     parse_storage_profile,
     query_all,
 )
+from handlers.adapters.operations import Operation, raw_response
+from handlers.core.settings import Settings
 from handlers.ledger import SnapshotRecord, run_key
-from handlers.operations import Operation, raw_response
-from handlers.settings import Settings
 
 MARKER_TAG = "maintenance-toolkit"
 MARKER_VALUE = "snapshot"

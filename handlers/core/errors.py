@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from handlers.bounds import bounded_text
+from handlers.core.bounds import bounded_text
 
 # What an error message keeps of a field name and of the problem: they end up in log lines and
 # ledger rows, and the input they come from may be any size.

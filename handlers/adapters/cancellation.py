@@ -15,8 +15,8 @@ from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
 from azure.mgmt.core import ARMPipelineClient
 
-from handlers.errors import InvalidEventError
-from handlers.events import MaintenanceEvent
+from handlers.core.errors import InvalidEventError
+from handlers.core.events import MaintenanceEvent
 
 
 @dataclass(frozen=True)

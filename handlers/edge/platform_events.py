@@ -28,8 +28,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from handlers.bounds import truncate_utf16
-from handlers.logs import LOGGER_NAME
+from handlers.core.bounds import truncate_utf16
+from handlers.core.logs import LOGGER_NAME
 from handlers.runtime import Runtime
 
 TYPE_PREFIX = "Azure.ScheduledEvents."

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import requests
 
-from handlers.inventory import VmView, describe_machine
+from handlers.adapters.inventory import VmView, describe_machine
+from handlers.adapters.power import read_vm_statuses
+from handlers.core.settings import CHECK_NAMES
 from handlers.ledger import MachineRecord, SnapshotRecord
-from handlers.power import read_vm_statuses
 from handlers.runtime import Runtime
-from handlers.settings import CHECK_NAMES
 
 _FALSE_TAG_VALUES = frozenset({"false", "no", "0", "off"})
 

@@ -1,4 +1,4 @@
-"""The queue worker: reads a work message and runs its step under a claim (`handlers.claims`).
+"""The queue worker: reads a work message and runs its step under a claim (`handlers.phases.claims`).
 
 Steps: a run's pre or post phase (what the event functions queue), a group of subscriptions of
 a split pre phase, and the pre phase's verdict (queued by the last group, and as a fallback for
@@ -14,19 +14,19 @@ from typing import Any
 
 import azure.functions as func
 
-from handlers.alerts import AlertKind, raise_alert
-from handlers.bounds import bounded_text
-from handlers.claims import DeferredError, Heartbeat, Outcome, run_claimed
-from handlers.errors import InvalidEventError, UnsupportedEventTypeError
-from handlers.events import EventKind
-from handlers.lanes import lanes_finished, run_lanes, run_verdict, verdict_delay
+from handlers.core.bounds import bounded_text
+from handlers.core.errors import InvalidEventError, UnsupportedEventTypeError
+from handlers.core.events import EventKind
+from handlers.core.logs import RunLogger, run_logger
+from handlers.core.work import Step, WorkMessage, send_work
 from handlers.ledger import PhaseStatus, utcnow
-from handlers.logs import RunLogger, run_logger
-from handlers.prepare import run_pre
-from handlers.restore import PreStillRunningError, run_post_with_retention
+from handlers.ledger.alerts import AlertKind, raise_alert
+from handlers.phases.claims import DeferredError, Heartbeat, Outcome, run_claimed
+from handlers.phases.post.restore import PreStillRunningError, run_post_with_retention
+from handlers.phases.pre.fan_out import lanes_finished, run_lanes, run_verdict, verdict_delay
+from handlers.phases.pre.prepare import run_pre
+from handlers.phases.pre.verdict import RETRY_LEFT, fail_closed
 from handlers.runtime import Runtime
-from handlers.verdict import RETRY_LEFT, fail_closed
-from handlers.work import Step, WorkMessage, send_work
 
 # A post event that arrives while the pre phase still runs (a cancelled run ends early) waits
 # for it: the message is sent again with this delay, at most this many times.

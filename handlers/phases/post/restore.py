@@ -17,14 +17,14 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from handlers.alerts import AlertKind, raise_alert
-from handlers.events import MaintenanceEvent
-from handlers.inventory import describe_machine, get_vm_views
+from handlers.adapters.inventory import describe_machine, get_vm_views
+from handlers.adapters.operations import describe_error, run_operations
+from handlers.adapters.power import RESTORE_ACTIONS, power_operation
+from handlers.core.events import MaintenanceEvent
+from handlers.core.logs import RunLogger
 from handlers.ledger import MachineRecord, PhaseStatus, utcnow
-from handlers.logs import RunLogger
-from handlers.operations import describe_error, run_operations
-from handlers.power import RESTORE_ACTIONS, power_operation
-from handlers.retention import run_retention
+from handlers.ledger.alerts import AlertKind, raise_alert
+from handlers.phases.post.retention import run_retention
 from handlers.runtime import Runtime
 
 # Current power states that already satisfy a restore action.

@@ -24,8 +24,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from handlers.bounds import RAW_PAYLOAD_UNITS, TABLE_TEXT_UNITS, truncate_utf16
-from handlers.events import MaintenanceEvent
+from handlers.core.bounds import RAW_PAYLOAD_UNITS, TABLE_TEXT_UNITS, truncate_utf16
+from handlers.core.events import MaintenanceEvent
 
 REJECTED_PARTITION = "rejected-events"
 ALERTS_PARTITION = "alerts"  # alerts about no run we can name (an unreadable poison message)
@@ -130,7 +130,7 @@ class MachineRecord(_Row):
     restore_outcome: str = ""  # planned | issued | succeeded | failed | timed-out | skipped
     restore_detail: str = ""
     restored_at: datetime | None = None
-    lane: str = ""  # the subscription its start goes to (handlers.lanes)
+    lane: str = ""  # the subscription its start goes to (handlers.phases.pre.fan_out)
     etag: str | None = field(default=None, compare=False)
 
     def row_key(self) -> str:
@@ -151,7 +151,7 @@ class SnapshotRecord(_Row):
     detail: str = ""
     requested_at: datetime | None = None
     finished_at: datetime | None = None
-    lane: str = ""  # the subscription its PUT goes to (handlers.lanes)
+    lane: str = ""  # the subscription its PUT goes to (handlers.phases.pre.fan_out)
     etag: str | None = field(default=None, compare=False)
 
     def row_key(self) -> str:

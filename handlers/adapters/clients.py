@@ -30,13 +30,13 @@ from azure.core.pipeline.transport import HttpTransport, RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
-from handlers.pacing import Clock, PacedTransport, SystemClock
+from handlers.adapters.pacing import Clock, PacedTransport, SystemClock
 
 if TYPE_CHECKING:
     from azure.mgmt.compute import ComputeManagementClient
     from azure.mgmt.core import ARMPipelineClient
     from azure.mgmt.resourcegraph import ResourceGraphClient
-from handlers.settings import Settings
+from handlers.core.settings import Settings
 
 USER_AGENT = "update-manager-maintenance-toolkit/0.1"
 # POSTs that are safe to send again: a VM power action (starting a VM that is starting joins the

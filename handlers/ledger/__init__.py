@@ -1,0 +1,26 @@
+"""The run ledger: what we saw and did, per run, in Azure Table storage (`store`), and the
+alerts kept on a run (`alerts`)."""
+
+from __future__ import annotations
+
+from handlers.ledger.store import (
+    ALERTS_PARTITION,
+    PHASE_LEASE,
+    REJECTED_PARTITION,
+    AcceptOutcome,
+    LeaseLostError,
+    Ledger,
+    MachineRecord,
+    PhaseBusy,
+    PhaseClaim,
+    PhaseStatus,
+    SnapshotRecord,
+    machine_row_key,
+    run_key,
+    subscription_of,
+    utcnow,
+)
+
+__all__ = ["ALERTS_PARTITION", "PHASE_LEASE", "REJECTED_PARTITION", "AcceptOutcome", "Ledger", "LeaseLostError",
+           "MachineRecord", "PhaseBusy", "PhaseClaim", "PhaseStatus", "SnapshotRecord", "machine_row_key", "run_key",
+           "subscription_of", "utcnow"]
