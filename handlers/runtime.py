@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
+from datetime import datetime
 from functools import cached_property
 
 from azure.core.credentials import TokenCredential
@@ -20,7 +22,7 @@ from azure.storage.queue import QueueClient
 
 from handlers.adapters.clients import ClientFactory
 from handlers.adapters.operations import Progress
-from handlers.adapters.pacing import Clock
+from handlers.core.clock import Clock, Ticker
 from handlers.core.settings import Settings
 from handlers.ledger import Ledger
 
@@ -34,12 +36,13 @@ class Runtime:
     def __init__(self, settings: Settings, clients: ClientFactory) -> None:
         self.settings = settings
         self.clients = clients
+        self.clock: Clock = clients.clock
         # Tools that show a progress display (the rehearsal CLI) set this; the app leaves it None.
         self.progress: Progress | None = None
 
     @cached_property
     def ledger(self) -> Ledger:
-        return Ledger(self.clients.ledger_table())
+        return Ledger(self.clients.ledger_table(), clock=self.clock.utcnow)
 
     def work_queue(self) -> QueueClient:
         return self.clients.queue(self.settings.work_queue)
@@ -74,16 +77,19 @@ def get_runtime() -> Runtime:
 
 
 def configure(
-    *, transport: HttpTransport | None = None, credential: TokenCredential | None = None, clock: Clock | None = None
+    *, transport: HttpTransport | None = None, credential: TokenCredential | None = None,
+    clock: Ticker | None = None, wall: Callable[[], datetime] | None = None,
 ) -> Runtime:
     """Use this transport, credential and/or clock for every client from now on; rebuild the runtime.
 
-    The clock paces requests and schedules status polls; an emulator with simulated time passes
-    its own so both run on the time it simulates.
+    `clock` ticks the monotonic seconds that pace requests, schedule status polls and time the
+    waits: an emulator with simulated time passes its own, so they run on the time it simulates.
+    `wall` gives the wall time deadlines and records are measured on (default: the system's).
     """
     global _current, _transport, _credential, _clock
     with _lock:
-        _transport, _credential, _clock, _current = transport, credential, clock, None
+        _transport, _credential, _current = transport, credential, None
+        _clock = Clock(clock, wall) if clock is not None or wall is not None else None
     return get_runtime()
 
 

@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None, *, out: TextIO = sys.stdout, err: TextIO
 
 
 def _rehearse(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from handlers.phases.pre.prepare import run_pre
+    from handlers.core.work import WorkMessage
+    from handlers.phases.pre import run_pre
 
     synthetic = args.configuration_id is not None
     environ = dict(os.environ)
@@ -105,7 +106,7 @@ def _rehearse(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     runtime.progress = display.update
     display.start()
     try:
-        summary = run_pre(runtime, event, log, machines=machines)
+        summary = run_pre(runtime, WorkMessage(event), log, machines=machines).summary
     finally:
         display.stop()
     return _report(runtime.ledger, event, summary, synthetic, out)

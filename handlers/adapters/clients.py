@@ -30,7 +30,8 @@ from azure.core.pipeline.transport import HttpTransport, RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
-from handlers.adapters.pacing import Clock, PacedTransport, SystemClock
+from handlers.adapters.pacing import PacedTransport
+from handlers.core.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
     from azure.mgmt.compute import ComputeManagementClient
@@ -123,7 +124,7 @@ class ClientFactory:
         clock: Clock | None = None,
     ) -> None:
         self._settings = settings
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock or SYSTEM_CLOCK
         self._transport = transport
         self._pooled_transport: HttpTransport | None = None
         self._credential = credential

@@ -7,7 +7,6 @@ machines and their state *before* acting, never to confirm an action's result.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -16,14 +15,10 @@ from typing import Any
 from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions, ResultFormat
 
+from handlers.core.ids import is_top_level_resource_id, parse_arm_id, resource_group_of
+
 PAGE_SIZE = 1000
 IDS_PER_QUERY = 200  # keeps each query well under Resource Graph's request size limit
-
-_RESOURCE_ID = re.compile(
-    r"^/subscriptions/(?P<sub>[0-9a-fA-F-]{36})/resourceGroups/(?P<rg>[-\w.()]{1,90})"
-    r"/providers/(?P<provider>[\w.]+)/(?P<type>[\w]+)/(?P<name>[-\w.]{1,80})$",
-    re.IGNORECASE,
-)
 
 RUN_MACHINES_QUERY = """maintenanceresources
 | where type =~ 'microsoft.maintenance/applyupdates'
@@ -97,24 +92,16 @@ def power_state_name(code: str | None) -> str:
 
 def describe_machine(resource_id: str) -> RunMachine | None:
     """Classify an ARM id; None when it is not a well-formed machine id."""
-    match = _RESOURCE_ID.fullmatch(resource_id)
-    if match is None:
+    if not is_top_level_resource_id(resource_id):
         return None
-    provider_type = f"{match['provider']}/{match['type']}".lower()
+    parsed = parse_arm_id(resource_id)
     kind = {
         "microsoft.compute/virtualmachines": MachineKind.VM,
         "microsoft.hybridcompute/machines": MachineKind.ARC,
-    }.get(provider_type, MachineKind.OTHER)
-    return RunMachine(resource_id, kind, match["sub"].lower(), match["rg"], match["name"])
+    }.get(parsed.type, MachineKind.OTHER)
+    return RunMachine(resource_id, kind, parsed.subscription, parsed.resource_group, parsed.name)
 
 
-def describe_resource_group(resource_id: str) -> str:
-    """The resource group segment of any ARM id ("" when there is none)."""
-    parts = resource_id.split("/")
-    for index, part in enumerate(parts[:-1]):
-        if part.lower() == "resourcegroups":
-            return parts[index + 1]
-    return ""
 
 
 def find_run_machines(
@@ -179,7 +166,7 @@ def get_vm_views(
     else:
         # A big fleet: ask by resource group (pages of 1000 rows) instead of by id (200 per
         # query), and keep only the run's machines. Far fewer queries against the 15 per 5 s.
-        groups = sorted({describe_resource_group(rid) for rid in wanted})
+        groups = sorted({resource_group_of(rid) for rid in wanted})
         queries = [("resourceGroup", groups[i : i + IDS_PER_QUERY]) for i in range(0, len(groups), IDS_PER_QUERY)]
     wanted_set = set(wanted)
     views: dict[str, VmView] = {}

@@ -10,31 +10,14 @@ that still happen (other clients share the buckets) are handled by the retry pol
 
 from __future__ import annotations
 
-import re
 import threading
-import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from azure.core.pipeline.transport import HttpTransport
 
-_SUBSCRIPTION = re.compile(r"/subscriptions/([0-9a-fA-F-]{36})", re.IGNORECASE)
-
-
-class Clock(Protocol):
-    """Seconds on a monotonic clock, and a way to wait on it."""
-
-    def now(self) -> float: ...
-    def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            time.sleep(seconds)
+from handlers.core.clock import Ticker
+from handlers.core.ids import subscription_of_url
 
 
 @dataclass(frozen=True)
@@ -72,7 +55,7 @@ class _Bucket:
 class PacedTransport(HttpTransport[Any, Any]):
     """Wraps the real transport: before each request (retries included) waits for a token."""
 
-    def __init__(self, inner: HttpTransport[Any, Any], clock: Clock, rates: dict[str, Rate] | None = None) -> None:
+    def __init__(self, inner: HttpTransport[Any, Any], clock: Ticker, rates: dict[str, Rate] | None = None) -> None:
         self._inner = inner
         self._clock = clock
         self._rates = rates or DEFAULT_RATES
@@ -111,8 +94,7 @@ def classify(method: str, url: str) -> tuple[str, str]:
     """(bucket kind, scope) of a request: Resource Graph is per caller, the rest per subscription."""
     if "/providers/microsoft.resourcegraph/" in url.lower():
         return "graph", ""
-    match = _SUBSCRIPTION.search(url)
-    scope = match.group(1).lower() if match else ""
+    scope = subscription_of_url(url)
     method = method.upper()
     if method in ("GET", "HEAD"):
         return "read", scope

@@ -22,13 +22,14 @@ from handlers.adapters.clients import ClientFactory
 from handlers.adapters.inventory import (
     RunMachine,
     VmView,
-    describe_resource_group,
     parse_storage_profile,
     query_all,
 )
 from handlers.adapters.operations import Operation, raw_response
+from handlers.core.ids import name_of, parse_arm_id, resource_group_of, subscription_of
+from handlers.core.keys import run_key
 from handlers.core.settings import Settings
-from handlers.ledger import SnapshotRecord, run_key
+from handlers.ledger.records import SnapshotRecord
 
 MARKER_TAG = "maintenance-toolkit"
 MARKER_VALUE = "snapshot"
@@ -52,9 +53,9 @@ def snapshot_name(disk_id: str, correlation_id: str) -> str:
     """`mt-<disk name>-<run time>-<hash>`: valid for Azure (≤ 80 chars, [A-Za-z0-9_.-], ends
     alphanumeric) and the same for the same disk and run, whatever the casing of either id."""
     digest = hashlib.sha256(f"{disk_id.lower()}|{correlation_id.lower()}".encode()).hexdigest()[:8]
-    run = correlation_id.rstrip("/").rsplit("/", 1)[-1]
+    run = name_of(correlation_id)
     # Lower case: ARM returns the same disk id in different casings in different places.
-    disk = re.sub(r"[^a-z0-9_.-]", "-", disk_id.rstrip("/").rsplit("/", 1)[-1].lower())
+    disk = re.sub(r"[^a-z0-9_.-]", "-", name_of(disk_id).lower())
     room = _NAME_MAX - len(f"mt--{run}-{digest}")
     return f"mt-{disk[:room]}-{run}-{digest}"
 
@@ -94,12 +95,12 @@ def plan_snapshots(
                                        detail="unmanaged (VHD) disk: snapshots need managed disks"))
             else:
                 name = snapshot_name(disk.managed_disk_id, correlation_id)
-                group = settings.snapshot_resource_group or describe_resource_group(disk.managed_disk_id)
-                subscription = disk.managed_disk_id.split("/")[2]
+                group = settings.snapshot_resource_group or resource_group_of(disk.managed_disk_id)
+                subscription = subscription_of(disk.managed_disk_id)
                 snapshot_id = (f"/subscriptions/{subscription}/resourceGroups/{group}"
                                f"/providers/Microsoft.Compute/snapshots/{name}")
                 records.append(replace(base, snapshot_id=snapshot_id, snapshot_name=name,
-                                       outcome="planned" if settings.dry_run else "pending"))
+                                       outcome="pending"))
     return records
 
 
@@ -176,7 +177,8 @@ def snapshot_operation(
     clients: ClientFactory, settings: Settings, record: SnapshotRecord, *, correlation_id: str, now: datetime
 ) -> Operation:
     """The PUT that makes one incremental (or full) snapshot, tagged so retention can find it."""
-    subscription, group = record.snapshot_id.split("/")[2], describe_resource_group(record.snapshot_id)
+    snapshot = parse_arm_id(record.snapshot_id)
+    subscription, group = snapshot.subscription, snapshot.resource_group
     expires = now + timedelta(days=settings.snapshot_retention_days)
     tags = {
         MARKER_TAG: MARKER_VALUE,

@@ -31,8 +31,10 @@ from handlers.core.events import (
 )
 from handlers.core.logs import run_logger
 from handlers.core.work import WorkMessage, send_work
-from handlers.ledger import AcceptOutcome, utcnow
+from handlers.ledger import AcceptOutcome
 from handlers.ledger.alerts import AlertKind, raise_alert
+from handlers.phases.pre.late import late_pre_reason
+from handlers.phases.run_end import PhaseEnd, phase_ended
 from handlers.runtime import Runtime
 
 # A pre event comes about 40 minutes before its window (DOMAIN.md section 2). One for a window
@@ -109,7 +111,7 @@ def _settle(runtime: Runtime, items: Sequence[_Item]) -> list[str]:
     The refusals are recorded first and in one call, so a delivery of many malformed events
     costs a few ledger transactions, not one write each.
     """
-    now = utcnow()
+    now = runtime.clock.utcnow()
     screened = [_screen(runtime, item, now) if isinstance(item, MaintenanceEvent) else item for item in items]
     refusals = [item for item in screened if isinstance(item, _Refusal)]
     for refusal in refusals:
@@ -146,11 +148,12 @@ def _screen(runtime: Runtime, event: MaintenanceEvent, now: datetime) -> Mainten
 def _accept(runtime: Runtime, event: MaintenanceEvent, now: datetime) -> str:
     run_log = run_logger(event.correlation_id)
     if event.kind is EventKind.PRE:
-        late = runtime.ledger.late_pre_reason(event, now=now)
+        late = late_pre_reason(runtime.ledger, event, now)
         if late is not None:
             # Starting VMs now would leave them running: nothing would turn them off again.
             if runtime.ledger.record_late_pre(event, late):
                 raise_alert(runtime.ledger, event.correlation_id, AlertKind.LATE_PRE_EVENT, late)
+                phase_ended(runtime, event, "pre", PhaseEnd.LATE, {"late": late, "machines": 0})
             else:
                 run_log.warning("pre event %s delivered again after its window began or its post event: %s",
                                 event.event_id, late)

@@ -16,11 +16,13 @@ import azure.functions as func
 from handlers.core.bounds import bounded_text
 from handlers.core.events import EventKind
 from handlers.core.logs import RunLogger, run_logger
+from handlers.core.status import Outcome, PreAction
 from handlers.core.work import Step, WorkMessage, send_work
-from handlers.ledger import PhaseStatus, utcnow
+from handlers.ledger import PhaseStatus
 from handlers.ledger.alerts import AlertKind, raise_alert
+from handlers.phases.pre.cancel import fail_closed
 from handlers.phases.pre.fan_out import verdict_delay
-from handlers.phases.pre.verdict import fail_closed
+from handlers.phases.run_end import PhaseEnd, phase_ended
 from handlers.runtime import Runtime
 
 
@@ -71,9 +73,10 @@ def _save_the_verdict(runtime: Runtime, work: WorkMessage, log: RunLogger) -> No
     if pre is not None and pre.get("Status") == PhaseStatus.COMPLETED.value:
         return
     assert event.cancellation_cutoff is not None
-    if utcnow() >= event.cancellation_cutoff:
+    if runtime.clock.utcnow() >= event.cancellation_cutoff:
         raise_alert(runtime.ledger, event.correlation_id, AlertKind.UNCHECKED_RUN,
                     "the pre phase failed on every attempt and the cutoff has passed: the run goes ahead unchecked")
+        phase_ended(runtime, event, "pre", PhaseEnd.FAILED, {"unchecked": True})
         return
     delay = verdict_delay(runtime, event)
     if work.step is Step.VERDICT or delay <= 0:
@@ -91,9 +94,12 @@ def _name_what_is_left_running(runtime: Runtime, work: WorkMessage, log: RunLogg
         records = runtime.ledger.list_machines(event.correlation_id)
     except Exception as exc:
         log.warning("the run's machines could not be read from the ledger: %s", exc)
+        phase_ended(runtime, event, "post", PhaseEnd.FAILED, {"left_running": "unknown"})
         return
-    left = [r.resource_id for r in records if r.pre_action == "start" and r.pre_outcome not in ("planned", "pending")
-            and r.restore_outcome not in ("succeeded", "skipped")]
+    left = [r.resource_id for r in records if r.pre_action == PreAction.START
+            and r.pre_outcome not in (Outcome.PLANNED, Outcome.PENDING)
+            and r.restore_outcome not in (Outcome.SUCCEEDED, Outcome.SKIPPED)]
+    phase_ended(runtime, event, "post", PhaseEnd.FAILED, {"left_running": len(left)})
     if left:
         raise_alert(runtime.ledger, event.correlation_id, AlertKind.LEFT_RUNNING,
                     f"the post phase failed on every attempt: {len(left)} VM(s) this toolkit started may still be "

@@ -27,8 +27,10 @@ from typing import Any
 
 from handlers.core.logs import RunLogger
 from handlers.core.work import WorkMessage, send_work
-from handlers.ledger import LeaseLostError, PhaseBusy, PhaseClaim, PhaseStatus, utcnow
+from handlers.ledger import LeaseLostError, PhaseBusy, PhaseClaim, PhaseStatus
 from handlers.ledger.alerts import AlertKind, raise_alert
+from handlers.phases.run_end import PhaseEnd, phase_ended
+from handlers.phases.signals import ContinueLater, DeferredError
 from handlers.runtime import Runtime
 
 # A retried message that found the phase held this many times in a row has waited for hours of
@@ -36,21 +38,14 @@ from handlers.runtime import Runtime
 MAX_TAKEOVER_WAITS = 120
 
 
-class DeferredError(Exception):
-    """The step cannot run yet: release the claim and queue the message again after `seconds`."""
-
-    def __init__(self, reason: str, message: WorkMessage | None, seconds: float) -> None:
-        super().__init__(reason)
-        self.message = message
-        self.seconds = seconds
-
-
 @dataclass(frozen=True)
 class Outcome:
-    """What a step returns: its summary, and DISPATCHED when messages of its own finish it."""
+    """What a claimed run returns: its summary, DISPATCHED when messages of its own finish it,
+    and how the run's phase ended when it did (`handlers.phases.run_end`)."""
 
     summary: dict[str, Any]
     status: PhaseStatus = PhaseStatus.COMPLETED
+    ends: PhaseEnd | None = None
 
 
 class Heartbeat:
@@ -154,6 +149,14 @@ def run_claimed(
         if deferred.message is not None:
             send_work(runtime.work_queue(), deferred.message, delay_seconds=deferred.seconds)
         return None
+    except ContinueLater as later:
+        # Released first, then sent: if the send fails, the host retries this message, which
+        # finds the phase claimable and runs from its own step again.
+        _release(runtime, heartbeat.stop(), "", log, status=PhaseStatus.CONTINUED, resume=later.step)
+        log.info("%s goes on at step %s in a new invocation (%s)", what, later.step, later)
+        send_work(runtime.work_queue(), replace(message, resume=later.step, rounds=message.rounds + 1,
+                                                takeovers=0))
+        return None
     except LeaseLostError:
         heartbeat.stop()
         log.warning("%s stopped here: another worker took it over and finishes it", what)
@@ -167,6 +170,9 @@ def run_claimed(
         ledger.finish_phase(final, summary=outcome.summary, status=outcome.status)
     except LeaseLostError:
         log.warning("%s finished here after another worker took it over; that worker records its end", what)
+        return outcome.summary
+    if outcome.ends is not None:
+        phase_ended(runtime, event, event.kind.value, outcome.ends, outcome.summary)
     return outcome.summary
 
 
@@ -182,16 +188,17 @@ def _wait_for_lease(runtime: Runtime, message: WorkMessage, busy: PhaseBusy, deq
                     f"{what} has been held by a renewed claim through {message.takeovers} checks; "
                     "this message gives up waiting for it", phase=message.ledger_phase)
         return
-    wait = max(1.0, (busy.lease_until - utcnow()).total_seconds() + 1)
+    wait = max(1.0, runtime.clock.seconds_until(busy.lease_until) + 1)
     log.warning("%s is claimed by a worker that may have died (attempt %d, lease until %s): checking again in "
                 "%.0f s, then taking it over if the lease was not renewed", what, busy.attempt,
                 busy.lease_until.isoformat(), wait)
     send_work(runtime.work_queue(), replace(message, takeovers=message.takeovers + 1), delay_seconds=wait)
 
 
-def _release(runtime: Runtime, claim: PhaseClaim, error: str, log: RunLogger) -> None:
+def _release(runtime: Runtime, claim: PhaseClaim, error: str, log: RunLogger, *,
+             status: PhaseStatus = PhaseStatus.RETRYING, resume: str = "") -> None:
     try:
-        runtime.ledger.release_phase(claim, error=error)
+        runtime.ledger.release_phase(claim, error=error, status=status, resume=resume)
     except LeaseLostError:
         log.warning("phase %s was taken over by another worker; nothing to release", claim.phase)
     except Exception as exc:  # the ledger is down too: the lease runs out and a retry takes over

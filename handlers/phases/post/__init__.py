@@ -1,1 +1,42 @@
-"""."""
+"""The post phase: its steps, in order.
+
+`retention` begins an invocation of its own (`in_new_message`): the restores may wait for up to
+MAINTENANCE_RESTORE_TIMEOUT_SECONDS, over as many invocations as that takes, and what follows
+them gets a whole invocation's time. Steps after `restore-power` are not essential: a failed
+retention is recorded on the run and the steps after it (the report, the notifications) still run.
+"""
+
+from __future__ import annotations
+
+from handlers.core.logs import RunLogger
+from handlers.core.work import WorkMessage
+from handlers.phases.claims import Heartbeat
+from handlers.phases.post.await_pre import await_pre
+from handlers.phases.post.restore import preview_restore, restore_power
+from handlers.phases.post.retention import preview_retention, run_retention
+from handlers.phases.post.state import PostWork
+from handlers.phases.steps import PhaseRun, Scope, Step, invocation_end, run_steps
+from handlers.runtime import Runtime
+
+STEPS: list[Step[PostWork]] = [
+    Step("await-pre", "post", await_pre, "record the run's status; wait for the pre phase to end",
+         records=("PostStatus", "RunStatus")),
+    Step("restore-power", "post", restore_power, "put back exactly the VMs the pre phase started",
+         preview=preview_restore, changes=True,
+         settings=("MAINTENANCE_RESTORE_VMS", "MAINTENANCE_RESTORE_TIMEOUT_SECONDS", "MAINTENANCE_PARALLELISM"),
+         permissions=("Microsoft.Compute/virtualMachines/deallocate/action",
+                      "Microsoft.Compute/virtualMachines/powerOff/action"),
+         records=("machine-*", "RestoreDeadline", "RestoreSummary", "alert-left-running")),
+    Step("retention", "post", run_retention, "delete this toolkit's expired snapshots (not those of failed runs)",
+         preview=preview_retention, changes=True, essential=False, in_new_message=True,
+         settings=("MAINTENANCE_SNAPSHOT_RETENTION_DAYS",), permissions=("Microsoft.Compute/snapshots/delete",),
+         records=("RetentionSeen", "RetentionExpired", "RetentionDeleted", "RetentionFailed")),
+]
+
+
+def run_post(runtime: Runtime, work: WorkMessage, log: RunLogger, *,
+             beat: Heartbeat | None = None) -> PhaseRun[PostWork]:
+    """The post phase's steps, from the step the message resumes at."""
+    run = PhaseRun(runtime, work, log, Scope.WHOLE, PostWork(), invocation_end=invocation_end(runtime), beat=beat)
+    run_steps(STEPS, run, resume=work.resume)
+    return run

@@ -1,146 +1,169 @@
-"""The post event's work: put back exactly the VMs the pre event started, nothing else.
+"""Step `restore-power`: put back exactly the VMs the pre event started, nothing else.
 
 The ledger is the only source of "what did we start": with no record of the run, nothing is
 stopped. (Stopping every VM of the run is what the documented sample does, and it turns off
 machines that were running before the window.)
 
-A restore keeps trying until MAINTENANCE_RESTORE_TIMEOUT_SECONDS: a request whose outcome is
-uncertain, or an operation that failed, is followed by a read of the VM's state and sent again
-while the VM is not back. What is still running at the end is alerted, by name.
+A restore keeps trying until MAINTENANCE_RESTORE_TIMEOUT_SECONDS from the post phase's start
+(recorded on the run row as `RestoreDeadline`): a request whose outcome is uncertain, or an
+operation that failed, is followed by a read of the VM's state and sent again while the VM is
+not back. That can take longer than one invocation may run: when this invocation's time is spent
+first, the restores still running stay recorded as `issued` and the step goes on in a new
+invocation, which follows them (their state is read back; nothing is sent twice that took
+effect). What is still running at the restore deadline is alerted, by name.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from datetime import timedelta
+import json
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from handlers.adapters.inventory import describe_machine, get_vm_views
+from handlers.adapters.inventory import RunMachine, describe_machine, get_vm_views
 from handlers.adapters.operations import describe_error, run_operations
 from handlers.adapters.power import RESTORE_ACTIONS, power_operation
-from handlers.core.events import MaintenanceEvent
-from handlers.core.logs import RunLogger
-from handlers.ledger import MachineRecord, PhaseStatus, utcnow
+from handlers.core.status import Outcome, PreAction
+from handlers.ledger import MachineRecord
 from handlers.ledger.alerts import AlertKind, raise_alert
-from handlers.phases.post.retention import run_retention
-from handlers.runtime import Runtime
+from handlers.phases.post.state import PostWork
+from handlers.phases.signals import ContinueLater
+from handlers.phases.steps import PhaseRun
 
+STEP = "restore-power"
 # Current power states that already satisfy a restore action.
 _ALREADY_DONE = {"deallocate": {"deallocated"}, "power-off": {"stopped", "deallocated"}}
-NO_LEDGER_HINT = (
-    "no ledger record of the pre event for this run, so no VM is stopped: only VMs this toolkit "
-    "started are ever turned off. (Was the pre event delivered to this app, to the same ledger table?)"
-)
 
 
-class PreStillRunningError(Exception):
-    """The post event arrived while the pre phase is still working; try again later."""
+@dataclass
+class _Plan:
+    started: list[MachineRecord] = field(default_factory=list)  # restores still to settle
+    settled: list[MachineRecord] = field(default_factory=list)  # needing nothing (already back, no action)
+    actions: list[tuple[RunMachine, str, MachineRecord]] = field(default_factory=list)
 
 
-def run_post(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[str, Any]:
-    settings = runtime.settings
+def restore_power(run: PhaseRun[PostWork]) -> None:
+    runtime, event, log = run.runtime, run.event, run.log
     ledger = runtime.ledger
-    run_status = event.run_status.value if event.run_status else "unknown"
-    log.info("maintenance run ended with status %s (%s)", event.status or "(none)", run_status)
-    ledger.update_run(event.correlation_id, {"PostStatus": event.status or "", "RunStatus": run_status})
-
-    pre_phase = ledger.get_phase(event.correlation_id, "pre")
-    if pre_phase is None:
-        log.warning(NO_LEDGER_HINT)
-        return {"run_status": run_status, "restore": "no-ledger-record", "machines": 0}
-    if pre_phase.get("Status") != PhaseStatus.COMPLETED.value:
-        raise PreStillRunningError
-    records = ledger.list_machines(event.correlation_id)
-    if not records:
-        log.info("the pre event recorded no machines; nothing to restore")
-        return {"run_status": run_status, "restore": "nothing-recorded", "machines": 0}
-
-    # Only rows whose start was really attempted: a dry run's "planned" starts never happened.
-    started = [r for r in records if r.pre_action == "start" and r.pre_outcome not in ("planned", "pending")
-               and r.restore_outcome not in ("succeeded", "skipped")]
-    if not settings.restore_vms:
-        log.info("MAINTENANCE_RESTORE_VMS is false: leaving %d started VM(s) running", len(started))
-        ledger.save_rows(event.correlation_id, [
-            replace(r, restore_action="none", restore_outcome="skipped",
-                    restore_detail="MAINTENANCE_RESTORE_VMS is false")
-            for r in started])
-        return _summary(records, run_status, restored="disabled")
-
-    try:
-        views = get_vm_views(runtime.clients.resource_graph(), event.subscription_ids,
-                             [r.resource_id for r in started])
-    except AzureError as exc:
-        # Only used to skip VMs already back; the restore requests are idempotent, so send them all.
-        log.warning("Resource Graph failed (%s): restoring every VM we started without checking which are "
-                    "already back", describe_error(exc))
-        views = {}
-    actions = []
-    settled: list[MachineRecord] = []
-    for record in started:
-        action = RESTORE_ACTIONS.get(record.original_power_state, "")
-        current = views.get(record.resource_id.lower())
-        state = current.power_state if current else ""
-        if not action:
-            settled.append(replace(record, restore_action="none", restore_outcome="skipped",
-                                   restore_detail=f"original state {record.original_power_state!r} needs nothing"))
-        elif state in _ALREADY_DONE[action]:
-            log.info("%s is already %s; nothing to do", record.resource_id, state)
-            settled.append(replace(record, restore_action=action, restore_outcome="skipped",
-                                   restore_detail=f"already {state}"))
-        elif settings.dry_run:
-            log.info("dry run: would %s %s (was %s before the run)", action, record.resource_id,
-                     record.original_power_state)
-            settled.append(replace(record, restore_action=action, restore_outcome="planned"))
-        else:
-            machine = describe_machine(record.resource_id)
-            assert machine is not None  # the row was written from a parsed id
-            actions.append((machine, action, record))
-
-    by_id = {record.resource_id.lower(): record for _, _, record in actions}
-    if actions:
-        ledger.save_rows(event.correlation_id, [
-            replace(r, restore_action=a, restore_outcome="issued") for _, a, r in actions])
-    deadline = utcnow() + timedelta(seconds=settings.restore_timeout_seconds)
-    tasks = [[power_operation(runtime.clients, m, a, persistent=True)] for m, a, _ in actions]
-    results = run_operations(runtime.clients, tasks,
-                             parallelism=settings.parallelism, deadline=deadline, log=log,
-                             progress=runtime.progress)
+    plan = _plan(run)
+    if plan is None:
+        return
+    if not runtime.settings.restore_vms:
+        log.info("MAINTENANCE_RESTORE_VMS is false: leaving %d started VM(s) running", len(plan.started))
+        _save(run, [replace(r, restore_action="none", restore_outcome=Outcome.SKIPPED.value,
+                            restore_detail="MAINTENANCE_RESTORE_VMS is false") for r in plan.started], "disabled")
+        return
+    deadline = _restore_deadline(run)
+    wait_until = min(deadline, run.invocation_end)
+    issued = [replace(r, restore_action=a, restore_outcome=Outcome.ISSUED.value) for _, a, r in plan.actions
+              if r.restore_outcome != Outcome.ISSUED]
+    ledger.save_rows(event.correlation_id, issued)
+    # A restore an earlier invocation sent is followed (its state read back), not sent again.
+    tasks = [[replace(power_operation(runtime.clients, m, a, persistent=True),
+                      follow_only=r.restore_outcome == Outcome.ISSUED)] for m, a, r in plan.actions]
+    results = run_operations(runtime.clients, tasks, parallelism=runtime.settings.parallelism,
+                             deadline=wait_until, log=log, progress=runtime.progress)
+    by_id = {record.resource_id.lower(): record for _, _, record in plan.actions}
+    still_running = []
     for key, result in results.items():
         record = by_id[key]
         action = RESTORE_ACTIONS[record.original_power_state]
-        settled.append(replace(record, restore_action=action, restore_outcome=result.outcome,
-                               restore_detail=result.detail, restored_at=result.finished_at))
-    ledger.save_rows(event.correlation_id, settled)
-    failed = [r for r in settled if r.restore_outcome in ("failed", "timed-out")]
+        if result.outcome == Outcome.TIMED_OUT and wait_until < deadline:
+            still_running.append(record)  # this invocation's time ran out, not the restore's
+            continue
+        plan.settled.append(replace(record, restore_action=action, restore_outcome=result.outcome,
+                                    restore_detail=result.detail, restored_at=result.finished_at))
+    if still_running:
+        ledger.save_rows(event.correlation_id, plan.settled)
+        raise ContinueLater(STEP, f"{len(still_running)} restore(s) still running when this invocation's time ran "
+                                  f"out; the restore deadline is {deadline.isoformat()}")
+    failed = [r for r in plan.settled if r.restore_outcome in (Outcome.FAILED, Outcome.TIMED_OUT)]
     if failed:
         names = ", ".join(r.resource_id for r in failed[:20]) + (" ..." if len(failed) > 20 else "")
         raise_alert(ledger, event.correlation_id, AlertKind.LEFT_RUNNING,
                     f"{len(failed)} VM(s) this toolkit started could not be put back by the deadline and may still "
                     f"be running (billed): {names}", machines=[r.resource_id for r in failed])
-    merged = {r.resource_id.lower(): r for r in records}
-    merged.update({r.resource_id.lower(): r for r in settled})
-    return _summary(list(merged.values()), run_status, restored="failed" if failed else "ok")
+    _save(run, plan.settled, "failed" if failed else "ok")
 
 
-def run_post_with_retention(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[str, Any]:
-    """Restore first (the VMs matter most), then clean up expired snapshots. A retention that
-    fails is recorded on the run and does not fail the phase (the VMs are back either way)."""
-    summary = run_post(runtime, event, log)
+def preview_restore(run: PhaseRun[PostWork]) -> None:
+    """A dry run: which VMs would be put back, and how."""
+    plan = _plan(run)
+    if plan is None:
+        return
+    for machine, action, record in plan.actions:
+        run.log.info("dry run: would %s %s (was %s before the run)", action, machine.resource_id,
+                     record.original_power_state)
+        plan.settled.append(replace(record, restore_action=action, restore_outcome=Outcome.PLANNED.value))
+    _save(run, plan.settled, "ok")
+
+
+def _plan(run: PhaseRun[PostWork]) -> _Plan | None:
+    """The restores to settle; None (and the summary said) when the run recorded no machines."""
+    runtime, event, log = run.runtime, run.event, run.log
+    if run.state.nothing_to_restore:
+        return None
+    records = runtime.ledger.list_machines(event.correlation_id)
+    run.state.records = records
+    if not records:
+        log.info("the pre event recorded no machines; nothing to restore")
+        run.summary.update(restore="nothing-recorded", machines=0)
+        return None
+    # Only rows whose start was really attempted: a dry run's "planned" starts never happened.
+    plan = _Plan(started=[r for r in records if r.pre_action == PreAction.START
+                          and r.pre_outcome not in (Outcome.PLANNED, Outcome.PENDING)
+                          and r.restore_outcome not in (Outcome.SUCCEEDED, Outcome.SKIPPED)])
+    if not runtime.settings.restore_vms:
+        return plan
     try:
-        summary["retention"] = run_retention(runtime, event, log)
-    except Exception as exc:
-        detail = describe_error(exc) if isinstance(exc, AzureError) else f"{type(exc).__name__}: {exc}"
-        log.warning("snapshot retention failed (expired snapshots are left for the next run): %s", detail)
-        runtime.ledger.update_run(event.correlation_id, {"RetentionError": detail})
-        summary["retention"] = {"error": detail}
-    return summary
+        views = get_vm_views(runtime.clients.resource_graph(), event.subscription_ids,
+                             [r.resource_id for r in plan.started])
+    except AzureError as exc:
+        # Only used to skip VMs already back; the restore requests are idempotent, so send them all.
+        log.warning("Resource Graph failed (%s): restoring every VM we started without checking which are "
+                    "already back", describe_error(exc))
+        views = {}
+    for record in plan.started:
+        action = RESTORE_ACTIONS.get(record.original_power_state, "")
+        current = views.get(record.resource_id.lower())
+        state = current.power_state if current else ""
+        if not action:
+            plan.settled.append(replace(record, restore_action="none", restore_outcome=Outcome.SKIPPED.value,
+                                        restore_detail=f"original state {record.original_power_state!r} needs nothing"))
+        elif state in _ALREADY_DONE[action]:
+            log.info("%s is already %s; nothing to do", record.resource_id, state)
+            plan.settled.append(replace(record, restore_action=action, restore_outcome=Outcome.SKIPPED.value,
+                                        restore_detail=f"already {state}"))
+        else:
+            machine = describe_machine(record.resource_id)
+            assert machine is not None  # the row was written from a parsed id
+            plan.actions.append((machine, action, record))
+    return plan
 
 
-def _summary(records: list[MachineRecord], run_status: str, *, restored: str) -> dict[str, Any]:
+def _restore_deadline(run: PhaseRun[PostWork]) -> datetime:
+    """When the restores stop being retried: MAINTENANCE_RESTORE_TIMEOUT_SECONDS after the first
+    invocation of the post phase began them, whichever invocation this is."""
+    ledger, event = run.runtime.ledger, run.event
+    recorded = (ledger.get_run(event.correlation_id) or {}).get("RestoreDeadline")
+    if isinstance(recorded, datetime):
+        return recorded
+    deadline = run.runtime.clock.utcnow() + timedelta(seconds=run.runtime.settings.restore_timeout_seconds)
+    ledger.update_run(event.correlation_id, {"RestoreDeadline": deadline})
+    return deadline
+
+
+def _save(run: PhaseRun[PostWork], settled: list[MachineRecord], restored: str) -> None:
+    run.runtime.ledger.save_rows(run.event.correlation_id, settled)
+    merged = {r.resource_id.lower(): r for r in run.state.records}
+    merged.update({r.resource_id.lower(): r for r in settled})
+    run.state.records = list(merged.values())
     outcomes: dict[str, int] = {}
-    for record in records:
+    for record in run.state.records:
         if record.restore_outcome:
             outcomes[record.restore_outcome] = outcomes.get(record.restore_outcome, 0) + 1
-    return {"run_status": run_status, "machines": len(records), "restore_outcomes": outcomes, "restore": restored}
+    summary: dict[str, Any] = {"machines": len(run.state.records), "restore_outcomes": outcomes, "restore": restored}
+    run.summary.update(summary)
+    run.runtime.ledger.update_run(run.event.correlation_id, {"RestoreSummary": json.dumps(summary, sort_keys=True)})

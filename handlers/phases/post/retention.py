@@ -1,4 +1,4 @@
-"""Snapshot retention after a run: delete this toolkit's snapshots whose expiry has passed.
+"""Step `retention`, after a run: delete this toolkit's snapshots whose expiry has passed.
 
 Found through Resource Graph by the toolkit's marker tag (not by listing every snapshot), across
 the run's subscriptions. Never deleted: a snapshot of the current run, one without a readable
@@ -11,12 +11,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from handlers.adapters.inventory import describe_resource_group, query_all
+from handlers.adapters.inventory import query_all
 from handlers.adapters.operations import Operation, raw_response, run_operations
 from handlers.adapters.snapshots import EXPIRES_TAG, MARKER_TAG, MARKER_VALUE, RUN_TAG
-from handlers.core.events import MaintenanceEvent, RunStatus
-from handlers.core.logs import RunLogger
-from handlers.ledger import run_key, utcnow
+from handlers.core.events import RunStatus
+from handlers.core.ids import parse_arm_id
+from handlers.core.keys import run_key
+from handlers.core.status import Outcome
+from handlers.phases.post.state import PostWork
+from handlers.phases.steps import PhaseRun
 from handlers.runtime import Runtime
 
 TOOLKIT_SNAPSHOTS_QUERY = f"""resources
@@ -25,9 +28,31 @@ TOOLKIT_SNAPSHOTS_QUERY = f"""resources
 | project id, name, resourceGroup, subscriptionId, location, tags"""
 
 
-def run_retention(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> dict[str, int]:
-    settings = runtime.settings
-    now = utcnow()
+def run_retention(run: PhaseRun[PostWork]) -> None:
+    runtime = run.runtime
+    counts, expired = _expired(run)
+    if expired:
+        operations = [_delete_operation(runtime, str(row["id"])) for row in expired]
+        deadline = min(runtime.clock.utcnow() + timedelta(seconds=runtime.settings.restore_timeout_seconds),
+                       run.invocation_end)
+        results = run_operations(runtime.clients, [[op] for op in operations],
+                                 parallelism=runtime.settings.parallelism, deadline=deadline, log=run.log)
+        counts["deleted"] = sum(1 for r in results.values() if r.outcome == Outcome.SUCCEEDED)
+        counts["failed"] = len(results) - counts["deleted"]
+    _record(run, counts)
+
+
+def preview_retention(run: PhaseRun[PostWork]) -> None:
+    """A dry run: the expired snapshots that would be deleted."""
+    counts, expired = _expired(run)
+    for row in expired:
+        run.log.info("dry run: would delete expired snapshot %s", row.get("id"))
+    _record(run, counts)
+
+
+def _expired(run: PhaseRun[PostWork]) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    runtime, event, log = run.runtime, run.event, run.log
+    now = runtime.clock.utcnow()
     current = run_key(event.correlation_id)
     rows = query_all(runtime.clients.resource_graph(), event.subscription_ids, TOOLKIT_SNAPSHOTS_QUERY)
     expired: list[dict[str, Any]] = []
@@ -38,33 +63,26 @@ def run_retention(runtime: Runtime, event: MaintenanceEvent, log: RunLogger) -> 
         if tags.get(MARKER_TAG) != MARKER_VALUE:
             continue
         counts["seen"] += 1
-        run = tags.get(RUN_TAG, "")
+        run_name = tags.get(RUN_TAG, "")
         expires = _parse_time(tags.get(EXPIRES_TAG, ""))
-        if run == current or expires is None or expires > now:
+        if run_name == current or expires is None or expires > now:
             continue
         counts["expired"] += 1
-        if run not in failed_runs:
-            failed_runs[run] = _run_failed(runtime, run)
-        if failed_runs[run]:
+        if run_name not in failed_runs:
+            failed_runs[run_name] = _run_failed(runtime, run_name)
+        if failed_runs[run_name]:
             counts["kept-failed-run"] += 1
-            log.info("keeping expired snapshot %s: its run %s failed", row.get("id"), run)
+            log.info("keeping expired snapshot %s: its run %s failed", row.get("id"), run_name)
             continue
         expired.append(row)
+    return counts, expired
 
-    if settings.dry_run:
-        for row in expired:
-            log.info("dry run: would delete expired snapshot %s", row.get("id"))
-    elif expired:
-        operations = [_delete_operation(runtime, str(row["id"])) for row in expired]
-        deadline = now + timedelta(seconds=settings.restore_timeout_seconds)
-        results = run_operations(runtime.clients, [[op] for op in operations], parallelism=settings.parallelism,
-                                 deadline=deadline, log=log)
-        counts["deleted"] = sum(1 for r in results.values() if r.outcome == "succeeded")
-        counts["failed"] = len(results) - counts["deleted"]
-    runtime.ledger.update_run(event.correlation_id, {f"Retention{k.title().replace('-', '')}": v
-                                                     for k, v in counts.items()})
-    log.info("snapshot retention: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
-    return counts
+
+def _record(run: PhaseRun[PostWork], counts: dict[str, int]) -> None:
+    run.runtime.ledger.update_run(run.event.correlation_id, {f"Retention{k.title().replace('-', '')}": v
+                                                             for k, v in counts.items()})
+    run.log.info("snapshot retention: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
+    run.summary["retention"] = counts
 
 
 def _run_failed(runtime: Runtime, partition: str) -> bool:
@@ -73,12 +91,11 @@ def _run_failed(runtime: Runtime, partition: str) -> bool:
 
 
 def _delete_operation(runtime: Runtime, snapshot_id: str) -> Operation:
-    subscription, group = snapshot_id.split("/")[2], describe_resource_group(snapshot_id)
-    name = snapshot_id.rstrip("/").rsplit("/", 1)[-1]
+    snapshot = parse_arm_id(snapshot_id)
 
     def send() -> Any:
-        snapshots = runtime.clients.compute(subscription).snapshots
-        return snapshots.begin_delete(group, name, polling=False, cls=raw_response).result()
+        snapshots = runtime.clients.compute(snapshot.subscription).snapshots
+        return snapshots.begin_delete(snapshot.resource_group, snapshot.name, polling=False, cls=raw_response).result()
 
     return Operation(key=snapshot_id.lower(), resource_id=snapshot_id, action="delete-snapshot", send=send)
 

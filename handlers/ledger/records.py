@@ -1,0 +1,103 @@
+"""The rows of a run's machines and snapshots, as the ledger keeps them (one table row each)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Protocol
+
+from handlers.core.keys import machine_row_key, snapshot_row_key
+
+
+class _Row:
+    """A dataclass stored as one table row: fields map to PascalCase columns."""
+
+    etag: str | None
+    lane: str
+
+    def row_key(self) -> str:
+        raise NotImplementedError
+
+    def to_entity(self, partition: str) -> dict[str, Any]:
+        entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": self.row_key()}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name != "etag" and value is not None:
+                entity[_column(f.name)] = value
+        return entity
+
+    @classmethod
+    def from_entity(cls, entity: Mapping[str, Any]) -> Any:
+        values = {f.name: entity[_column(f.name)] for f in fields(cls) if _column(f.name) in entity}  # type: ignore[arg-type]
+        values["etag"] = entity.metadata.get("etag") if hasattr(entity, "metadata") else None
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class MachineRecord(_Row):
+    """One machine of a run, as the ledger keeps it."""
+
+    resource_id: str
+    kind: str  # "vm" | "arc" | "other"
+    subscription_id: str = ""
+    resource_group: str = ""
+    name: str = ""
+    location: str = ""
+    original_power_state: str = ""  # e.g. "deallocated"; "" when unknown
+    opted_out: bool = False
+    pre_action: str = "none"  # "start" | "none" | "skip"
+    pre_outcome: str = "pending"  # planned | starting | succeeded | failed | timed-out | not-needed | skipped | unknown
+    pre_detail: str = ""
+    started_at: datetime | None = None
+    ready_at: datetime | None = None
+    check_failures: str = ""  # "; "-joined reasons from the pre-checks
+    restore_action: str = ""  # "deallocate" | "power-off" | "none"
+    restore_outcome: str = ""  # planned | issued | succeeded | failed | timed-out | skipped
+    restore_detail: str = ""
+    restored_at: datetime | None = None
+    lane: str = ""  # the subscription its start goes to (handlers.phases.pre.fan_out)
+    etag: str | None = field(default=None, compare=False)
+
+    def row_key(self) -> str:
+        return machine_row_key(self.resource_id)
+
+
+@dataclass(frozen=True)
+class SnapshotRecord(_Row):
+    """One disk's snapshot for a run (or why the disk gets none)."""
+
+    disk_id: str  # the source disk (for a skipped machine: the machine id)
+    vm_id: str
+    role: str = "os"  # "os" | "data"
+    snapshot_id: str = ""
+    snapshot_name: str = ""
+    location: str = ""
+    outcome: str = "pending"  # planned | pending | creating | succeeded | reused | failed | timed-out | skipped
+    detail: str = ""
+    requested_at: datetime | None = None
+    finished_at: datetime | None = None
+    lane: str = ""  # the subscription its PUT goes to (handlers.phases.pre.fan_out)
+    etag: str | None = field(default=None, compare=False)
+
+    def row_key(self) -> str:
+        return snapshot_row_key(self.disk_id)
+
+
+def _column(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+
+
+class LedgerTable(Protocol):
+    """The Table storage calls the ledger makes (azure.data.tables.TableClient has them all)."""
+
+    def create_entity(self, entity: Any, **kwargs: Any) -> Any: ...
+    def upsert_entity(self, entity: Any, mode: Any = ..., **kwargs: Any) -> Any: ...
+    def update_entity(self, entity: Any, mode: Any = ..., **kwargs: Any) -> Any: ...
+    def get_entity(self, partition_key: str, row_key: str, **kwargs: Any) -> Any: ...
+    def query_entities(self, query_filter: str, **kwargs: Any) -> Any: ...
+    def submit_transaction(self, operations: Any, **kwargs: Any) -> Any: ...
+
+

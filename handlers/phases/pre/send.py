@@ -1,0 +1,174 @@
+"""Step `send`: store the new rows, send every start and snapshot due as its row is stored, wait
+until the deadline (the cancellation cutoff less MAINTENANCE_CUTOFF_SAFETY_SECONDS, or this
+invocation's end if that comes first), record the outcomes. What is still running then counts as
+timed out, so the verdict (and a cancel) always comes before the cutoff.
+
+No separate "sent" write: a row still pending after a worker died may or may not have been
+sent, and the retried worker checks each such VM's state (`starts`) and each such snapshot by
+name (`plan`) before sending anything again. Once the phase halts (its claim taken over, or the
+window begun) nothing more is sent, and what was not sent is recorded as not done, so the post
+phase (which restores only what was started) leaves those VMs alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from handlers.adapters.operations import Operation, run_operations
+from handlers.core.ids import subscription_of
+from handlers.core.status import Outcome, PreAction
+from handlers.ledger import LeaseLostError, MachineRecord, SnapshotRecord
+from handlers.phases.pre.state import PreWork, is_due
+from handlers.phases.steps import PhaseRun
+
+_T = TypeVar("_T")
+TAKEN_OVER = "this worker's claim was taken over by another worker"
+
+
+def send_and_wait(run: PhaseRun[PreWork]) -> None:
+    runtime, work, event = run.runtime, run.state, run.event
+    assert event.cancellation_cutoff is not None  # parse_event requires it on pre events
+    work.deadline = min(event.cancellation_cutoff - timedelta(seconds=runtime.settings.cutoff_safety_seconds),
+                        run.invocation_end)
+
+    def halted() -> str:
+        if run.stopped():
+            return TAKEN_OVER
+        if runtime.clock.utcnow() >= event.start:
+            return "the maintenance window had begun"
+        return ""
+
+    planned = _ordered_tasks(work.snapshot_ops, work.start_ops)
+    tasks = _recorded_first(run, planned, halted)
+    results = run_operations(runtime.clients, tasks, parallelism=runtime.settings.parallelism,
+                             deadline=work.deadline, log=run.log, progress=runtime.progress,
+                             total=sum(map(len, planned)),
+                             subscriptions=len({subscription_of(task[0].resource_id) for task in planned}),
+                             cancelled=lambda: halted() == TAKEN_OVER)
+    if halted() == TAKEN_OVER:
+        # Another worker took the phase over: it reads these operations' state and records them.
+        raise LeaseLostError(halted())
+    updated: list[Any] = []
+    for key, result in results.items():
+        if result.action == "snapshot":
+            work.snapshots[key] = replace(work.snapshots[key], outcome=result.outcome, detail=result.detail,
+                                          requested_at=result.sent_at, finished_at=result.finished_at)
+            updated.append(work.snapshots[key])
+        else:
+            ready_at = result.finished_at if result.outcome == Outcome.SUCCEEDED else None
+            work.records[key] = replace(work.records[key], pre_outcome=result.outcome, pre_detail=result.detail,
+                                        started_at=result.sent_at, ready_at=ready_at)
+            updated.append(work.records[key])
+    runtime.ledger.save_rows(event.correlation_id, updated)
+    unsent = [task[0] for task in planned if task[0].key not in results]
+    if unsent:
+        _record_unsent(run, unsent, halted() or "not sent")
+    _log_machines(run)
+
+
+def preview_sends(run: PhaseRun[PreWork]) -> None:
+    """A dry run: the rows as planned (nothing sent), and what would be."""
+    work = run.state
+    planned = [replace(row, pre_outcome=Outcome.PLANNED.value) if isinstance(row, MachineRecord) and is_due(row)
+               else replace(row, outcome=Outcome.PLANNED.value) if isinstance(row, SnapshotRecord) and is_due(row)
+               else row for row in work.new_rows]
+    _remember(work, run.runtime.ledger.add_rows(run.event.correlation_id, planned))
+    _log_machines(run)
+    for record in work.records.values():
+        if record.pre_action == PreAction.START and record.pre_outcome == Outcome.PLANNED:
+            run.log.info("dry run: would start %s (%s)", record.resource_id, record.original_power_state)
+    for snapshot in work.snapshots.values():
+        if snapshot.outcome == Outcome.PLANNED:
+            run.log.info("dry run: would snapshot %s as %s", snapshot.disk_id, snapshot.snapshot_id)
+
+
+def _record_unsent(run: PhaseRun[PreWork], unsent: list[Operation], reason: str) -> None:
+    work = run.state
+    run.log.warning("%d start(s) and snapshot(s) not sent: %s", len(unsent), reason)
+    rows: list[Any] = []
+    for operation in unsent:
+        if operation.action == "start":
+            work.records[operation.key] = replace(
+                work.records[operation.key], pre_action=PreAction.NONE.value, pre_outcome=Outcome.SKIPPED.value,
+                pre_detail=f"not started: {reason}")
+            rows.append(work.records[operation.key])
+        else:
+            work.snapshots[operation.key] = replace(work.snapshots[operation.key], outcome=Outcome.SKIPPED.value,
+                                                    detail=f"not taken: {reason}")
+            rows.append(work.snapshots[operation.key])
+    run.runtime.ledger.save_rows(run.event.correlation_id, rows)
+
+
+def _recorded_first(
+    run: PhaseRun[PreWork], tasks: list[list[Operation]], halted: Callable[[], str]
+) -> Iterator[list[Operation]]:
+    """The tasks, each handed out once its ledger row is stored (none once `halted` says so),
+    and every new row written.
+
+    Rows go to the ledger in the tasks' order, many transactions at a time, so the first
+    requests leave after the first transaction rather than after the whole fleet's rows: a row
+    is written before the start or snapshot it records, never after. Rows that need no request
+    (running VMs, skipped disks) follow.
+    """
+    work = run.state
+    unwritten = {row.row_key(): row for row in work.new_rows}
+    ordered: list[Any] = []
+    waiting: dict[str, list[Operation]] = {}
+    for task in tasks:
+        op = task[0]
+        row = work.records[op.key] if op.action == "start" else work.snapshots[op.key]
+        if row.row_key() in unwritten:
+            ordered.append(unwritten.pop(row.row_key()))
+            waiting[row.row_key()] = task
+        elif not halted():
+            yield task  # recorded by an earlier attempt
+    ordered += unwritten.values()
+    for chunk in run.runtime.ledger.add_rows_in_order(run.event.correlation_id, ordered):
+        _remember(work, chunk)
+        for stored in chunk:
+            released = waiting.pop(stored.row_key(), None)
+            if released is not None and is_due(stored) and not halted():
+                yield released
+
+
+def _remember(work: PreWork, stored: list[Any]) -> None:
+    for row in stored:
+        if isinstance(row, MachineRecord):
+            work.records[row.resource_id.lower()] = row
+        else:
+            work.snapshots[row.row_key()] = row
+
+
+def _log_machines(run: PhaseRun[PreWork]) -> None:
+    for record in run.state.records.values():
+        if record.pre_action != PreAction.START:
+            run.log.info("%s: %s, %s (%s)", record.resource_id, record.pre_outcome, record.pre_detail,
+                         record.original_power_state or "state unknown")
+
+
+def _ordered_tasks(snapshot_ops: dict[str, Operation], start_ops: dict[str, Operation]) -> list[list[Operation]]:
+    """Starts first, then snapshots. A start takes about twice as long as an incremental
+    snapshot, and both draw on the same write bucket, so the fleet is ready soonest when starts
+    lead. Every snapshot is still taken before the window, of the disk as it is before patching
+    (crash-consistent, as for any VM that was running).
+
+    Subscriptions alternate within each: rows are stored and requests released in this order,
+    and each subscription has its own ARM buckets and its own lane of workers, so every
+    subscription's requests start with the first transaction rather than after the others'."""
+    def subscription(task: list[Operation]) -> str:
+        return subscription_of(task[0].resource_id)
+
+    return (_interleave([[start] for start in start_ops.values()], subscription)
+            + _interleave([[snapshot] for snapshot in snapshot_ops.values()], subscription))
+
+
+def _interleave(items: list[_T], group: Callable[[_T], str]) -> list[_T]:
+    """The items with their groups alternating (a1, b1, a2, b2, a3), each group's in its order."""
+    groups: dict[str, list[_T]] = {}
+    for item in items:
+        groups.setdefault(group(item), []).append(item)
+    queues = list(groups.values())
+    return [q[i] for i in range(max((len(q) for q in queues), default=0)) for q in queues if i < len(q)]

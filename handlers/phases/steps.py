@@ -1,0 +1,160 @@
+"""Steps: what a phase is made of, and the one loop that runs them.
+
+A phase is a list of named steps (`handlers.phases.pre.STEPS`, `handlers.phases.post.STEPS`).
+Each step says what it needs and what it does, so that the loop here decides, once for every
+step, what the steps themselves never branch on:
+
+- **dry run**: a step that `changes` anything in Azure (or queues work that would) runs its
+  `preview` instead (what it would do, logged and recorded), or nothing;
+- **where it runs**: `scopes` says for which kind of work message a step runs (the whole phase in
+  one worker, a group of subscriptions of a split pre phase, the verdict of a split pre phase);
+- **failure**: an `essential` step's failure fails the invocation (the message is retried); any
+  other step's failure is recorded on the run (`StepErrors`) and the steps after it still run;
+- **queue steps**: a step that begins `in_new_message` runs in an invocation of its own: the loop
+  hands the rest of the phase to a work message that resumes there, so no invocation has to hold
+  one step's long wait and the next one's too. A step that runs out of its invocation's time
+  raises `ContinueLater` to be resumed the same way.
+
+Adding a step is one new module with its function(s) and one `Step(...)` line in the phase's list.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from azure.core.exceptions import AzureError
+
+from handlers.adapters.operations import describe_error
+from handlers.core.events import MaintenanceEvent
+from handlers.core.logs import RunLogger
+from handlers.core.work import WorkMessage
+from handlers.ledger import LeaseLostError
+from handlers.phases.signals import ContinueLater, DeferredError
+from handlers.runtime import Runtime
+
+if TYPE_CHECKING:
+    from handlers.phases.claims import Heartbeat
+
+S = TypeVar("S")
+
+
+class Scope(StrEnum):
+    """The kinds of work a step runs in."""
+
+    WHOLE = "whole"  # the phase in one worker (a post phase; a pre phase that is not split)
+    GROUP = "group"  # one group of subscriptions of a split pre phase
+    VERDICT = "verdict"  # the verdict of a split pre phase, or the fallback for the deadline
+
+
+EVERYWHERE = frozenset(Scope)
+
+
+class Ended(StrEnum):
+    """Why a step ended its phase before the steps after it."""
+
+    LATE = "late"  # the pre event came too late to act on
+    EMPTY = "empty"  # the run has no machines
+    DISPATCHED = "dispatched"  # split into messages of its own; their verdict ends it
+    GAVE_UP = "gave-up"  # the post phase stopped waiting for the pre phase
+
+
+@dataclass(frozen=True)
+class Step(Generic[S]):
+    name: str
+    phase: str  # "pre" | "post"
+    run: Callable[[PhaseRun[S]], None]
+    summary: str  # one line for the README and the logs: what it does
+    preview: Callable[[PhaseRun[S]], None] | None = None  # what a dry run does instead
+    changes: bool = False  # changes Azure resources (or queues work that does)
+    settings: tuple[str, ...] = ()  # app settings it reads
+    permissions: tuple[str, ...] = ()  # Azure operations it calls
+    records: tuple[str, ...] = ()  # what it writes in the ledger
+    essential: bool = True
+    scopes: frozenset[Scope] = EVERYWHERE
+    in_new_message: bool = False
+
+
+@dataclass
+class PhaseRun(Generic[S]):
+    """One invocation's run of a phase's steps: what every step reads, and `state`, what the
+    phase's steps hand each other."""
+
+    runtime: Runtime
+    work: WorkMessage
+    log: RunLogger
+    scope: Scope
+    state: S
+    invocation_end: datetime  # no step waits past this (functionTimeout, less a margin)
+    beat: Heartbeat | None = None  # the claim's heartbeat (None outside a claim: a rehearsal)
+    summary: dict[str, Any] = field(default_factory=dict)
+    ended: Ended | None = None  # set by a step that ends the phase here
+    failures: dict[str, str] = field(default_factory=dict)  # step -> error, for the non-essential ones
+
+    @property
+    def event(self) -> MaintenanceEvent:
+        return self.work.event
+
+    @property
+    def dry_run(self) -> bool:
+        return self.runtime.settings.dry_run
+
+    def stopped(self) -> bool:
+        """True once another worker has taken this phase over: send nothing more."""
+        return self.beat is not None and self.beat.lost
+
+    def end(self, reason: Ended, **summary: Any) -> None:
+        """End the phase after this step (the steps after it do not run)."""
+        self.ended = reason
+        self.summary.update(summary)
+
+
+def run_steps(steps: Sequence[Step[S]], run: PhaseRun[S], *, resume: str = "") -> None:
+    """Run the steps for `run.scope`, in order, from `resume` (a step's name) when given."""
+    chosen = [step for step in steps if run.scope in step.scopes]
+    names = [step.name for step in chosen]
+    if resume and resume not in names:
+        raise ValueError(f"work message resumes at step {resume!r}, which the {chosen[0].phase} phase does not have")
+    start = names.index(resume) if resume else 0
+    for index, step in enumerate(chosen[start:], start):
+        if run.ended:
+            return
+        if step.in_new_message and index > start:
+            raise ContinueLater(step.name, f"{step.name} runs in an invocation of its own")
+        if run.dry_run and step.changes:
+            if step.preview is not None:
+                step.preview(run)
+            else:
+                run.log.info("dry run: step %s skipped (it changes resources)", step.name)
+            continue
+        try:
+            step.run(run)
+        except (LeaseLostError, ContinueLater, DeferredError):
+            raise
+        except Exception as exc:
+            if step.essential:
+                raise
+            _record_failure(run, step, exc)
+
+
+def invocation_end(runtime: Runtime) -> datetime:
+    """When this invocation's steps stop waiting: its functionTimeout less a margin from now."""
+    return runtime.clock.utcnow() + timedelta(seconds=runtime.settings.invocation_budget_seconds)
+
+
+def describe_steps(steps: Sequence[Step[Any]]) -> list[str]:
+    """The steps as the README lists them (name, where, what)."""
+    return [f"{step.name}: {step.summary}" for step in steps]
+
+
+def _record_failure(run: PhaseRun[Any], step: Step[Any], exc: Exception) -> None:
+    detail = describe_error(exc) if isinstance(exc, AzureError) else f"{type(exc).__name__}: {exc}"
+    run.log.warning("step %s failed (recorded; the steps after it still run): %s", step.name, detail)
+    run.failures[step.name] = detail
+    run.summary.setdefault("failed_steps", {})[step.name] = detail
+    run.runtime.ledger.update_run(run.event.correlation_id, {"StepErrors": json.dumps(run.failures, sort_keys=True)})
+
