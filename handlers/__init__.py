@@ -1,4 +1,7 @@
 """Azure Update Manager pre/post maintenance automation.
 
-One module per concept; `function_app.py` only wires these to triggers.
+Laid out as the path of an event, in layers that import only downwards: `edge` (what the
+functions call) → `phases` (the steps of the pre and post phases) → `runtime` (the composition
+root) → `adapters` (Azure) and `ledger` (Table storage) → `core`. `function_app.py` only wires
+the edge to triggers.
 """

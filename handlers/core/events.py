@@ -1,4 +1,5 @@
-"""Pre/post maintenance events, parsed once at the edge into frozen typed objects.
+"""Pre/post maintenance events, parsed once at the edge into frozen typed objects (the reading
+of outside text itself is `handlers.core.reading`).
 
 Both delivery schemas (Event Grid, CloudEvents 1.0) are accepted with keys in any
 casing: Microsoft's docs publish both ``correlationId`` and ``CorrelationId``. The
@@ -11,29 +12,25 @@ nesting, the window's shape) so that every accepted event fits in the ledger and
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
-import reprlib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import azure.functions as func
 
-from handlers.core.bounds import (
-    MAX_JSON_DEPTH,
-    QUEUE_MESSAGE_BYTES,
-    has_lone_surrogate,
-    json_depth,
-    object_depth,
-    utf8_size,
-)
 from handlers.core.errors import InvalidEventError, UnsupportedEventTypeError
+from handlers.core.ids import CONFIGURATION_ID_RE, GUID, MAX_NAME, MAX_RESOURCE_GROUP, RUN_ID_RE
+from handlers.core.reading import (
+    Fields,
+    data_object,
+    format_time,
+    quote,
+    reading,
+)
 
 PRE_EVENT_TYPE = "Microsoft.Maintenance.PreMaintenanceEvent"
 POST_EVENT_TYPE = "Microsoft.Maintenance.PostMaintenanceEvent"
@@ -55,9 +52,6 @@ class RunStatus(StrEnum):
 # Bounds on what an event may carry. Theirs are far inside them: a run id is ~250 characters,
 # a window at most a few hours (Update Manager's longest is 3 h 55 min), a pre event comes
 # about 40 minutes ahead (DOMAIN.md sections 1 and 2).
-MAX_EVENT_ID = 1024
-MAX_TEXT = 2048  # any other string field of the envelope or of data
-MAX_DATA_BYTES = 64 * 1024  # `data` as JSON (UTF-8)
 MAX_SUBSCRIPTIONS = 1000  # Resource Graph takes at most 1000 subscriptions per query
 MAX_WINDOW = timedelta(hours=24)
 # The event as a work message carries it (`to_dict`, as JSON): that message, base64 as the host
@@ -81,23 +75,6 @@ _STATUSES = {
     "inprogress": RunStatus.IN_PROGRESS,
 }
 
-_GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-# Dots only between other characters (no leading or trailing dot, no ".."), so no
-# segment can be "." or "..". re.ASCII: nothing may need percent-encoding in a URL.
-_RG = r"[-\w()]+(?:\.[-\w()]+)*"
-_NAME = r"[-\w]+(?:\.[-\w]+)*"
-_MAX_RG, _MAX_NAME = 90, 260
-# Only the fixed segments are case-insensitive (provider casing varies).
-_CONFIG_ID = (
-    rf"/(?i:subscriptions)/(?P<subscription>{_GUID})/(?i:resourceGroups)/(?P<rg>{_RG})"
-    rf"/(?i:providers/Microsoft\.Maintenance/maintenanceConfigurations)/(?P<name>{_NAME})"
-)
-_CONFIG_ID_RE = re.compile(_CONFIG_ID, re.ASCII)
-_RUN_ID_RE = re.compile(
-    rf"(?P<config>{_CONFIG_ID})"
-    r"/(?i:providers/Microsoft\.Maintenance/applyUpdates)/(?P<run>[0-9]{14})",
-    re.ASCII,
-)
 _SHAPES = {
     "data.maintenanceConfigurationId": "/subscriptions/{guid}/resourceGroups/{rg}"
     "/providers/Microsoft.Maintenance/maintenanceConfigurations/{name}",
@@ -108,24 +85,7 @@ _ENVELOPE_KEYS = {  # type, topic, time
     "eventgrid": ("eventType", "topic", "eventTime"),
     "cloudevents": ("type", "source", "time"),
 }
-# The names errors use for the keys we know (the event's own casing varies).
-_CANONICAL = {name.lower(): name for name in (
-    "id", "topic", "subject", "eventType", "eventTime", "dataVersion", "metadataVersion", "specversion", "source",
-    "type", "time", "data", "correlationId", "maintenanceConfigurationId", "startDateTime", "endDateTime",
-    "cancellationCutOffDateTime", "resourceSubscriptionIds", "status",
-)}
-_LIMITS = {"id": MAX_EVENT_ID}
-_GUID_RE = re.compile(_GUID, re.ASCII)
-# How errors quote a value that was sent: it may be any size or nested any depth.
-_QUOTE = reprlib.Repr()
-_QUOTE.maxstring, _QUOTE.maxother = 300, 120
-_QUOTE.maxlevel = 3
-_TIME_RE = re.compile(
-    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]"
-    r"(?P<clock>[0-9]{2}:[0-9]{2}(?::[0-9]{2})?)(?:[.,](?P<fraction>[0-9]+))?"
-    r"(?P<offset>[Zz]|[+-][0-9]{2}:?[0-9]{2})?",
-    re.ASCII,
-)
+_GUID_RE = re.compile(GUID, re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -168,15 +128,15 @@ class MaintenanceEvent:
         data: dict[str, Any] = {
             "correlationId": self.correlation_id,
             "maintenanceConfigurationId": self.maintenance_configuration_id,
-            "startDateTime": _format_time(self.start),
-            "endDateTime": _format_time(self.end),
+            "startDateTime": format_time(self.start),
+            "endDateTime": format_time(self.end),
         }
         if self.cancellation_cutoff is not None:
-            data["cancellationCutOffDateTime"] = _format_time(self.cancellation_cutoff)
+            data["cancellationCutOffDateTime"] = format_time(self.cancellation_cutoff)
         data["resourceSubscriptionIds"] = list(self.subscription_ids)
         if self.kind is EventKind.POST and self.status is not None:
             data["status"] = self.status
-        event_time = None if self.event_time is None else _format_time(self.event_time)
+        event_time = None if self.event_time is None else format_time(self.event_time)
         return {
             "id": self.event_id,
             "topic": self.topic,
@@ -200,14 +160,14 @@ def parse_event(raw: Mapping[str, Any]) -> MaintenanceEvent:
     Raises UnsupportedEventTypeError for another event type, else InvalidEventError; nothing else,
     whatever `raw` holds.
     """
-    with _reading("event"):
+    with reading("event"):
         return _parse(raw)
 
 
 def _parse(raw: Mapping[str, Any]) -> MaintenanceEvent:
     if not isinstance(raw, Mapping):
         raise InvalidEventError("event", f"must be an object, got {type(raw).__name__}")
-    envelope = _Fields(raw, "")
+    envelope = Fields(raw, "")
     schema = "cloudevents" if envelope.has("specversion") else "eventgrid"
     type_key, topic_key, time_key = _ENVELOPE_KEYS[schema]
     if schema == "cloudevents" and envelope.text("specversion") != "1.0":
@@ -220,12 +180,12 @@ def _parse(raw: Mapping[str, Any]) -> MaintenanceEvent:
         raise UnsupportedEventTypeError(event_type)
     envelope.check_bounds(skip="data")
 
-    data = _Fields(_data_object(envelope.get("data")), "data.")
+    data = Fields(data_object(envelope.get("data")), "data.")
     data.check_bounds()
     config_id = data.text("maintenanceConfigurationId")
-    _match_id(_CONFIG_ID_RE, config_id, "data.maintenanceConfigurationId")
+    _match_id(CONFIGURATION_ID_RE, config_id, "data.maintenanceConfigurationId")
     correlation_id = data.text("correlationId")
-    run = _match_id(_RUN_ID_RE, correlation_id, "data.correlationId")
+    run = _match_id(RUN_ID_RE, correlation_id, "data.correlationId")
     if run["config"].lower() != config_id.lower():
         problem = "does not lie under data.maintenanceConfigurationId"
         raise InvalidEventError("data.correlationId", problem)
@@ -233,7 +193,7 @@ def _parse(raw: Mapping[str, Any]) -> MaintenanceEvent:
     # event from elsewhere that claims to be about this configuration is spoofed or misrouted.
     topic = envelope.optional_text(topic_key)
     if topic is not None and not (topic.isascii() and topic.removesuffix("/").lower() == config_id.lower()):
-        problem = f"{_quote(topic)} does not name data.maintenanceConfigurationId {config_id}"
+        problem = f"{quote(topic)} does not name data.maintenanceConfigurationId {config_id}"
         raise InvalidEventError(topic_key, problem)
 
     start, end = data.time("startDateTime"), data.time("endDateTime")
@@ -249,7 +209,7 @@ def _parse(raw: Mapping[str, Any]) -> MaintenanceEvent:
     cutoff = data.time(cutoff_key) if pre else data.optional_time(cutoff_key)
     # A post event's cutoff is only kept, never used: refusing the post would leave started VMs running.
     if pre and cutoff is not None and cutoff > start:
-        problem = f"{_format_time(cutoff)} is after data.startDateTime {_format_time(start)}"
+        problem = f"{format_time(cutoff)} is after data.startDateTime {format_time(start)}"
         raise InvalidEventError("data.cancellationCutOffDateTime", problem)
 
     event = MaintenanceEvent(
@@ -281,7 +241,7 @@ def parse_function_event(
     delivers the CloudEvents schema, so both are accepted.
     """
     raw: dict[str, Any]
-    with _reading("event"):
+    with reading("event"):
         if isinstance(event, func.CloudEvent):
             names = ("specversion", "id", "source", "type", "time", "subject")
             raw = {name: getattr(event, name) for name in names}
@@ -294,196 +254,9 @@ def parse_function_event(
                 "eventTime": event.event_time,
                 "dataVersion": event.data_version,
             }
-    with _reading("data"):
+    with reading("data"):
         raw["data"] = event.get_json()
     return parse_event(raw)
-
-
-def load_json(text: str, field: str) -> Any:
-    """JSON text from outside, parsed; InvalidEventError naming `field` when it is not JSON or is
-    nested deeper than MAX_JSON_DEPTH (the decoder recurses once per level: a deep body would
-    raise RecursionError, not a refusal)."""
-    if json_depth(text) > MAX_JSON_DEPTH:
-        raise InvalidEventError(field, f"is nested deeper than {MAX_JSON_DEPTH} levels")
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidEventError(field, f"is not valid JSON ({exc})") from None
-
-
-def decode_queue_message(body: bytes | str) -> list[dict[str, Any]]:
-    """The events in a Storage queue message that Event Grid delivered.
-
-    One JSON object or an array of them, as text or as base64 of that text: Event Grid
-    encodes it, and the Functions host may or may not have decoded it already. Raises
-    InvalidEventError (field ``message`` or ``message[i]``) and nothing else.
-    """
-    with _reading("message"):
-        return _decode(body)
-
-
-def _decode(body: bytes | str) -> list[dict[str, Any]]:
-    if isinstance(body, bytes | bytearray | memoryview):
-        body = bytes(body)
-        _check_body_size(len(body))
-        try:
-            body = body.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise InvalidEventError("message", "is not UTF-8 text") from None
-    if not isinstance(body, str):
-        problem = f"must be bytes or str, got {type(body).__name__}"
-        raise InvalidEventError("message", problem)
-    _check_body_size(utf8_size(body))
-    text = body.lstrip("\ufeff").strip()
-    if not text:
-        raise InvalidEventError("message", "is empty")
-    if not text.startswith(("{", "[")):
-        text = _from_base64(text)
-    payload = load_json(text, "message")
-    events = [payload] if isinstance(payload, dict) else payload
-    if not isinstance(events, list):
-        raise InvalidEventError("message", "is JSON but neither an object nor an array")
-    for index, item in enumerate(events):
-        if not isinstance(item, dict):
-            problem = f"must be a JSON object, got {type(item).__name__}"
-            raise InvalidEventError(f"message[{index}]", problem)
-    return events
-
-
-@contextmanager
-def _reading(field: str) -> Iterator[None]:
-    """Turn any other failure while reading `field` into InvalidEventError naming it.
-
-    Parsing does no I/O, so whatever fails in it (RecursionError on a deep value, a TypeError
-    or OverflowError on an odd one) is about the input, and retrying cannot help: refuse it.
-    """
-    try:
-        yield
-    except (InvalidEventError, UnsupportedEventTypeError):
-        raise
-    except Exception as exc:
-        raise InvalidEventError(field, f"cannot be read ({type(exc).__name__}: {_quote(str(exc))})") from exc
-
-
-class _Fields:
-    """An object with its keys folded to lower case; errors name `prefix` + key."""
-
-    def __init__(self, obj: Mapping[str, Any], prefix: str) -> None:
-        self._prefix = prefix
-        self._values: dict[str, Any] = {}
-        self._keys: dict[str, str] = {}  # as sent
-        for key, value in obj.items():
-            with _reading(prefix.rstrip(".") or "event"):
-                name = str(key)
-            lower = name.lower()
-            with _reading(prefix + name):
-                if lower in self._values and self._values[lower] != value:
-                    problem = "given twice, in different casings, with different values"
-                    raise InvalidEventError(prefix + name, problem)
-            self._values[lower] = value
-            self._keys.setdefault(lower, name)
-
-    def check_bounds(self, *, skip: str = "") -> None:
-        """Every string within its length, every other value within the nesting depth."""
-        for lower, value in self._values.items():
-            if lower == skip.lower():
-                continue
-            field = self._prefix + _CANONICAL.get(lower, self._keys[lower])
-            if isinstance(value, str):
-                limit = _LIMITS.get(lower, MAX_TEXT)
-                if len(value) > limit:
-                    raise InvalidEventError(field, f"is {len(value)} characters long; at most {limit}")
-            elif object_depth(value) > MAX_JSON_DEPTH:
-                raise InvalidEventError(field, f"is nested deeper than {MAX_JSON_DEPTH} levels")
-
-    def has(self, key: str) -> bool:
-        return key.lower() in self._values
-
-    def get(self, key: str) -> Any:
-        return self._values.get(key.lower())
-
-    def required(self, key: str) -> Any:
-        value = self.get(key)
-        if value is None:
-            raise InvalidEventError(self._prefix + key, "is missing")
-        return value
-
-    def text(self, key: str) -> str:
-        with _reading(self._prefix + key):
-            value = self._string(key, self.required(key))
-            if not value.strip():
-                raise InvalidEventError(self._prefix + key, "is empty")
-            return value
-
-    def optional_text(self, key: str, *, empty: str | None = None) -> str | None:
-        """The string as sent; None when absent; `empty` for the empty string."""
-        with _reading(self._prefix + key):
-            value = self.get(key)
-            return None if value is None else self._string(key, value) or empty
-
-    def time(self, key: str) -> datetime:
-        with _reading(self._prefix + key):
-            return _parse_time(self.required(key), self._prefix + key)
-
-    def optional_time(self, key: str) -> datetime | None:
-        value = self.get(key)
-        return None if value in (None, "") else self.time(key)
-
-    def _string(self, key: str, value: Any) -> str:
-        if not isinstance(value, str):
-            problem = f"must be a string, got {type(value).__name__}"
-            raise InvalidEventError(self._prefix + key, problem)
-        # JSON's "\ud800" escapes can make them; no ledger row or log line could carry one.
-        if has_lone_surrogate(value):
-            raise InvalidEventError(self._prefix + key, "is not valid Unicode (it holds a lone UTF-16 surrogate)")
-        return value
-
-
-def _from_base64(text: str) -> str:
-    """The JSON text inside base64 (either alphabet; line breaks, padding optional)."""
-    compact = re.sub(r"\s+", "", text).replace("-", "+").replace("_", "/")
-    try:
-        decoded = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
-        text = decoded.decode("utf-8-sig").strip()
-    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
-        text = ""
-    if not text.startswith(("{", "[")):
-        raise InvalidEventError("message", "is neither JSON nor base64-encoded JSON")
-    return text
-
-
-def _data_object(value: Any) -> Mapping[str, Any]:
-    """`data` as an object, within MAX_DATA_BYTES as JSON and MAX_JSON_DEPTH levels."""
-    with _reading("data"):
-        if value is None:
-            raise InvalidEventError("data", "is missing")
-        if isinstance(value, bytes | bytearray):
-            try:
-                value = bytes(value).decode("utf-8-sig")
-            except UnicodeDecodeError:
-                raise InvalidEventError("data", "is bytes that are not UTF-8 text") from None
-        if isinstance(value, str):
-            _check_data_size(utf8_size(value))
-            value = load_json(value, "data")
-        if not isinstance(value, Mapping):
-            problem = f"must be an object, got {type(value).__name__}"
-            raise InvalidEventError("data", problem)
-        # Depth first: the encoder that measures the size recurses once per level.
-        if object_depth(value) > MAX_JSON_DEPTH:
-            raise InvalidEventError("data", f"is nested deeper than {MAX_JSON_DEPTH} levels")
-        _check_data_size(utf8_size(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)))
-        return value
-
-
-def _check_data_size(size: int) -> None:
-    if size > MAX_DATA_BYTES:
-        raise InvalidEventError("data", f"is {size} bytes as JSON; at most {MAX_DATA_BYTES} (64 KiB)")
-
-
-def _check_body_size(size: int) -> None:
-    if size > QUEUE_MESSAGE_BYTES:
-        problem = f"is {size} bytes; a Storage queue message holds at most {QUEUE_MESSAGE_BYTES} (64 KiB)"
-        raise InvalidEventError("message", problem)
 
 
 def _check_work_size(event: MaintenanceEvent) -> None:
@@ -504,17 +277,12 @@ def _check_work_size(event: MaintenanceEvent) -> None:
     raise InvalidEventError(field, problem)
 
 
-def _quote(value: Any) -> str:
-    """`value` as errors quote it: short, whatever its size or nesting."""
-    return _QUOTE.repr(value)
-
-
 def _match_id(pattern: re.Pattern[str], value: str, field: str) -> re.Match[str]:
     match = pattern.fullmatch(value)
     if match is None:
         raise InvalidEventError(field, f"does not have the shape {_SHAPES[field]}")
-    if len(match["rg"]) > _MAX_RG or len(match["name"]) > _MAX_NAME:
-        problem = f"resource group over {_MAX_RG} or name over {_MAX_NAME} characters"
+    if len(match["rg"]) > MAX_RESOURCE_GROUP or len(match["name"]) > MAX_NAME:
+        problem = f"resource group over {MAX_RESOURCE_GROUP} or name over {MAX_NAME} characters"
         raise InvalidEventError(field, problem)
     return match
 
@@ -531,34 +299,8 @@ def _subscription_ids(value: Any) -> tuple[str, ...]:
     ids: dict[str, None] = {}  # an ordered set
     for index, item in enumerate(value):
         if not isinstance(item, str) or not _GUID_RE.fullmatch(item):
-            raise InvalidEventError(f"{field}[{index}]", f"is not a GUID: {_quote(item)}")
+            raise InvalidEventError(f"{field}[{index}]", f"is not a GUID: {quote(item)}")
         ids[item.lower()] = None
     return tuple(ids)
 
 
-def _parse_time(value: Any, field: str) -> datetime:
-    """ISO 8601 with any number of fraction digits (Azure sends 7); no offset is UTC."""
-    if isinstance(value, datetime):
-        parsed = value
-    else:
-        match = _TIME_RE.fullmatch(value.strip()) if isinstance(value, str) else None
-        if match is None:
-            raise InvalidEventError(field, f"is not an ISO 8601 date-time: {_quote(value)}")
-        fraction = f".{match['fraction'][:6]:0<6}" if match["fraction"] else ""
-        offset = match["offset"]
-        offset = "+00:00" if offset in (None, "Z", "z") else offset
-        try:
-            parsed = datetime.fromisoformat(
-                f"{match['date']}T{match['clock']}{fraction}{offset}"
-            )
-        except ValueError as exc:
-            problem = f"is not a valid date-time: {_quote(value)} ({exc})"
-            raise InvalidEventError(field, problem) from None
-    try:
-        return parsed.replace(tzinfo=parsed.tzinfo or UTC).astimezone(UTC)
-    except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC equivalent
-        raise InvalidEventError(field, f"is out of range: {_quote(value)}") from None
-
-
-def _format_time(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

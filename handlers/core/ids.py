@@ -84,6 +84,12 @@ def is_top_level_resource_id(resource_id: str) -> bool:
     return _TOP_LEVEL.fullmatch(resource_id) is not None and ".." not in resource_id
 
 
+def is_configuration_id(value: str) -> bool:
+    """A maintenance configuration id of the shape events carry (and so ARM paths take)."""
+    match = CONFIGURATION_ID_RE.fullmatch(value)
+    return match is not None and len(match["rg"]) <= MAX_RESOURCE_GROUP and len(match["name"]) <= MAX_NAME
+
+
 def configuration_name_of(correlation_id: str) -> str:
     """The maintenance configuration's name in a run's correlation id, as the event spells the
     segment ("" otherwise: ledger keys are made from it and must never change)."""

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from handlers.core.errors import SettingsError
 from handlers.core.hosting import TIMEOUT_SETTING, function_timeout_seconds, invocation_budget_seconds
+from handlers.core.ids import is_configuration_id
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_CANCEL_API_VERSION = "2023-09-01-preview"
@@ -25,11 +26,6 @@ _DEV_STORAGE = (
 )
 
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
-_CONFIG_ID = re.compile(
-    r"^/subscriptions/[0-9a-f-]{36}/resourceGroups/[-\w.()]{1,90}"
-    r"/providers/Microsoft\.Maintenance/maintenanceConfigurations/[-\w.]{1,260}$",
-    re.IGNORECASE,
-)
 _QUEUE_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 _TAG_NAME = re.compile(r"^[^<>%&\\?/]{1,512}$")
@@ -159,7 +155,8 @@ class Settings:
         budget = int(self.invocation_budget_seconds)
         for name, seconds, lowest, longest in (
             ("MAINTENANCE_POLL_INTERVAL_SECONDS", self.poll_interval_seconds, 1, 120),
-            ("MAINTENANCE_HTTP_PROBE_TIMEOUT_SECONDS", self.http_probe_timeout_seconds, 1, 120),
+            ("MAINTENANCE_HTTP_PROBE_TIMEOUT_SECONDS",
+             self.http_probe_timeout_seconds if "http-probe" in self.pre_checks else 0, 1, 120),
             ("MAINTENANCE_LEASE_SECONDS", self.lease_seconds, 4, 1800),
         ):
             if seconds * 2 > budget:
@@ -299,7 +296,7 @@ class _Reader:
             return frozenset()
         ids = [item.strip().rstrip("/") for item in re.split(r"[,;\s]+", value) if item.strip()]
         for item in ids:
-            if not _CONFIG_ID.fullmatch(item):
+            if not is_configuration_id(item):
                 raise SettingsError(
                     name, f"{item!r} is not a maintenance configuration id like /subscriptions/<guid>/"
                     "resourceGroups/<rg>/providers/Microsoft.Maintenance/maintenanceConfigurations/<name>"

@@ -21,7 +21,8 @@ from typing import Any
 from azure.storage.queue import QueueClient
 
 from handlers.core.errors import InvalidEventError
-from handlers.core.events import EventKind, MaintenanceEvent, load_json, parse_event
+from handlers.core.events import EventKind, MaintenanceEvent, parse_event
+from handlers.core.reading import load_json
 
 WORK_MESSAGE_VERSION = 1
 LANE_PHASE_PREFIX = "pre-lane-"

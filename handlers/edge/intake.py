@@ -21,15 +21,9 @@ import azure.functions as func
 
 from handlers.core.bounds import bounded_json, bounded_text
 from handlers.core.errors import InvalidEventError, UnsupportedEventTypeError
-from handlers.core.events import (
-    MAX_EVENT_ID,
-    EventKind,
-    MaintenanceEvent,
-    decode_queue_message,
-    parse_event,
-    parse_function_event,
-)
+from handlers.core.events import EventKind, MaintenanceEvent, parse_event, parse_function_event
 from handlers.core.logs import run_logger
+from handlers.core.reading import MAX_EVENT_ID, decode_queue_message
 from handlers.core.work import WorkMessage, send_work
 from handlers.ledger import AcceptOutcome
 from handlers.ledger.alerts import AlertKind, raise_alert

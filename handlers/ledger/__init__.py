@@ -17,10 +17,7 @@ from handlers.ledger.store import (
     SnapshotRecord,
     machine_row_key,
     run_key,
-    subscription_of,
-    utcnow,
 )
 
 __all__ = ["ALERTS_PARTITION", "PHASE_LEASE", "REJECTED_PARTITION", "AcceptOutcome", "Ledger", "LeaseLostError",
-           "MachineRecord", "PhaseBusy", "PhaseClaim", "PhaseStatus", "SnapshotRecord", "machine_row_key", "run_key",
-           "subscription_of", "utcnow"]
+           "MachineRecord", "PhaseBusy", "PhaseClaim", "PhaseStatus", "SnapshotRecord", "machine_row_key", "run_key"]

@@ -25,7 +25,6 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from handlers.core.bounds import RAW_PAYLOAD_UNITS, truncate_utf16
 from handlers.core.clock import system_utcnow
-from handlers.core.ids import subscription_of
 from handlers.core.keys import digest, machine_row_key, run_key
 from handlers.ledger.phases import (
     _MAX_EVENT_ID,
@@ -216,11 +215,6 @@ def _chunks(rows: list[Any], size: int = 100) -> list[list[Any]]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
-def utcnow() -> datetime:
-    """Wall time, for callers without a runtime (the runtime's clock is the one to use)."""
-    return system_utcnow()
-
-
 __all__ = [
     "ALERTS_PARTITION",
     "PHASE_LEASE",
@@ -235,6 +229,4 @@ __all__ = [
     "SnapshotRecord",
     "machine_row_key",
     "run_key",
-    "subscription_of",
-    "utcnow",
 ]

@@ -18,8 +18,9 @@ from emulator.functions_host import FunctionsHost
 from handlers.adapters.inventory import MachineKind, RunMachine
 from handlers.adapters.operations import MAX_SEND_WORKERS, MIN_LANE_WORKERS, Operation, run_operations
 from handlers.adapters.power import power_operation
+from handlers.core.ids import subscription_of
 from handlers.core.logs import run_logger
-from handlers.ledger import PHASE_LEASE, MachineRecord, subscription_of, utcnow
+from handlers.ledger import PHASE_LEASE, MachineRecord
 from handlers.phases.pre.fan_out import LANE_PHASE_PREFIX, lane_phase
 from handlers.runtime import get_runtime
 from tests.conftest import SUB_A, SUB_B, make_event, wait_for_fallback_verdict
@@ -131,7 +132,7 @@ def test_a_split_group_retried_after_its_worker_died_starts_nothing_twice(
         for vm, name, state in ((sent, "sent-before", "deallocated"), (unsent, "not-sent-yet", "stopped"))
     ])
     group = lane_phase([SUB_A.lower()])
-    assert ledger.claim_phase(run_of(pre), group, now=utcnow() - PHASE_LEASE - timedelta(minutes=1))
+    assert ledger.claim_phase(run_of(pre), group, now=datetime.now(UTC) - PHASE_LEASE - timedelta(minutes=1))
     emulator.set_power_state(sent, "running")
 
     host.run_queues()

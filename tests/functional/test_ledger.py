@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.data.tables import TableServiceClient
@@ -20,7 +20,6 @@ from handlers.ledger import (
     PhaseBusy,
     PhaseClaim,
     PhaseStatus,
-    utcnow,
 )
 from tests.conftest import make_event
 from tools.memory_table import MemoryTable
@@ -74,7 +73,7 @@ def test_a_released_or_stale_claim_can_be_taken_again(ledger: Ledger) -> None:
     ledger.release_phase(claim, error="boom")
     retry = ledger.claim_phase(event.correlation_id, "pre")
     assert isinstance(retry, PhaseClaim) and retry.attempt == 2
-    later = utcnow() + PHASE_LEASE + timedelta(seconds=1)
+    later = datetime.now(UTC) + PHASE_LEASE + timedelta(seconds=1)
     takeover = ledger.claim_phase(event.correlation_id, "pre", now=later)
     assert isinstance(takeover, PhaseClaim) and takeover.attempt == 3
 
@@ -85,13 +84,13 @@ def test_a_renewed_claim_holds_and_a_taken_over_one_can_neither_release_nor_fini
     lease = timedelta(seconds=30)
     claim = ledger.claim_phase(event.correlation_id, "pre", lease=lease)
     assert isinstance(claim, PhaseClaim)
-    renewed = ledger.renew_claim(claim, lease=timedelta(minutes=5), values={"FallbackQueuedAt": utcnow()})
+    renewed = ledger.renew_claim(claim, lease=timedelta(minutes=5), values={"FallbackQueuedAt": datetime.now(UTC)})
     assert renewed.lease_until > claim.lease_until and renewed.etag != claim.etag
-    busy = ledger.claim_phase(event.correlation_id, "pre", now=utcnow() + lease + timedelta(seconds=1))
+    busy = ledger.claim_phase(event.correlation_id, "pre", now=datetime.now(UTC) + lease + timedelta(seconds=1))
     assert isinstance(busy, PhaseBusy), "the renewal moved the lease on: no takeover at the old expiry"
     assert ledger.get_phase(event.correlation_id, "pre")["FallbackQueuedAt"] is not None  # type: ignore[index]
 
-    takeover = ledger.claim_phase(event.correlation_id, "pre", now=utcnow() + timedelta(minutes=6))
+    takeover = ledger.claim_phase(event.correlation_id, "pre", now=datetime.now(UTC) + timedelta(minutes=6))
     assert isinstance(takeover, PhaseClaim) and takeover.attempt == 2
     for lost in (lambda: ledger.release_phase(renewed, error="late"), lambda: ledger.renew_claim(renewed),
                  lambda: ledger.finish_phase(renewed, summary={})):

@@ -10,7 +10,8 @@ import pytest
 
 from emulator import AzureEmulator
 from emulator.functions_host import FunctionsHost
-from handlers.ledger import Ledger, MachineRecord, run_key, subscription_of
+from handlers.core.ids import subscription_of
+from handlers.ledger import Ledger, MachineRecord, run_key
 from handlers.runtime import get_runtime
 from tests.conftest import SUB_A, SUB_B, make_event, wait_for_fallback_verdict
 

@@ -34,7 +34,8 @@ from emulator import AzureEmulator
 from emulator.functions_host import FunctionsHost
 from handlers.core.bounds import QUEUE_MESSAGE_BYTES, bounded_text, clip_depth
 from handlers.core.errors import InvalidEventError, UnsupportedEventTypeError
-from handlers.core.events import MaintenanceEvent, decode_queue_message, parse_event
+from handlers.core.events import MaintenanceEvent, parse_event
+from handlers.core.reading import decode_queue_message
 from handlers.ledger import REJECTED_PARTITION
 from handlers.runtime import get_runtime
 from tests.conftest import CONFIG_ID, SUB_A, SUB_B, make_event

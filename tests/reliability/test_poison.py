@@ -14,8 +14,9 @@ import pytest
 from emulator import AzureEmulator
 from emulator.functions_host import FunctionsHost
 from handlers.core.events import parse_event
+from handlers.core.ids import subscription_of
 from handlers.core.work import Step, WorkMessage
-from handlers.ledger import ALERTS_PARTITION, MachineRecord, subscription_of
+from handlers.ledger import ALERTS_PARTITION, MachineRecord
 from handlers.ledger.alerts import ALERT_MARKER
 from handlers.runtime import get_runtime
 from tests.conftest import SUB_A, make_event
@@ -61,6 +62,7 @@ def test_a_poisoned_post_phase_names_the_vms_we_started_that_may_still_run(
     alerts = ledger.list_alerts(run_of(post))
     assert {"poison-message", "left-running"} <= set(alerts)
     assert vm in str(alerts["left-running"]["Message"])
+    assert (ledger.get_run(run_of(post)) or {}).get("PostEndedHow") == "failed"
 
 
 def test_a_poisoned_pre_phase_still_gets_its_verdict_before_the_cutoff(
@@ -84,6 +86,7 @@ def test_a_poisoned_pre_phase_still_gets_its_verdict_before_the_cutoff(
     assert emulator.actions(vm) == []
     run = get_runtime().ledger.get_run(run_of(pre))
     assert run is not None and f"{vm}: not running: not recorded" in run["FailingReasons"]
+    assert run["PreEndedHow"] == "verdict", "the fallback verdict ended the pre phase"
 
 
 def test_a_poisoned_verdict_fails_closed_at_once(host: FunctionsHost, emulator: AzureEmulator) -> None:
@@ -99,6 +102,7 @@ def test_a_poisoned_verdict_fails_closed_at_once(host: FunctionsHost, emulator: 
     assert emulator.run_status(run_of(pre)) == "Cancelled"
     run = get_runtime().ledger.get_run(run_of(pre))
     assert run is not None and run["CancelOutcome"] == "accepted" and "every attempt" in run["Unchecked"]
+    assert run["PreEndedHow"] == "failed-closed"
 
 
 def test_a_poisoned_event_delivery_is_alerted_and_accepted_once_more(

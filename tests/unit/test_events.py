@@ -16,11 +16,11 @@ from handlers.core.events import (
     EventKind,
     MaintenanceEvent,
     RunStatus,
-    decode_queue_message,
     normalize_run_status,
     parse_event,
     parse_function_event,
 )
+from handlers.core.reading import decode_queue_message
 from tests.eventfixtures import EVENT_FIXTURES, load_event
 
 SUB = "00000000-0000-0000-0000-000000000001"

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from handlers.core.errors import SettingsError
+from handlers.core.hosting import DEFAULT_FUNCTION_TIMEOUT, TIMEOUT_SETTING, function_timeout_seconds
 from handlers.core.settings import Settings, queue_names
 
 BASE = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
@@ -122,3 +125,36 @@ def test_bad_snapshot_and_check_settings(env: dict[str, str], setting: str, expe
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({**BASE, **env})
     assert raised.value.setting == setting and expected in str(raised.value)
+
+
+def test_function_timeout_is_read_as_the_host_reads_it(tmp_path: Path) -> None:
+    assert Settings.from_env(BASE).function_timeout_seconds == 30 * 60  # this app's host.json
+    overridden = Settings.from_env({**BASE, "AzureFunctionsJobHost__functionTimeout": "01:00:00"})
+    assert overridden.function_timeout_seconds == 3600
+    assert overridden.invocation_budget_seconds == 3600 - 120
+    host_json = tmp_path / "host.json"
+    host_json.write_text('{"version": "2.0", "functionTimeout": "00:10:00"}')
+    assert function_timeout_seconds({}, host_json) == 600
+    host_json.write_text('{"version": "2.0", "functionTimeout": "-1"}')
+    assert function_timeout_seconds({}, host_json) == DEFAULT_FUNCTION_TIMEOUT
+    assert function_timeout_seconds({}, tmp_path / "missing.json") == DEFAULT_FUNCTION_TIMEOUT
+
+
+@pytest.mark.parametrize(
+    ("extra", "setting", "expected"),
+    [
+        ({"AzureFunctionsJobHost__functionTimeout": "half an hour"}, TIMEOUT_SETTING, "time span like 00:30:00"),
+        ({"AzureFunctionsJobHost__functionTimeout": "00:00:05"}, TIMEOUT_SETTING, "under 10 seconds"),
+        ({"AzureFunctionsJobHost__functionTimeout": "00:02:00"}, "MAINTENANCE_LEASE_SECONDS", "use 4..48"),
+        ({"AzureFunctionsJobHost__functionTimeout": "00:00:30", "MAINTENANCE_LEASE_SECONDS": "10"},
+         "MAINTENANCE_POLL_INTERVAL_SECONDS", "use 1..12"),
+        ({"AzureFunctionsJobHost__functionTimeout": "00:01:00", "MAINTENANCE_LEASE_SECONDS": "10",
+          "MAINTENANCE_PRE_CHECKS": "http-probe", "MAINTENANCE_HTTP_PROBE_URL": "https://app.example.test/ready",
+          "MAINTENANCE_HTTP_PROBE_TIMEOUT_SECONDS": "30"}, "MAINTENANCE_HTTP_PROBE_TIMEOUT_SECONDS", "use 1..24"),
+    ],
+)
+def test_a_wait_that_does_not_fit_in_an_invocation_is_refused(extra: dict[str, str], setting: str,
+                                                                expected: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({**BASE, **extra})
+    assert caught.value.setting == setting and expected in str(caught.value)

@@ -8,6 +8,8 @@ retention is recorded on the run and the steps after it (the report, the notific
 
 from __future__ import annotations
 
+import json
+
 from handlers.core.logs import RunLogger
 from handlers.core.work import WorkMessage
 from handlers.phases.claims import Heartbeat
@@ -39,4 +41,8 @@ def run_post(runtime: Runtime, work: WorkMessage, log: RunLogger, *,
     """The post phase's steps, from the step the message resumes at."""
     run = PhaseRun(runtime, work, log, Scope.WHOLE, PostWork(), invocation_end=invocation_end(runtime), beat=beat)
     run_steps(STEPS, run, resume=work.resume)
+    if "restore" not in run.summary:  # the restores ended in an earlier invocation: the phase's summary has them
+        recorded = (runtime.ledger.get_run(work.event.correlation_id) or {}).get("RestoreSummary")
+        if isinstance(recorded, str) and recorded:
+            run.summary = {**json.loads(recorded), **run.summary}
     return run

@@ -1,0 +1,52 @@
+"""The post phase never outruns functionTimeout: restores that take longer than one invocation
+may run go on in new invocations, and retention still runs after them."""
+
+from __future__ import annotations
+
+import pytest
+
+from emulator import AzureEmulator
+from emulator.functions_host import FunctionsHost
+from handlers.runtime import get_runtime
+from tests.conftest import SUB_A, make_event
+
+TIMEOUT_SECONDS = 10  # functionTimeout for this test: each invocation may wait 8 s
+DEALLOCATE_SECONDS = 20  # real seconds a deallocation takes: three invocations' worth of waiting
+
+
+@pytest.fixture
+def short_timeout(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AzureFunctionsJobHost__functionTimeout", f"00:00:{TIMEOUT_SECONDS:02d}")
+    monkeypatch.setenv("MAINTENANCE_LEASE_SECONDS", "4")
+
+
+def test_a_restore_longer_than_an_invocation_still_restores_every_vm_and_runs_retention(
+    short_timeout: None, host: FunctionsHost, emulator: AzureEmulator
+) -> None:
+    vms = [emulator.add_vm(SUB_A, "rg-app", f"app-{i}", power_state="deallocated") for i in range(3)]
+    pre = make_event("pre", subscriptions=(SUB_A,))
+    correlation_id = str(pre["data"]["correlationId"])
+    emulator.add_run(correlation_id, vms)
+    host.deliver_event("pre_maintenance", pre)
+    host.run_queues()
+    assert all(emulator.vm_power_state(vm) == "PowerState/running" for vm in vms)
+
+    emulator.operation_durations["deallocate"] = DEALLOCATE_SECONDS / emulator.clock.time_scale
+    host.invocations.clear()
+    host.deliver_event("post_maintenance", make_event("post", subscriptions=(SUB_A,)))
+    host.run_queues()
+
+    assert all(emulator.vm_power_state(vm) == "PowerState/deallocated" for vm in vms)
+    assert all(emulator.actions(vm) == ["start", "deallocate"] for vm in vms), "each VM deallocated once"
+    worker = [i for i in host.invocations if i.function == "maintenance_worker"]
+    assert all(i.succeeded for i in worker)
+    assert max(i.seconds for i in worker) < TIMEOUT_SECONDS, [round(i.seconds, 1) for i in worker]
+    assert len(worker) >= 4, "three rounds of restoring, then retention in an invocation of its own"
+    ledger = get_runtime().ledger
+    assert {r.restore_outcome for r in ledger.list_machines(correlation_id)} == {"succeeded"}
+    run = ledger.get_run(correlation_id) or {}
+    assert run.get("RetentionSeen") == 3, "retention ran after the restores (and saw this run's snapshots)"
+    assert run.get("RetentionDeleted") == 0
+    assert run.get("PostEndedHow") == "completed"
+    post = ledger.get_phase(correlation_id, "post") or {}
+    assert post.get("Status") == "completed" and post.get("Resume") == "retention"
