@@ -11,8 +11,6 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from azure.mgmt.core.tools import parse_resource_id
-
 GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 # Dots only between other characters (no leading or trailing dot, no ".."), so no segment can be
 # "." or "..". re.ASCII: nothing may need percent-encoding in a URL.
@@ -51,6 +49,10 @@ class ArmId:
 
 def parse_arm_id(resource_id: str) -> ArmId:
     """Parse any ARM id (or the path of an ARM URL). Parts the id lacks are ""."""
+    # Imported here: the event functions' cold start (which reads the patterns above) does not
+    # need azure-mgmt-core's pipeline, which importing its tools module brings in.
+    from azure.mgmt.core.tools import parse_resource_id
+
     parts = parse_resource_id(resource_id.rstrip("/"))
     namespace = str(parts.get("resource_namespace") or parts.get("namespace") or "")
     kind = str(parts.get("resource_type") or parts.get("type") or "")

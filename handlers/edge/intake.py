@@ -27,7 +27,7 @@ from handlers.core.reading import MAX_EVENT_ID, decode_queue_message
 from handlers.core.work import WorkMessage, send_work
 from handlers.ledger import AcceptOutcome
 from handlers.ledger.alerts import AlertKind, raise_alert
-from handlers.phases.pre.late import late_pre_reason
+from handlers.phases.late_events import late_pre_reason
 from handlers.phases.run_end import PhaseEnd, phase_ended
 from handlers.runtime import Runtime
 

@@ -29,6 +29,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableClient, UpdateMode
 
 from handlers.core.bounds import truncate_utf16
+from handlers.core.clock import system_utcnow
 from handlers.core.logs import LOGGER_NAME
 from handlers.runtime import Runtime
 
@@ -209,7 +210,7 @@ def merge_row(existing: Mapping[str, Any] | None, change: PlatformChange) -> dic
 
 def list_platform_events(table: TableClient, since: datetime, until: datetime | None = None) -> list[dict[str, Any]]:
     """Rows of events first seen in [since, until), oldest first: one query per month partition."""
-    until = until or datetime.now(UTC)
+    until = until or system_utcnow()
     rows: list[dict[str, Any]] = []
     year, month = since.astimezone(UTC).year, since.astimezone(UTC).month
     last = (until.astimezone(UTC).year, until.astimezone(UTC).month)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -139,6 +139,9 @@ def run_steps(steps: Sequence[Step[S]], run: PhaseRun[S], *, resume: str = "") -
             if step.essential:
                 raise
             _record_failure(run, step, exc)
+
+
+NO_INVOCATION_END = datetime.max.replace(tzinfo=UTC)
 
 
 def invocation_end(runtime: Runtime) -> datetime:

@@ -20,7 +20,7 @@ from handlers.phases.pre.send import preview_sends, send_and_wait
 from handlers.phases.pre.starts import plan_snapshot_requests, plan_starts
 from handlers.phases.pre.state import PreWork, summarize
 from handlers.phases.pre.verdict import cancel, check, decide, preview_cancel
-from handlers.phases.steps import PhaseRun, Scope, Step, invocation_end, run_steps
+from handlers.phases.steps import NO_INVOCATION_END, PhaseRun, Scope, Step, invocation_end, run_steps
 from handlers.runtime import Runtime
 
 W, G, V = Scope.WHOLE, Scope.GROUP, Scope.VERDICT
@@ -75,8 +75,9 @@ def run_pre(runtime: Runtime, work: WorkMessage, log: RunLogger, *, beat: Heartb
     `machines` replaces discovery (a rehearsal of a run that has not happened)."""
     scope = {Message.LANES: G, Message.VERDICT: V}.get(work.step, W)
     steps = STEPS if beat is not None else REHEARSAL_STEPS
-    run = PhaseRun(runtime, work, log, scope, PreWork(given_machines=machines),
-                   invocation_end=invocation_end(runtime), beat=beat)
+    # A rehearsal (no claim) runs in a process of its own, not in an invocation with a timeout.
+    until = invocation_end(runtime) if beat is not None else NO_INVOCATION_END
+    run = PhaseRun(runtime, work, log, scope, PreWork(given_machines=machines), invocation_end=until, beat=beat)
     run_steps(steps, run)
     if not run.ended:
         run.summary.update(summarize(run.state))
