@@ -29,6 +29,7 @@ from handlers.adapters.clients import ClientFactory
 from handlers.adapters.inventory import find_assigned_machines
 from handlers.core.errors import InvalidEventError, SettingsError, UnsupportedEventTypeError
 from handlers.core.events import MaintenanceEvent, parse_event
+from handlers.core.ids import subscription_of
 from handlers.core.logs import run_logger
 from handlers.core.settings import Settings
 from handlers.ledger import Ledger
@@ -127,7 +128,7 @@ def _build_event(args: argparse.Namespace, arm_endpoint: str) -> MaintenanceEven
             raw = rewrite_times(raw, now=now, start_in=timedelta(minutes=args.start_in))
         return parse_event(raw)
     config_id = str(args.configuration_id).rstrip("/")
-    subscriptions = args.subscription or [config_id.split("/")[2]]
+    subscriptions = args.subscription or [subscription_of(config_id)]
     start = (now + timedelta(minutes=args.start_in)).replace(second=0, microsecond=0)
     data = {
         "correlationId": f"{config_id}/providers/Microsoft.Maintenance/applyUpdates/{start:%Y%m%d%H%M%S}",

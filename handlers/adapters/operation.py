@@ -11,6 +11,8 @@ from typing import Any
 from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline import PipelineResponse
 
+from handlers.core.status import Outcome
+
 Progress = Callable[[str, int, int], None]  # (stage "sent" | "done", count so far, total)
 _TERMINAL_OK = {"succeeded"}
 _TERMINAL_FAILED = {"failed", "canceled", "cancelled"}
@@ -70,7 +72,7 @@ class Pending:
 def done(operation: Operation, sent_at: datetime, finished: datetime,
          log: logging.LoggerAdapter[Any]) -> OperationResult:
     log.info("%s succeeded for %s", operation.action, operation.resource_id)
-    return result(operation, "succeeded", "", sent_at, finished)
+    return result(operation, Outcome.SUCCEEDED, "", sent_at, finished)
 
 
 def result(

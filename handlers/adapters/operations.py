@@ -54,6 +54,7 @@ from handlers.adapters.operation import (
 )
 from handlers.adapters.waiting import follow, retry_after, wait_for
 from handlers.core.ids import subscription_of
+from handlers.core.status import Outcome
 
 __all__ = ["DONE", "GONE", "MAX_SEND_WORKERS", "MIN_LANE_WORKERS", "NOT_STARTED", "ON_ITS_WAY", "UNREADABLE",
            "Operation", "OperationResult", "Progress", "describe_error", "raw_response", "run_operations",
@@ -121,7 +122,7 @@ def run_operations(
         for operation, followed, first_poll, sent_at, error in sent:
             if error:
                 log.warning("%s failed for %s: %s", operation.action, operation.resource_id, error)
-                results[operation.key] = result(operation, "failed", error, sent_at, clients.clock.utcnow())
+                results[operation.key] = result(operation, Outcome.FAILED, error, sent_at, clients.clock.utcnow())
             elif followed is None:
                 results[operation.key] = done(operation, sent_at, clients.clock.utcnow(), log)
             else:

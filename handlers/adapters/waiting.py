@@ -31,6 +31,7 @@ from handlers.adapters.operation import (
     result,
     uncertain,
 )
+from handlers.core.status import Outcome
 
 
 def wait_for(
@@ -50,7 +51,7 @@ def wait_for(
                     log.warning("%s of %s still running at the deadline %s", op.action, op.resource_id,
                                 deadline.isoformat())
                     last = f"; last error: {item.last_error}" if item.last_error else ""
-                    results[op.key] = result(op, "timed-out",
+                    results[op.key] = result(op, Outcome.TIMED_OUT,
                                               f"still running at the deadline {deadline.isoformat()}{last}",
                                               item.sent_at, None)
                 report()
@@ -66,7 +67,7 @@ def wait_for(
                     results[op.key] = done(op, item.sent_at, clock.utcnow(), log)
                 elif state == "failed":
                     log.warning("%s failed for %s: %s", op.action, op.resource_id, detail)
-                    results[op.key] = result(op, "failed", detail, item.sent_at, clock.utcnow())
+                    results[op.key] = result(op, Outcome.FAILED, detail, item.sent_at, clock.utcnow())
             pending[:] = [item for item in pending if item.operation.key not in results]
             report()
 

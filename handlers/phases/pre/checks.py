@@ -14,6 +14,7 @@ import requests
 from handlers.adapters.inventory import VmView, describe_machine
 from handlers.adapters.power import read_vm_statuses
 from handlers.core.settings import CHECK_NAMES
+from handlers.core.status import Outcome
 from handlers.ledger import MachineRecord, SnapshotRecord
 from handlers.runtime import Runtime
 
@@ -78,14 +79,16 @@ def vms_running(context: CheckContext) -> CheckResult:
         statuses = read_vm_statuses(context.runtime.clients, machines, parallelism=settings.parallelism)
     for record in vms:
         key = record.resource_id.lower()
-        if record.pre_outcome == "planned":
+        if record.pre_outcome == Outcome.PLANNED:
             continue  # a dry run's start: nothing to check until it is really made
         if record.pre_action == "start":
-            running = record.pre_outcome == "succeeded"
-            state = {"timed-out": "still starting at the deadline", "failed": f"start failed: {record.pre_detail}"}.get(
+            running = record.pre_outcome == Outcome.SUCCEEDED
+            state = {Outcome.TIMED_OUT.value: "still starting at the deadline",
+                     Outcome.FAILED.value: f"start failed: {record.pre_detail}"}.get(
                 record.pre_outcome, f"start {record.pre_outcome}")
         else:
-            running = record.original_power_state in ("running", "starting") and record.pre_outcome == "not-needed"
+            running = (record.original_power_state in ("running", "starting")
+                       and record.pre_outcome == Outcome.NOT_NEEDED)
             state = record.pre_detail or f"power state {record.original_power_state or 'unknown'}"
         status = statuses.get(key)
         if status is not None:
@@ -104,13 +107,13 @@ def snapshots_succeeded(context: CheckContext) -> CheckResult:
     findings = [
         Finding(s.vm_id, f"snapshot of {s.disk_id} {_describe_snapshot(s)}")
         for s in context.snapshots
-        if s.outcome not in ("succeeded", "reused", "skipped", "planned")
+        if s.outcome not in (Outcome.SUCCEEDED, Outcome.REUSED, Outcome.SKIPPED, Outcome.PLANNED)
     ]
     return CheckResult("snapshots-succeeded", not findings, tuple(findings))
 
 
 def _describe_snapshot(record: SnapshotRecord) -> str:
-    if record.outcome == "timed-out":
+    if record.outcome == Outcome.TIMED_OUT:
         return "still being created at the deadline"
     return f"{record.outcome}: {record.detail}" if record.detail else record.outcome
 
