@@ -174,7 +174,7 @@ var names = {
   newConfiguration: empty(newConfigurationName) ? 'mc-${environmentName}' : newConfigurationName
 }
 
-// The app's defaults (handlers/settings.py); set explicitly so the storage resources and the app
+// The app's defaults (handlers/core/settings.py); set explicitly so the storage resources and the app
 // settings cannot drift apart.
 var ledgerTableName = 'MaintenanceRuns'
 var workQueueName = 'maintenance-work'

@@ -21,7 +21,7 @@ from handlers.core.events import EventKind
 from handlers.core.logs import RunLogger, run_logger
 from handlers.core.work import Step, WorkMessage, send_work
 from handlers.ledger import PhaseStatus
-from handlers.phases.claims import Heartbeat, Outcome, run_claimed
+from handlers.phases.claims import Claimed, Heartbeat, run_claimed
 from handlers.phases.post import run_post
 from handlers.phases.pre import run_pre
 from handlers.phases.pre.cancel import RETRY_LEFT, fail_closed
@@ -68,10 +68,10 @@ def run_work_message(runtime: Runtime, message: func.QueueMessage | bytes | str)
                        work=lambda beat: _outcome(phase(runtime, work, log, beat=beat)))
 
 
-def _outcome(run: PhaseRun[Any], *, ends: bool = True) -> Outcome:
+def _outcome(run: PhaseRun[Any], *, ends: bool = True) -> Claimed:
     """What a claimed run of steps returns: DISPATCHED when its own messages finish it."""
     status = PhaseStatus.DISPATCHED if run.ended is Ended.DISPATCHED else PhaseStatus.COMPLETED
-    return Outcome(run.summary, status, _ENDS[run.ended] if ends else None)
+    return Claimed(run.summary, status, _ENDS[run.ended] if ends else None)
 
 
 def _verdict(runtime: Runtime, work: WorkMessage, dequeue_count: int, log: RunLogger) -> dict[str, Any] | None:
@@ -81,10 +81,10 @@ def _verdict(runtime: Runtime, work: WorkMessage, dequeue_count: int, log: RunLo
     closed at once: the cancel needs nothing but the event."""
     event = work.event
 
-    def decide(beat: Heartbeat) -> Outcome:
+    def decide(beat: Heartbeat) -> Claimed:
         run = run_pre(runtime, work, log, beat=beat)
         runtime.ledger.complete_phase(event.correlation_id, "pre", summary=run.summary)
-        return Outcome(run.summary, ends=PhaseEnd.VERDICT)
+        return Claimed(run.summary, ends=PhaseEnd.VERDICT)
 
     try:
         pre = runtime.ledger.get_phase(event.correlation_id, "pre")

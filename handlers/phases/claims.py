@@ -39,7 +39,7 @@ MAX_TAKEOVER_WAITS = 120
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Claimed:
     """What a claimed run returns: its summary, DISPATCHED when messages of its own finish it,
     and how the run's phase ended when it did (`handlers.phases.run_end`)."""
 
@@ -125,7 +125,7 @@ class Heartbeat:
 
 def run_claimed(
     runtime: Runtime, message: WorkMessage, *, dequeue_count: int, log: RunLogger,
-    work: Callable[[Heartbeat], Outcome],
+    work: Callable[[Heartbeat], Claimed],
 ) -> dict[str, Any] | None:
     """Claim the message's phase, run `work` under a heartbeat, record the end; None when there
     was nothing to do here (done, a duplicate, waiting for a lease, deferred)."""

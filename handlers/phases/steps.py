@@ -149,11 +149,6 @@ def invocation_end(runtime: Runtime) -> datetime:
     return runtime.clock.utcnow() + timedelta(seconds=runtime.settings.invocation_budget_seconds)
 
 
-def describe_steps(steps: Sequence[Step[Any]]) -> list[str]:
-    """The steps as the README lists them (name, where, what)."""
-    return [f"{step.name}: {step.summary}" for step in steps]
-
-
 def _record_failure(run: PhaseRun[Any], step: Step[Any], exc: Exception) -> None:
     detail = describe_error(exc) if isinstance(exc, AzureError) else f"{type(exc).__name__}: {exc}"
     run.log.warning("step %s failed (recorded; the steps after it still run): %s", step.name, detail)

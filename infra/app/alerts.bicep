@@ -1,9 +1,9 @@
 // The action group (an email receiver) and the log alerts on Application Insights:
 // - a function invocation failed (any of the four functions: the Functions host records every
 //   invocation as a request, whatever its trigger);
-// - a run was cancelled (handlers/verdict.py logs "run cancelled (HTTP ..., status ...)" when the
+// - a run was cancelled (handlers/phases/pre/cancel.py logs "run cancelled (HTTP ..., status ...)" when the
 //   cancel request is accepted);
-// - a toolkit alert (handlers/alerts.py logs every one at ERROR starting "MAINTENANCE ALERT <kind>:"):
+// - a toolkit alert (handlers/ledger/alerts.py logs every one at ERROR starting "MAINTENANCE ALERT <kind>:"):
 //   a run that could not be checked, a cancel not made, a late pre event, VMs left running, a
 //   message in a poison queue.
 // The Event Grid delivery alerts live with the system topic (event-grid-topic.bicep).

@@ -91,7 +91,7 @@ resource eventSubscriptions 'Microsoft.EventGrid/systemTopics/eventSubscriptions
     }
   }, deliveryMode == 'function' ? {
     // One event per call, acknowledged in well under a second: the functions only validate,
-    // record and queue the work (see handlers/intake.py).
+    // record and queue the work (see handlers/edge/intake.py).
     destination: {
       endpointType: 'AzureFunction'
       properties: {

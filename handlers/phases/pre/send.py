@@ -31,7 +31,7 @@ TAKEN_OVER = "this worker's claim was taken over by another worker"
 def send_and_wait(run: PhaseRun[PreWork]) -> None:
     runtime, work, event = run.runtime, run.state, run.event
     assert event.cancellation_cutoff is not None  # parse_event requires it on pre events
-    work.deadline = min(event.cancellation_cutoff - timedelta(seconds=runtime.settings.cutoff_safety_seconds),
+    deadline = min(event.cancellation_cutoff - timedelta(seconds=runtime.settings.cutoff_safety_seconds),
                         run.invocation_end)
 
     def halted() -> str:
@@ -44,7 +44,7 @@ def send_and_wait(run: PhaseRun[PreWork]) -> None:
     planned = _ordered_tasks(work.snapshot_ops, work.start_ops)
     tasks = _recorded_first(run, planned, halted)
     results = run_operations(runtime.clients, tasks, parallelism=runtime.settings.parallelism,
-                             deadline=work.deadline, log=run.log, progress=runtime.progress,
+                             deadline=deadline, log=run.log, progress=runtime.progress,
                              total=sum(map(len, planned)),
                              subscriptions=len({subscription_of(task[0].resource_id) for task in planned}),
                              cancelled=lambda: halted() == TAKEN_OVER)

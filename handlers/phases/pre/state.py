@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from handlers.adapters.inventory import RunMachine, VmView
@@ -29,7 +28,6 @@ class PreWork:
     fresh: set[str] = field(default_factory=set)  # machines first planned by this attempt
     start_ops: dict[str, Operation] = field(default_factory=dict)
     snapshot_ops: dict[str, Operation] = field(default_factory=dict)
-    deadline: datetime | None = None
     check_results: list[Any] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)  # against the run, for the verdict
     verdict: str = ""
