@@ -3,6 +3,7 @@ row and heard by every listener, once per end."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -10,7 +11,9 @@ import pytest
 
 from emulator import AzureEmulator
 from emulator.functions_host import FunctionsHost
-from handlers.phases import run_end
+from handlers.phases import post, run_end
+from handlers.phases.post.state import PostWork
+from handlers.phases.steps import PhaseRun, Step
 from handlers.runtime import get_runtime
 from tests.conftest import SUB_A, SUB_B, make_event
 
@@ -89,4 +92,28 @@ def test_a_failing_listener_does_not_keep_the_end_from_the_others(
 
     assert [how for _, _, how in heard] == ["completed"]
     assert run_row(pre)["PreEndedHow"] == "completed"
+    assert all(i.succeeded for i in host.invocations)
+
+
+def test_a_failed_step_that_is_not_essential_is_recorded_and_the_steps_after_it_still_run(
+    host: FunctionsHost, emulator: AzureEmulator, heard: list[tuple[str, str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ran: list[str] = []
+
+    def after_retention(run: PhaseRun[PostWork]) -> None:  # what the report step will be
+        ran.append(run.event.correlation_id)
+
+    monkeypatch.setattr(post, "STEPS", [*post.STEPS, Step("report", "post", after_retention, "a later step",
+                                                          essential=False)])
+    emulator.fail("graph", status=400, code="BadRequest", message="retention's query refused")
+    event = make_event("post", subscriptions=(SUB_A,))
+    host.deliver_event("post_maintenance", event)
+    host.run_queues()
+
+    run = str(event["data"]["correlationId"])  # type: ignore[index]
+    assert ran == [run]
+    assert "retention" in json.loads(str(run_row(event)["StepErrors"]))
+    assert "BadRequest" in json.loads(str(run_row(event)["StepErrors"]))["retention"]
+    assert heard == [(run, "post", "completed")]
     assert all(i.succeeded for i in host.invocations)
