@@ -21,6 +21,7 @@ from handlers.core.events import EventKind
 from handlers.core.logs import RunLogger, run_logger
 from handlers.core.work import Step, WorkMessage, send_work
 from handlers.ledger import PhaseStatus
+from handlers.phases import post, pre
 from handlers.phases.claims import Claimed, Heartbeat, run_claimed
 from handlers.phases.post import run_post
 from handlers.phases.pre import run_pre
@@ -51,6 +52,11 @@ def run_work_message(runtime: Runtime, message: func.QueueMessage | bytes | str)
         return None
     except Exception as exc:  # anything else the parser trips on is still a message we cannot read
         _drop_unreadable(runtime, body, f"work message could not be read: {type(exc).__name__}")
+        return None
+    steps = pre.STEPS if work.event.kind is EventKind.PRE else post.STEPS
+    if work.resume and work.resume not in {step.name for step in steps}:
+        _drop_unreadable(runtime, body, f"message.resume: the {work.event.kind.value} phase has no step "
+                                        f"{work.resume!r}")
         return None
     log = run_logger(work.event.correlation_id)
     if work.step is Step.VERDICT:

@@ -125,14 +125,14 @@ def run_steps(steps: Sequence[Step[S]], run: PhaseRun[S], *, resume: str = "") -
             return
         if step.in_new_message and index > start:
             raise ContinueLater(step.name, f"{step.name} runs in an invocation of its own")
+        action = step.run
         if run.dry_run and step.changes:
-            if step.preview is not None:
-                step.preview(run)
-            else:
+            if step.preview is None:
                 run.log.info("dry run: step %s skipped (it changes resources)", step.name)
-            continue
+                continue
+            action = step.preview
         try:
-            step.run(run)
+            action(run)
         except (LeaseLostError, ContinueLater, DeferredError):
             raise
         except Exception as exc:

@@ -3,10 +3,16 @@ may run go on in new invocations, and retention still runs after them."""
 
 from __future__ import annotations
 
+import base64
+from dataclasses import replace
+
 import pytest
 
 from emulator import AzureEmulator
 from emulator.functions_host import FunctionsHost
+from handlers.core.events import parse_event
+from handlers.core.work import WorkMessage
+from handlers.ledger import REJECTED_PARTITION
 from handlers.runtime import get_runtime
 from tests.conftest import SUB_A, make_event
 
@@ -50,3 +56,19 @@ def test_a_restore_longer_than_an_invocation_still_restores_every_vm_and_runs_re
     assert run.get("PostEndedHow") == "completed"
     post = ledger.get_phase(correlation_id, "post") or {}
     assert post.get("Status") == "completed" and post.get("Resume") == "retention"
+
+
+def test_a_message_resuming_at_a_step_the_phase_does_not_have_is_recorded_and_dropped(
+    host: FunctionsHost, emulator: AzureEmulator
+) -> None:
+    post = parse_event(make_event("post", subscriptions=(SUB_A,)))
+    body = replace(WorkMessage(post), resume="tag-the-vms", rounds=1).to_json()
+    host.queue(get_runtime().settings.work_queue).send_message(base64.b64encode(body.encode()).decode())
+    host.run_queues()
+
+    table = get_runtime().clients.ledger_table()
+    refused = [str(r["Reason"]) for r in table.query_entities("PartitionKey eq @pk",
+                                                               parameters={"pk": REJECTED_PARTITION})]
+    assert any("'tag-the-vms'" in reason and "post phase has no step" in reason for reason in refused)
+    assert all(i.succeeded for i in host.invocations), "dropped, not retried into the poison queue"
+    assert emulator.requests == []
