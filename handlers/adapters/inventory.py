@@ -110,18 +110,9 @@ def find_run_machines(
 ) -> list[RunMachine]:
     """Every machine whose applyUpdates record carries this run's correlation id."""
     query = RUN_MACHINES_QUERY.format(correlation_id=_kql_literal(correlation_id))
-    machines: dict[str, RunMachine] = {}
-    for row in query_all(graph, subscription_ids, query, options=options):
-        row_correlation = _first(row, "correlationId", ("properties", "correlationId"))
-        if row_correlation and row_correlation.lower() != correlation_id.lower():
-            continue
-        resource_id = _first(row, "resourceId", ("properties", "resourceId"))
-        machine = describe_machine(resource_id.rstrip("/")) if resource_id else None
-        if machine is None:
-            log.warning("applyUpdates record %s names no machine id we recognise: %r", row.get("id"), resource_id)
-            continue
-        machines.setdefault(machine.resource_id.lower(), machine)
-    return list(machines.values())
+    rows = (row for row in query_all(graph, subscription_ids, query, options=options)
+            if _first(row, "correlationId", ("properties", "correlationId")).lower() in ("", correlation_id.lower()))
+    return _machines_of(rows, log, "applyUpdates record %s names no machine id we recognise: %r")
 
 
 def find_unreadable_subscriptions(
@@ -144,12 +135,19 @@ def find_assigned_machines(
     left out, since only a real run says which machines they matched.
     """
     query = ASSIGNED_MACHINES_QUERY.format(configuration_id=_kql_literal(configuration_id))
+    return _machines_of(query_all(graph, subscription_ids, query), log,
+                        "assignment %s is not of a machine (a dynamic scope?): %s")
+
+
+def _machines_of(rows: Iterable[dict[str, Any]], log: logging.LoggerAdapter[Any], problem: str) -> list[RunMachine]:
+    """The machines the rows' `resourceId`s name, once each, in order; `problem` is logged (with the
+    row's id and the value) for a row that names none."""
     machines: dict[str, RunMachine] = {}
-    for row in query_all(graph, subscription_ids, query):
+    for row in rows:
         resource_id = _first(row, "resourceId", ("properties", "resourceId")).rstrip("/")
-        machine = describe_machine(resource_id)
+        machine = describe_machine(resource_id) if resource_id else None
         if machine is None:
-            log.warning("assignment %s is not of a machine (a dynamic scope?): %s", row.get("id"), resource_id)
+            log.warning(problem, row.get("id"), resource_id)
             continue
         machines.setdefault(machine.resource_id.lower(), machine)
     return list(machines.values())
