@@ -12,6 +12,9 @@ imports it.
     client.virtual_machines.begin_start("rg", "vm1").result()
     assert emu.vm_power_state(vm) == "PowerState/running"
 
+Run Command (VMs and Arc machines): `emu.script_behaviour(vm, exit_code=1, contains="apt")` decides
+what scripts do; `emu.run_command_executions(vm)` records what ran (run_command_api.py).
+
 Faults between the app and Azure: `emu.fail(..., mode="reset" | "refused" | "lost-answer" |
 "applied-error")`, `emu.inject_faults(rate, seed=...)` (faults.py); for Storage, the proxy in
 front of Azurite (storage_faults.py).
@@ -22,6 +25,7 @@ from __future__ import annotations
 from .clock import EmulatorClock
 from .faults import FaultStats
 from .messages import ArmError, DroppedConnection
+from .run_command_model import RunCommandExecution, RunCommandInfo, ScriptRule
 from .service import AzureEmulator
 from .state import FailureRule, RecordedRequest
 from .throttle import DEFAULT_BUCKETS, BucketSpec
@@ -40,4 +44,7 @@ __all__ = [
     "FaultStats",
     "LegacyEmulatorResponse",
     "RecordedRequest",
+    "RunCommandExecution",
+    "RunCommandInfo",
+    "ScriptRule",
 ]

@@ -11,6 +11,7 @@ from .power import Operation, VirtualMachine
 from .state import EmulatorModel
 
 _AGENT_VERSION = "2.10.0.8"
+_OS_NAMES = {"Linux": ("ubuntu", "22.04"), "Windows": ("Windows Server 2022 Datacenter Azure Edition", "10.0.20348")}
 
 
 def vm_not_found(resource_group: str, name: str) -> Reply:
@@ -40,10 +41,11 @@ def instance_view_body(model: EmulatorModel, vm: VirtualMachine) -> dict[str, An
         if vm.pending
         else _status("ProvisioningState/succeeded", "Provisioning succeeded", changed)
     )
+    os_name, os_version = _OS_NAMES[vm.os_type]
     body: dict[str, Any] = {
         "computerName": vm.name,
-        "osName": "ubuntu",
-        "osVersion": "22.04",
+        "osName": os_name,
+        "osVersion": os_version,
         "hyperVGeneration": "V2",
         "disks": [
             {"name": name, "statuses": [_status("ProvisioningState/succeeded", "Provisioning succeeded", changed)]}

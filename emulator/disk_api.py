@@ -6,11 +6,19 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from .disks import Disk
 from .ids import key
 from .snapshot_model import Snapshot, invalid_name, summary
 from .state import EmulatorModel
 
 _SNAPSHOTS_PATH = "/providers/microsoft.compute/snapshots/"
+
+
+def _os_type(disk: Disk | None) -> str | None:
+    """A snapshot's osType: its source OS disk's (Linux when the source is gone), none for a data disk."""
+    if disk is None:
+        return "Linux"
+    return disk.os_type if disk.is_os else None
 
 
 class DiskApi(EmulatorModel):
@@ -53,7 +61,7 @@ class DiskApi(EmulatorModel):
             snapshot = Snapshot(
                 rid, subscription_id, resource_group, name, location, dict(tags or {}), source_id=source_disk_id,
                 incremental=incremental, created=created, ready_at=created, size_gb=disk.size_gb if disk else 30,
-                os_type="Linux" if disk is None or disk.is_os else None, seeded=True,
+                os_type=_os_type(disk), seeded=True,
             )  # fmt: skip
             if disk is not None:
                 snapshot.source_unique_id = disk.unique_id

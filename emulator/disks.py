@@ -22,12 +22,14 @@ from .power import VirtualMachine
 OS_DISK_KINDS = ("managed", "ephemeral", "unmanaged")
 OS_DISK_GB = 30
 DATA_DISK_GB = 64
-_IMAGE = {
-    "publisher": "Canonical",
-    "offer": "0001-com-ubuntu-server-jammy",
-    "sku": "22_04-lts-gen2",
-    "version": "latest",
-}
+# The marketplace image of a VM, by OS type, and its version as a disk's creationData names it.
+_IMAGES = {
+    "Linux": {"publisher": "Canonical", "offer": "0001-com-ubuntu-server-jammy", "sku": "22_04-lts-gen2",
+              "version": "latest"},
+    "Windows": {"publisher": "MicrosoftWindowsServer", "offer": "WindowsServer", "sku": "2022-datacenter-azure-edition",
+                "version": "latest"},
+}  # fmt: skip
+_IMAGE_VERSIONS = {"Linux": "22.04.202501010", "Windows": "20348.2966.250104"}
 _TIERS = {OS_DISK_GB: "P4", DATA_DISK_GB: "P6"}
 
 
@@ -46,6 +48,7 @@ class Disk:
     lun: int | None = None  # None: the OS disk
     ephemeral: bool = False
     sku: str = "Premium_LRS"
+    os_type: str = "Linux"  # of the VM; only an OS disk reports it
     unique_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     @property
@@ -83,7 +86,7 @@ def make_disks(vm: VirtualMachine, now: float) -> list[Disk]:
     ephemeral = vm.os_disk == "ephemeral"
     disks = [
         Disk(disk_id(vm, os_name), sub, rg, os_name, vm.location, vm_key, OS_DISK_GB, now, ephemeral=ephemeral,
-             sku="Standard_LRS" if ephemeral else "Premium_LRS")
+             sku="Standard_LRS" if ephemeral else "Premium_LRS", os_type=vm.os_type)
     ]  # fmt: skip
     for lun in range(vm.data_disks):
         name = data_disk_name(vm, lun)
@@ -94,7 +97,7 @@ def make_disks(vm: VirtualMachine, now: float) -> list[Disk]:
 def storage_profile(vm: VirtualMachine) -> dict[str, Any]:
     """`properties.storageProfile` as compute answers a VM GET (and Resource Graph shows it)."""
     name = os_disk_name(vm)
-    os_disk: dict[str, Any] = {"osType": "Linux", "name": name, "createOption": "FromImage", "caching": "ReadWrite"}
+    os_disk: dict[str, Any] = {"osType": vm.os_type, "name": name, "createOption": "FromImage", "caching": "ReadWrite"}
     if vm.os_disk == "unmanaged":
         os_disk["vhd"] = {"uri": vhd_uri(vm, vm.name)}
     else:
@@ -117,7 +120,7 @@ def storage_profile(vm: VirtualMachine) -> dict[str, Any]:
             data["deleteOption"] = "Detach"
         data.update(diskSizeGB=DATA_DISK_GB, toBeDetached=False, writeAcceleratorEnabled=False)
         data_disks.append(data)
-    return {"imageReference": dict(_IMAGE), "osDisk": os_disk, "dataDisks": data_disks}
+    return {"imageReference": dict(_IMAGES[vm.os_type]), "osDisk": os_disk, "dataDisks": data_disks}
 
 
 def disk_names(vm: VirtualMachine) -> list[str]:
@@ -135,13 +138,14 @@ def disk_state(vm: VirtualMachine | None, power_state: str | None) -> str:
 def disk_properties(disk: Disk, state: str, time_created: str) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     if disk.is_os:
+        source = _IMAGES[disk.os_type]
         image = (
             f"/Subscriptions/{disk.subscription_id}/Providers/Microsoft.Compute/Locations/{disk.location}"
-            f"/Publishers/{_IMAGE['publisher']}/ArtifactTypes/VMImage/Offers/{_IMAGE['offer']}"
-            f"/Skus/{_IMAGE['sku']}/Versions/22.04.202501010"
+            f"/Publishers/{source['publisher']}/ArtifactTypes/VMImage/Offers/{source['offer']}"
+            f"/Skus/{source['sku']}/Versions/{_IMAGE_VERSIONS[disk.os_type]}"
         )
         properties.update(
-            osType="Linux",
+            osType=disk.os_type,
             hyperVGeneration="V2",
             creationData={"createOption": "FromImage", "imageReference": {"id": image}},
         )

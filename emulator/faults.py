@@ -24,7 +24,9 @@ DROP_MODES = frozenset({"reset", "refused", "lost-answer"})
 
 FAULT_KINDS = ("500", "502", "503", "504", "reset", "refused")
 # Routes whose fault may strike after the write was applied (inject_faults' applied_share).
-WRITE_OPERATIONS = frozenset({"start", "deallocate", "powerOff", "snapshot", "deleteSnapshot", "cancel"})
+WRITE_OPERATIONS = frozenset(
+    {"start", "deallocate", "powerOff", "snapshot", "deleteSnapshot", "cancel", "runCommand", "deleteRunCommand"}
+)
 
 # What ARM's front door answers for each status (no Retry-After: clients use their own backoff).
 _STATUS_ERRORS = {

@@ -9,6 +9,8 @@ from .clock import operation_status
 from .ids import key
 from .messages import ArmError
 
+OS_TYPES = ("Linux", "Windows")
+ARC_STATUSES = ("Connected", "Disconnected", "Expired")
 POWER_STATES = ("running", "starting", "stopping", "stopped", "deallocating", "deallocated")
 
 # action -> (transitional state, final state)
@@ -23,6 +25,14 @@ _ALREADY_DONE: dict[str, frozenset[str]] = {
     "deallocate": frozenset({"deallocated"}),
     "powerOff": frozenset({"stopped", "deallocated"}),
 }
+
+
+def normalize_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    """`value` in the canonical casing of `allowed` (matched case-insensitively), else a ValueError."""
+    for choice in allowed:
+        if choice.lower() == value.lower():
+            return choice
+    raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
 
 
 def normalize_power_state(value: str) -> str:
@@ -71,6 +81,7 @@ class VirtualMachine:
     os_disk: str = "managed"  # managed | ephemeral | unmanaged (see disks.py)
     data_disks: int = 0
     agent_ready: bool = True  # False: a running VM's guest agent reports Not Ready
+    os_type: str = "Linux"  # one of OS_TYPES
 
     def __post_init__(self) -> None:
         self.history.append((self.created, self.power_state))
@@ -133,7 +144,8 @@ class VirtualMachine:
 
 @dataclass
 class ArcMachine:
-    """An Arc-enabled server: visible in Resource Graph, not powerable from Azure."""
+    """An Arc-enabled server: visible in Resource Graph, not powerable from Azure; Run Command needs it
+    Connected."""
 
     id: str
     subscription_id: str
@@ -141,3 +153,5 @@ class ArcMachine:
     name: str
     location: str
     tags: dict[str, str]
+    os_type: str = "Linux"  # one of OS_TYPES; Resource Graph shows it in lower case
+    status: str = "Connected"  # one of ARC_STATUSES

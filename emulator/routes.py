@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from .ids import key
 from .messages import ArmRequest
@@ -29,6 +30,19 @@ _DISK_OPERATION = re.compile(
     r"/diskoperations/(?P<op>[^/]+)/?$",
     re.IGNORECASE,
 )
+_RUN_COMMAND = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/providers/"
+    r"(?P<provider>microsoft\.compute/virtualmachines|microsoft\.hybridcompute/machines)"
+    r"/(?P<machine>[^/]+)/runcommands/(?P<name>[^/]+)/?$",
+    re.IGNORECASE,
+)
+_ARC_OPERATION = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/providers/microsoft\.hybridcompute/locations/(?P<loc>[^/]+)"
+    r"/operationstatus/(?P<op>[^/]+)/?$",
+    re.IGNORECASE,
+)
+_RUN_COMMAND_ROUTES = {"PUT": ("runCommand.put", "runCommand"), "GET": ("runCommand.get", "getRunCommand"),
+                       "DELETE": ("runCommand.delete", "deleteRunCommand")}  # fmt: skip
 _GRAPH = re.compile(r"^/providers/microsoft\.resourcegraph/resources/?$", re.IGNORECASE)
 _APPLY_UPDATES = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/.+/providers/microsoft\.maintenance/applyupdates/[^/]+/?$", re.IGNORECASE
@@ -50,6 +64,7 @@ class Route:
 
     # vm.get | vm.instanceView | vm.action | operation | graph | cancel | run.get
     # | disk.get | snapshot.get | snapshot.put | snapshot.delete | diskOperation
+    # | runCommand.put | runCommand.get | runCommand.delete | arcOperation
     name: str
     failure_op: str | None = None
     resource_id: str | None = None
@@ -58,7 +73,9 @@ class Route:
     vm_name: str = ""
     action: str = ""
     operation_id: str = ""
-    resource_name: str = ""  # the disk's or snapshot's name
+    resource_name: str = ""  # the disk's, snapshot's or run command's name
+    machine_id: str = ""  # a run command's VM or Arc machine (canonical provider casing)
+    arc: bool = False  # a run command of an Arc machine (Microsoft.HybridCompute)
 
 
 def match(request: ArmRequest) -> Route | None:
@@ -67,7 +84,7 @@ def match(request: ArmRequest) -> Route | None:
     if (m := _VM.match(path)) is not None:
         sub, rg, name, verb = m["sub"], m["rg"], m["name"], (m["verb"] or "").lower()
         rid = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}"
-        base = {"subscription_id": sub, "resource_group": rg, "vm_name": name, "resource_id": rid}
+        base: dict[str, Any] = {"subscription_id": sub, "resource_group": rg, "vm_name": name, "resource_id": rid}
         if method == "GET" and verb == "":
             return Route("vm.get", failure_op="get", **base)
         if method == "GET" and verb == "instanceview":
@@ -76,6 +93,20 @@ def match(request: ArmRequest) -> Route | None:
             action = _ACTIONS[verb]
             return Route("vm.action", failure_op=action, action=action, **base)
         return None
+    if (m := _RUN_COMMAND.match(path)) is not None:
+        found = _RUN_COMMAND_ROUTES.get(method)
+        if found is None:
+            return None
+        sub, rg, machine, name = m["sub"], m["rg"], m["machine"], m["name"]
+        arc = m["provider"].lower().startswith("microsoft.hybridcompute")
+        provider = "Microsoft.HybridCompute/machines" if arc else "Microsoft.Compute/virtualMachines"
+        machine_id = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{provider}/{machine}"
+        return Route(found[0], failure_op=found[1], resource_id=f"{machine_id}/runCommands/{name}",
+                     subscription_id=sub, resource_group=rg, vm_name=machine, resource_name=name,
+                     machine_id=machine_id, arc=arc)  # fmt: skip
+    if method == "GET" and (m := _ARC_OPERATION.match(path)) is not None:
+        return Route("arcOperation", failure_op="operationStatus", subscription_id=m["sub"], operation_id=m["op"],
+                     arc=True)  # fmt: skip
     if (m := _DISK_RP.match(path)) is not None:
         kind = m["type"].lower()
         found = _DISK_RP_ROUTES.get((kind, method))
@@ -92,7 +123,7 @@ def match(request: ArmRequest) -> Route | None:
     if method == "POST" and _GRAPH.match(path):
         return Route("graph", failure_op="graph")
     if (m := _APPLY_UPDATES.match(path)) is not None:
-        run = {"resource_id": path.rstrip("/"), "subscription_id": m["sub"]}
+        run: dict[str, Any] = {"resource_id": path.rstrip("/"), "subscription_id": m["sub"]}
         if method == "PUT":
             return Route("cancel", failure_op="cancel", **run)
         if method == "GET":
@@ -115,12 +146,28 @@ def throttle_keys(route: Route, model: EmulatorModel) -> list[tuple[str, str]]:
         return [("arm.delete", sub)]
     if route.name == "diskOperation":
         return [("arm.read", sub), ("compute.operation.subscription", sub)]
+    if route.name == "arcOperation":
+        return [("arm.read", sub)]
     if route.name == "operation":
         op = model.operations.get(route.operation_id)
+        run_op = model.run_command_store.operations.get(route.operation_id)
+        vm_key = op.vm_key if op else run_op.machine_key if run_op else None
         keys = [("arm.read", sub), ("compute.operation.subscription", sub)]
-        return keys + ([("compute.operation.vm", op.vm_key)] if op else [])
+        return keys + ([("compute.operation.vm", vm_key)] if vm_key else [])
+    if route.name.startswith("runCommand."):
+        return _run_command_keys(route)
     vm = key(route.resource_id or "")
     if route.name == "vm.action":
         policy = "compute.delete" if route.action == "deallocate" else "compute.update"
         return [("arm.write", sub), (f"{policy}.subscription", sub), (f"{policy}.vm", vm)]
     return [("arm.read", sub), ("compute.get.subscription", sub), ("compute.get.vm", vm)]
+
+
+def _run_command_keys(route: Route) -> list[tuple[str, str]]:
+    """VM run commands: ARM plus the compute "Update VM" / "Low-cost get" policies; Arc: ARM only."""
+    sub, vm = route.subscription_id, key(route.machine_id)
+    arm = {"runCommand.put": "arm.write", "runCommand.get": "arm.read", "runCommand.delete": "arm.delete"}[route.name]
+    if route.arc:
+        return [(arm, sub)]
+    policy = "compute.get" if route.name == "runCommand.get" else "compute.update"
+    return [(arm, sub), (f"{policy}.subscription", sub), (f"{policy}.vm", vm)]

@@ -10,7 +10,8 @@ from .disk_api import DiskApi
 from .disks import OS_DISK_KINDS, make_disks
 from .faults import FAILURE_MODES, FaultInjector, FaultStats
 from .ids import key
-from .power import ArcMachine, VirtualMachine, normalize_power_state
+from .power import ARC_STATUSES, OS_TYPES, ArcMachine, VirtualMachine, normalize_choice, normalize_power_state
+from .run_command_api import RunCommandApi
 from .serving import ArmService
 from .state import ASYNC_OPERATIONS, FAILABLE_OPERATIONS, FailureRule, MaintenanceRun
 from .throttle import BucketSpec
@@ -19,14 +20,19 @@ from .transport import EmulatorTransport
 _RUN_MARKER = "/providers/microsoft.maintenance/applyupdates/"
 
 
-class AzureEmulator(DiskApi, ArmService):
+class AzureEmulator(DiskApi, RunCommandApi, ArmService):
     """An in-process fake of the ARM endpoints the app calls, served through `transport()`.
 
     All durations, latency and Retry-After values are simulated seconds; `time_scale` real
     seconds pass per simulated second. Mutable knobs: `operation_durations` (start, deallocate,
-    powerOff, snapshot, deleteSnapshot), `readable_subscriptions`, `graph_lag`, `poll_retry_after`,
-    `latency`, `throttling`. Disks and snapshots: `add_vm(os_disk=, data_disks=)`, `add_snapshot`,
-    `snapshots`, `snapshot`, `disk_ids`, `snapshot_requests` (disk_api.py).
+    powerOff, snapshot, deleteSnapshot, deleteRunCommand = 2), `readable_subscriptions`, `graph_lag`,
+    `poll_retry_after`, `latency`, `throttling`; Run Command: `run_command_start_delay` (PUT to start
+    of the script, 1), `run_command_default_seconds` (a script's duration without a rule, 10),
+    `run_command_provisioning_seconds` (PUT to the end of an asyncExecution PUT's operation, 2).
+    Disks and snapshots: `add_vm(os_disk=, data_disks=)`, `add_snapshot`, `snapshots`, `snapshot`,
+    `disk_ids`, `snapshot_requests` (disk_api.py). Run Command (run_command_api.py, run_commands.py):
+    `script_behaviour`, `clear_script_behaviours`, `run_command_executions`, `run_commands`,
+    `set_arc_status`; `add_vm(os_type=)`, `add_arc_machine(os_type=, status=)`.
     """
 
     def __init__(
@@ -59,8 +65,11 @@ class AzureEmulator(DiskApi, ArmService):
         tags: Mapping[str, str] | None = None,
         os_disk: str = "managed",
         data_disks: int = 0,
+        os_type: str = "Linux",
     ) -> str:
         """Add a VM; returns its ARM id in canonical casing.
+
+        os_type: "Linux" or "Windows" (`storageProfile.osDisk.osType` of its GET and Resource Graph row).
 
         os_disk: "managed" (a disk resource `{name}-osdisk`), "ephemeral" (local, no disk resource,
         cannot be snapshotted) or "unmanaged" (a VHD page blob); data_disks: how many 64 GB data
@@ -70,6 +79,7 @@ class AzureEmulator(DiskApi, ArmService):
             raise ValueError(f"os_disk must be one of {', '.join(OS_DISK_KINDS)}, not {os_disk!r}")
         if data_disks < 0:
             raise ValueError("data_disks must be >= 0")
+        os_type = normalize_choice("os_type", os_type, OS_TYPES)
         rid = (
             f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
             f"/providers/Microsoft.Compute/virtualMachines/{name}"
@@ -82,6 +92,7 @@ class AzureEmulator(DiskApi, ArmService):
             vm = VirtualMachine(
                 rid, subscription_id, resource_group, name, location, dict(tags or {}),
                 vm_id=str(uuid.uuid4()), power_state=state, created=now, os_disk=os_disk, data_disks=data_disks,
+                os_type=os_type,
             )  # fmt: skip
             disks = make_disks(vm, now)
             if clash := [d.id for d in disks if key(d.id) in self.disks]:
@@ -98,13 +109,21 @@ class AzureEmulator(DiskApi, ArmService):
         *,
         location: str = "westeurope",
         tags: Mapping[str, str] | None = None,
+        os_type: str = "Linux",
+        status: str = "Connected",
     ) -> str:
-        """Add an Arc-enabled server (visible in Resource Graph only); returns its ARM id."""
+        """Add an Arc-enabled server (in Resource Graph, with run commands); returns its ARM id.
+
+        os_type: "Linux" or "Windows" (Resource Graph: `properties.osType` in lower case); status:
+        "Connected", "Disconnected" or "Expired" (`properties.status`; see set_arc_status).
+        """
         rid = (
             f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
             f"/providers/Microsoft.HybridCompute/machines/{name}"
         )
-        machine = ArcMachine(rid, subscription_id, resource_group, name, location, dict(tags or {}))
+        machine = ArcMachine(rid, subscription_id, resource_group, name, location, dict(tags or {}),
+                             os_type=normalize_choice("os_type", os_type, OS_TYPES),
+                             status=normalize_choice("status", status, ARC_STATUSES))  # fmt: skip
         with self.lock:
             self.arc_machines[key(rid)] = machine
         return rid
@@ -212,9 +231,12 @@ class AzureEmulator(DiskApi, ArmService):
         Failures fire in the order they were added; throttling comes first.
         Operations: start, deallocate, powerOff, instanceView, get (VM GET), cancel, getRun (applyUpdates
         GET), graph, token, snapshot (snapshot PUT), deleteSnapshot, getSnapshot, disk (disk GET),
-        operationStatus (GET of a compute operation or DiskOperation; `resource_id` is then the VM's or
-        snapshot's). `resource_id` is the VM's, snapshot's or disk's ARM id. The token endpoint takes
-        mode="request" only.
+        operationStatus (GET of a compute operation, DiskOperation or HybridCompute operationStatus;
+        `resource_id` is then the VM's, snapshot's or run command's), runCommand (run command PUT, VM or
+        Arc; mode="operation": accepted, the script never runs, the operation and execution end Failed),
+        getRunCommand, deleteRunCommand (mode="operation": the delete fails, the command stays).
+        `resource_id` is the VM's, snapshot's or disk's ARM id; a rule for a machine also strikes its
+        run commands (or give the run command's id). The token endpoint takes mode="request" only.
         """
         if operation not in FAILABLE_OPERATIONS:
             known = ", ".join(sorted(FAILABLE_OPERATIONS))
@@ -249,10 +271,10 @@ class AzureEmulator(DiskApi, ArmService):
 
         The kind is drawn uniformly from `kinds`: "500", "502", "503", "504" (that status, an ARM error
         body, no Retry-After), "reset", "refused" (as in `fail`). For the writes (start, deallocate,
-        powerOff, snapshot, deleteSnapshot, cancel) a share `applied_share` of the faults strike after
-        the write was applied: a reset becomes a lost answer, a status an applied error. Deterministic
-        for a given `seed` and order of requests; the token endpoint is never faulted. Replaces any
-        earlier injection; returns the live counts.
+        powerOff, snapshot, deleteSnapshot, cancel, runCommand, deleteRunCommand) a share `applied_share`
+        of the faults strike after the write was applied: a reset becomes a lost answer, a status an
+        applied error. Deterministic for a given `seed` and order of requests; the token endpoint is
+        never faulted. Replaces any earlier injection; returns the live counts.
         """
         faultable = FAILABLE_OPERATIONS - {"token"}
         unknown = sorted(set(operations or ()) - faultable)

@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Mapping
 
-from . import compute, graph, maintenance, routes, snapshots
+from . import compute, graph, maintenance, routes, run_commands, snapshots
 from .clock import EmulatorClock
 from .faults import AFTER_MODES, BEFORE_MODES, strike
 from .ids import key
@@ -25,12 +25,15 @@ _NO_API_VERSION = ArmError("MissingApiVersionParameter", "The api-version query 
 _THROTTLED = ArmError("TooManyRequests", "The request is being throttled.")
 
 
-_DISK_RP_HANDLERS = {
+_RESOURCE_HANDLERS = {
     "disk.get": snapshots.get_disk,
     "snapshot.get": snapshots.get_snapshot,
     "snapshot.put": snapshots.put_snapshot,
     "snapshot.delete": snapshots.delete_snapshot,
     "diskOperation": snapshots.disk_operation_status,
+    "runCommand.put": run_commands.put_run_command,
+    "runCommand.get": run_commands.get_run_command,
+    "runCommand.delete": run_commands.delete_run_command,
 }
 
 
@@ -148,7 +151,10 @@ class ArmService(EmulatorModel):
 
     def _failure_target(self, route: routes.Route) -> str | None:
         """The resource id failures are matched on: for a status poll, the operation's VM or snapshot."""
-        if route.name == "operation":
+        if route.name in ("operation", "arcOperation"):
+            run_op = run_commands.find_operation(self, route)
+            if run_op is not None:
+                return run_op.resource_key  # a child of the machine: a rule for the machine matches it
             op = self.operations.get(route.operation_id)
             return op.vm_key if op else None
         if route.name == "diskOperation":
@@ -179,10 +185,12 @@ class ArmService(EmulatorModel):
             return maintenance.cancel(self, request)
         if route.name == "run.get":
             return maintenance.get_run(self, request)
-        if route.name in _DISK_RP_HANDLERS:
-            return _DISK_RP_HANDLERS[route.name](self, request, route)
-        if route.name == "operation":
-            op = self.operations.get(route.operation_id)
+        if route.name in _RESOURCE_HANDLERS:
+            return _RESOURCE_HANDLERS[route.name](self, request, route)
+        if route.name in ("operation", "arcOperation") and (run_op := run_commands.find_operation(self, route)):
+            return run_commands.operation_status(self, request, run_op)
+        if route.name in ("operation", "arcOperation"):
+            op = self.operations.get(route.operation_id) if route.name == "operation" else None
             if op is None or op.subscription_id.lower() != route.subscription_id.lower():
                 return error_reply(404, ArmError("NotFound", f"Operation {route.operation_id} was not found."))
             return compute.operation_status(self, request, op)

@@ -158,7 +158,7 @@ def put_snapshot(model: EmulatorModel, request: ArmRequest, route: Route) -> Rep
     snapshot = Snapshot(
         rid, route.subscription_id, route.resource_group, route.resource_name, disk.location, fields["tags"],
         source_id=disk.id, incremental=fields["incremental"], created=now, ready_at=now + duration,
-        size_gb=disk.size_gb, os_type="Linux" if disk.is_os else None, sku=fields["sku"] or "Standard_LRS",
+        size_gb=disk.size_gb, os_type=disk.os_type if disk.is_os else None, sku=fields["sku"] or "Standard_LRS",
         error=failure[1] if failure else None, source_unique_id=disk.unique_id,
     )  # fmt: skip
     model.snapshot_records[key(rid)] = snapshot

@@ -12,6 +12,7 @@ from .faults import FaultInjector
 from .ids import key
 from .messages import ArmError
 from .power import ArcMachine, Operation, VirtualMachine
+from .run_command_model import RunCommandStore
 from .snapshot_model import DiskOperation, Snapshot, settle_snapshots
 
 FAILABLE_OPERATIONS = frozenset(
@@ -19,9 +20,12 @@ FAILABLE_OPERATIONS = frozenset(
     | {"snapshot", "deleteSnapshot", "getSnapshot", "disk"}
     # GETs of async operation status (compute operations and DiskOperations) and of an applyUpdates run.
     | {"operationStatus", "getRun"}
+    # Managed Run Command (VMs and Arc machines): PUT, GET, DELETE.
+    | {"runCommand", "getRunCommand", "deleteRunCommand"}
 )
 # Operations whose failure can also be injected into the async operation (mode="operation").
-ASYNC_OPERATIONS = frozenset({"start", "deallocate", "powerOff", "snapshot", "deleteSnapshot"})
+ASYNC_OPERATIONS = frozenset({"start", "deallocate", "powerOff", "snapshot", "deleteSnapshot"} | {"runCommand",
+                             "deleteRunCommand"})  # fmt: skip
 
 
 @dataclass
@@ -53,7 +57,11 @@ class FailureRule:
     def matches(self, operation: str, resource_id: str | None) -> bool:
         if self.operation != operation or self.times == 0:
             return False
-        return self.resource_key is None or (resource_id is not None and key(resource_id) == self.resource_key)
+        if self.resource_key is None:
+            return True
+        # A rule for a resource also strikes its child resources (a VM's run commands).
+        target = key(resource_id) if resource_id is not None else ""
+        return target == self.resource_key or target.startswith(self.resource_key + "/")
 
     def fire(self) -> ArmError:
         self.fired += 1
@@ -104,7 +112,14 @@ class EmulatorModel:
             "powerOff": 30.0,
             "snapshot": 30.0,
             "deleteSnapshot": 5.0,
+            "deleteRunCommand": 2.0,
         }
+        self.run_command_store = RunCommandStore()
+        # Run Command, in simulated seconds: PUT to start of the script; how long a script runs when
+        # no script_behaviour rule says otherwise; PUT to the end of an asyncExecution PUT's operation.
+        self.run_command_start_delay = 1.0
+        self.run_command_default_seconds = 10.0
+        self.run_command_provisioning_seconds = 2.0
         # subscription id (lower) -> (id, display name), from AzureEmulator.add_subscription
         self.subscriptions: dict[str, tuple[str, str]] = {}
         self.readable_subscriptions: set[str] | None = None

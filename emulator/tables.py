@@ -67,7 +67,9 @@ def vm_row(vm: VirtualMachine, state: str) -> dict[str, Any]:
 
 def arc_row(machine: ArcMachine) -> dict[str, Any]:
     row = base_row(machine.id, ARC_TYPE, machine.location, machine.tags)
-    row["properties"] = {"status": "Connected", "osType": "linux", "osName": "linux", "provisioningState": "Succeeded"}
+    os_type = machine.os_type.lower()
+    row["properties"] = {"status": machine.status, "osType": os_type, "osName": os_type,
+                         "provisioningState": "Succeeded"}  # fmt: skip
     return row
 
 
