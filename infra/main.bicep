@@ -2,7 +2,8 @@
 // needs, deployed into one resource group, plus
 // - the Event Grid system topic of the maintenance configuration (and the custom cancel role),
 //   in the configuration's resource group;
-// - the app identity's roles on the target subscriptions and resource groups.
+// - the app identity's roles on the target subscriptions and resource groups, and on each target
+//   subscription the custom role for in-guest actions (Run Commands) when enableGuestActions is on.
 //
 // Two passes, because Event Grid refuses a subscription to a function that does not exist yet:
 //   1. this template with deployEventSubscriptions=false (azd provision; the azd default);
@@ -123,7 +124,7 @@ param maxDeliveryAttempts int = 30
 // ---------------------------------------------------------------------------------------------
 // What the app may touch
 
-@description('Subscription ids whose machines the app manages: Reader, Virtual Machine Contributor and Disk Snapshot Contributor there.')
+@description('Subscription ids whose machines the app manages: Reader, Virtual Machine Contributor and Disk Snapshot Contributor there, and the custom guest-actions role when enableGuestActions is true.')
 param targetSubscriptionIds array = []
 
 @description('Resource group ids (/subscriptions/<id>/resourceGroups/<name>) whose machines, disks or snapshots the app manages: the same roles, scoped to each group.')
@@ -148,6 +149,9 @@ param snapshotResourceGroup string = ''
 
 @description('MAINTENANCE_CANCEL_ON_FAILURE: cancel the run when the pre-event verdict fails.')
 param cancelOnFailure bool = true
+
+@description('MAINTENANCE_GUEST_ACTIONS: in-guest actions (stop services before patching and start them after, operator scripts) through managed Run Commands. true also creates, on each target subscription, a custom role with only the Run Command actions on VMs and Arc-enabled servers (and reading Arc machines) and assigns it to the app. Turning it off later leaves an existing role and assignment in place.')
+param enableGuestActions bool = true
 
 // ---------------------------------------------------------------------------------------------
 // Alerts
@@ -209,6 +213,7 @@ var appSettings = {
   MAINTENANCE_SNAPSHOT_DISKS: snapshotDisks
   MAINTENANCE_SNAPSHOT_RESOURCE_GROUP: snapshotResourceGroup
   MAINTENANCE_CANCEL_ON_FAILURE: cancelOnFailure ? 'true' : 'false'
+  MAINTENANCE_GUEST_ACTIONS: enableGuestActions ? 'true' : 'false'
 }
 
 module identity 'app/identity.bicep' = {
@@ -341,6 +346,16 @@ module subscriptionRoles 'app/target-subscription-roles.bicep' = [for (subscript
   params: {
     principalId: identity.outputs.principalId
     includeSnapshotRole: snapshotDisks != 'none'
+  }
+}]
+
+// The custom guest-actions role is defined in, and assigned on, each target subscription: a second
+// deployment per subscription beside subscriptionRoles. Target resource groups get no such role.
+module guestActionsRoles 'app/guest-actions-role.bicep' = [for (subscriptionId, i) in targetSubscriptionIds: if (enableGuestActions) {
+  name: take('mt-guest-role-${resourceToken}-sub-${i}', 64)
+  scope: subscription(subscriptionId)
+  params: {
+    principalId: identity.outputs.principalId
   }
 }]
 

@@ -61,6 +61,19 @@ CANCEL_ROLE_ACTIONS = {
     "Microsoft.Maintenance/applyUpdates/write",
     "Microsoft.Maintenance/maintenanceConfigurations/read",
 }
+# The custom role for in-guest actions: managed Run Commands on VMs and Arc-enabled servers, and
+# reading Arc machines (DOMAIN.md section 11). Nothing that changes or deletes a machine itself.
+GUEST_ACTIONS_ROLE_ACTIONS = {
+    "Microsoft.Compute/virtualMachines/runCommands/read",
+    "Microsoft.Compute/virtualMachines/runCommands/write",
+    "Microsoft.Compute/virtualMachines/runCommands/delete",
+    "Microsoft.HybridCompute/machines/read",
+    "Microsoft.HybridCompute/machines/runCommands/read",
+    "Microsoft.HybridCompute/machines/runCommands/write",
+    "Microsoft.HybridCompute/machines/runCommands/delete",
+}
+CANCEL_ROLE = INFRA / "app/maintenance-cancel-role.bicep"
+GUEST_ACTIONS_ROLE = INFRA / "app/guest-actions-role.bicep"
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
 # Words that mean a key, a connection string or a secret travels through a template. Compared
@@ -105,6 +118,21 @@ def event_subscription_instances() -> list[tuple[Template, Node, dict[str, Any]]
             for body, env in template.instances(declaration):
                 found.append((template, body, env))
     return found
+
+
+def role_definitions() -> list[tuple[Template, Declaration]]:
+    return [
+        (template, declaration)
+        for template in templates()
+        for declaration in template.resources_of_type("Microsoft.Authorization/roleDefinitions")
+    ]
+
+
+def role_definition(path: Path) -> tuple[Template, Declaration]:
+    template = load(path)
+    definitions = template.resources_of_type("Microsoft.Authorization/roleDefinitions")
+    assert len(definitions) == 1, f"{template.relative}: {len(definitions)} role definitions"
+    return template, definitions[0]
 
 
 def role_assignments() -> list[tuple[Template, Declaration, Node, dict[str, Any]]]:
@@ -343,7 +371,7 @@ def test_every_guid_in_the_templates_is_a_known_role_definition() -> None:
     assert not unknown, "GUIDs that are not one of the expected role definitions:\n" + "\n".join(unknown)
 
 
-def test_role_assignments_use_known_roles_or_the_custom_cancel_role() -> None:
+def test_role_assignments_use_known_roles_or_the_custom_roles() -> None:
     assignments = role_assignments()
     assert assignments
     granted: set[str] = set()
@@ -360,26 +388,40 @@ def test_role_assignments_use_known_roles_or_the_custom_cancel_role() -> None:
                 assert value.lower() in BUILT_IN_ROLES, f"{where}: unknown role {value}"
                 granted.add(BUILT_IN_ROLES[value.lower()])
                 continue
-            # The custom role, referred to through its own declaration.
+            # A custom role, referred to through its own declaration (which also makes the
+            # assignment wait for the definition).
             symbol = text(template.resolve(role, env)).split(".")
             assert len(symbol) == 2 and symbol[1] == "name", f"{where}: role {value}"
             definition = template.resources.get(symbol[0])
             assert definition is not None and (definition.type_string or "").startswith(
                 "Microsoft.Authorization/roleDefinitions@"), f"{where}: {symbol[0]} is not a role definition here"
             assert call_name(get(definition.value, "name") or definition.value) == "guid", where
-            granted.add("custom cancel role")
+            granted.add(f"custom {template.path.relative_to(INFRA).as_posix()}")
         assert literal(template, get(body, "properties", "principalType"), "principalType") == "ServicePrincipal", where
-    assert granted == set(BUILT_IN_ROLES.values()) | {"custom cancel role"}, granted
+    custom = {f"custom {path.relative_to(INFRA).as_posix()}" for path in (CANCEL_ROLE, GUEST_ACTIONS_ROLE)}
+    assert granted == set(BUILT_IN_ROLES.values()) | custom, granted
+
+
+def test_the_only_custom_roles_are_the_cancel_and_guest_actions_roles() -> None:
+    # A new custom role needs its own test of what it grants, like the two below.
+    found = sorted(template.path for template, _ in role_definitions())
+    assert found == sorted([CANCEL_ROLE, GUEST_ACTIONS_ROLE]), found
+
+
+def test_custom_roles_use_a_stable_api_version_and_a_guid_name() -> None:
+    for template, declaration in role_definitions():
+        where = f"{template.relative}: {declaration.name}"
+        version = (declaration.type_string or "").split("@")[1]
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", version), f"{where}: api-version {version}"
+        name = get(declaration.value, "name")
+        assert name is not None and call_name(name) == "guid", f"{where}: name is not a guid() call"
+        assert literal(template, get(declaration.value, "properties", "type"), "role type") == "CustomRole", where
+        description = literal(template, get(declaration.value, "properties", "description"), "role description")
+        assert "maintenance toolkit" in description, f"{where}: description {description!r}"
 
 
 def test_the_cancel_role_grants_only_what_a_cancel_needs() -> None:
-    definitions = [
-        (template, declaration)
-        for template in templates()
-        for declaration in template.resources_of_type("Microsoft.Authorization/roleDefinitions")
-    ]
-    assert len(definitions) == 1, definitions
-    template, declaration = definitions[0]
+    template, declaration = role_definition(CANCEL_ROLE)
     permissions = literal(template, get(declaration.value, "properties", "permissions"), "permissions")
     assert [set(p["actions"]) for p in permissions] == [CANCEL_ROLE_ACTIONS]
     assert all(not p.get("dataActions") for p in permissions)
@@ -395,6 +437,98 @@ def test_the_cancel_role_grants_only_what_a_cancel_needs() -> None:
     target = template.resources[text(scope)]
     assert target.is_existing
     assert (target.type_string or "").startswith("Microsoft.Maintenance/maintenanceConfigurations@")
+
+
+def test_the_guest_actions_role_grants_only_run_commands_and_reading_arc_machines() -> None:
+    template, declaration = role_definition(GUEST_ACTIONS_ROLE)
+    assert template.target_scope == "subscription"
+    permissions = literal(template, get(declaration.value, "properties", "permissions"), "permissions")
+    assert len(permissions) == 1, permissions
+    actions = permissions[0]["actions"]
+    assert len(actions) == len(set(actions)), actions
+    assert set(actions) == GUEST_ACTIONS_ROLE_ACTIONS, set(actions) ^ GUEST_ACTIONS_ROLE_ACTIONS
+    # What Virtual Machine Contributor would add, and this role must not (spelled out so the exact
+    # set above cannot be widened along with the constant).
+    for action in actions:
+        lowered = action.lower()
+        assert "*" not in action, f"wildcard action {action}"
+        assert lowered not in ("microsoft.compute/virtualmachines/write", "microsoft.compute/virtualmachines/delete",
+                               "microsoft.hybridcompute/machines/write", "microsoft.hybridcompute/machines/delete")
+        assert lowered.startswith(("microsoft.compute/virtualmachines/runcommands/",
+                                   "microsoft.hybridcompute/machines/")), action
+    assert not permissions[0].get("notActions")
+    assert not permissions[0].get("dataActions") and not permissions[0].get("notDataActions")
+    # Assignable on the target subscription only (tree-sitter-bicep splits `f().x` inside an array:
+    # compare the whole array).
+    scopes = get(declaration.value, "properties", "assignableScopes")
+    assert scopes is not None and template.canonical(scopes) == "[subscription().id]", text(scopes or declaration.node)
+    # One definition per subscription: guid(subscription, fixed string), a name unique in the tenant.
+    name = get(declaration.value, "name")
+    assert name is not None
+    arguments = call_arguments(name)
+    assert len(arguments) == 2 and template.canonical(arguments[0]) == "subscription().id", text(name)
+    assert string_literal(arguments[1]), f"{text(name)}: the second argument is not a fixed string"
+    role_name = literal(template, get(declaration.value, "properties", "roleName"), "roleName")
+    assert role_name.startswith("Maintenance guest actions") and "${subscription().subscriptionId}" in role_name
+    description = literal(template, get(declaration.value, "properties", "description"), "description")
+    assert "Run Command" in description, description
+
+
+def test_the_guest_actions_role_is_assigned_to_the_app_identity_on_each_target_subscription_when_enabled() -> None:
+    main = load(MAIN)
+    modules = [m for m in main.modules.values() if m.type_string == "app/guest-actions-role.bicep"]
+    assert len(modules) == 1, modules
+    module = modules[0]
+    # [for (subscriptionId, i) in targetSubscriptionIds: if (enableGuestActions) {...}]
+    assert module.value.type == "for_statement", "one deployment per target subscription"
+    head, iterable, body = named(module.value)[0], named(module.value)[1], named(module.value)[-1]
+    assert text(iterable) == "targetSubscriptionIds"
+    assert body.type == "if_statement", "the role and its assignment must depend on enableGuestActions"
+    assert main.canonical(named(body)[0]) == "(enableGuestActions)", text(named(body)[0])
+    instance, _ = main.instances(module)[0]
+    scope = get(instance, "scope")
+    loop_variable = text(named(head)[0]) if head.type == "for_loop_parameters" else text(head)
+    assert scope is not None and main.canonical(scope) == f"subscription({loop_variable})", text(scope or instance)
+    principal = get(instance, "params", "principalId")
+    assert principal is not None and main.canonical(principal) == "identity.outputs.principalId"
+
+    template, definition = role_definition(GUEST_ACTIONS_ROLE)
+    assignments = template.resources_of_type("Microsoft.Authorization/roleAssignments")
+    assert len(assignments) == 1, assignments
+    assignment = assignments[0]
+    assert get(assignment.value, "scope") is None, "assigned on the subscription the module is deployed to"
+    principal_type = literal(template, get(assignment.value, "properties", "principalType"), "principalType")
+    assert principal_type == "ServicePrincipal"
+    principal_id = get(assignment.value, "properties", "principalId")
+    assert principal_id is not None and text(principal_id) == "principalId"
+    # The role id refers to the definition's symbol, not a string: that reference is what makes
+    # ARM create the definition before the assignment.
+    role = get(assignment.value, "properties", "roleDefinitionId")
+    assert role is not None
+    symbols = {text(node) for node in walk(template.resolve(role)) if node.type == "identifier"}
+    assert definition.name in symbols, \
+        f"roleDefinitionId {text(template.resolve(role))} does not refer to {definition.name}"
+    assert template.canonical(role) in (
+        f"subscriptionResourceId('Microsoft.Authorization/roleDefinitions',{definition.name}.name)",
+        f"{definition.name}.id",
+    ), template.canonical(role)
+
+
+def test_guest_actions_parameter_is_described_on_by_default_and_reaches_the_app() -> None:
+    main = load(MAIN)
+    param = main.params["enableGuestActions"]
+    assert text(named(param.node)[1]) == "bool"
+    assert literal(main, param.value, "default of enableGuestActions") is True
+    description = param.decorator("description")
+    assert description is not None, "enableGuestActions has no @description"
+    described = literal(main, call_arguments(description)[0], "description of enableGuestActions")
+    assert "MAINTENANCE_GUEST_ACTIONS" in described and "role" in described, described
+    setting = get(main.variables["appSettings"].value, "MAINTENANCE_GUEST_ACTIONS")
+    assert setting is not None and setting.type == "ternary_expression", "MAINTENANCE_GUEST_ACTIONS is not set"
+    assert main.canonical(named(setting)[0]) == "enableGuestActions", text(setting)
+    assert main.values(setting) == ["true", "false"]
+    parameters = json.loads(PARAMETERS.read_text())["parameters"]
+    assert parameters["enableGuestActions"]["value"] == "${MAINTENANCE_GUEST_ACTIONS=true}"
 
 
 def test_role_assignment_names_are_guid_of_scope_principal_and_role() -> None:
@@ -563,7 +697,7 @@ def test_app_settings_are_identity_based_and_read_by_the_app() -> None:
                  "APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "AZURE_RESOURCE_MANAGER_ENDPOINT",
                  "MAINTENANCE_LEDGER_TABLE", "MAINTENANCE_WORK_QUEUE", "MAINTENANCE_EVENTS_QUEUE",
                  "MAINTENANCE_DRY_RUN", "MAINTENANCE_ALLOWED_CONFIGURATION_IDS", "MAINTENANCE_SNAPSHOT_DISKS",
-                 "MAINTENANCE_SNAPSHOT_RESOURCE_GROUP", "MAINTENANCE_CANCEL_ON_FAILURE"):
+                 "MAINTENANCE_SNAPSHOT_RESOURCE_GROUP", "MAINTENANCE_CANCEL_ON_FAILURE", "MAINTENANCE_GUEST_ACTIONS"):
         assert name in settings, f"app setting {name} is not set"
     assert not FLEX_REJECTED_SETTINGS & set(settings), FLEX_REJECTED_SETTINGS & set(settings)
     authentication = settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]
