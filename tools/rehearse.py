@@ -154,11 +154,13 @@ def _report(ledger: Ledger, event: MaintenanceEvent, summary: dict[str, Any], sy
         print("no machines found for this run (see the warning above for likely causes)", file=out)
         return EXIT_EMPTY
     snapshots = snapshot_summary(ledger, event.correlation_id)
-    rows = [("machine", "kind", "power before", "action", "outcome", "snapshot", "detail")]
-    for record in sorted(machines, key=lambda r: r.resource_id.lower()):
-        rows.append((record.name, record.kind, record.original_power_state or "?", record.pre_action,
-                     record.pre_outcome, snapshots.get(record.resource_id.lower(), "-"),
-                     record.check_failures or record.pre_detail))
+    rows = [("machine", "kind", "power before", "wave", "action", "outcome", "in the guest", "snapshot", "detail")]
+    for record in sorted(machines, key=lambda r: (-1 if r.wave is None else r.wave, r.resource_id.lower())):
+        guest = f"{record.guest_pre} ({record.guest_pre_outcome})" if record.guest_pre else "-"
+        rows.append((record.name, record.kind, record.original_power_state or "?",
+                     "-" if record.wave is None else str(record.wave), record.pre_action, record.pre_outcome, guest,
+                     snapshots.get(record.resource_id.lower(), "-"),
+                     record.check_failures or record.pre_detail or record.guest_pre_detail))
     print_table(rows, out=lambda line: print(line, file=out))
     print(file=out)
     for line in verdict_lines(ledger, event.correlation_id):

@@ -6,8 +6,6 @@ Functions worker keeps the process (and so the connection pools and tokens) warm
 
 from __future__ import annotations
 
-import random
-import re
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -15,14 +13,12 @@ import requests
 from azure.core.configuration import Configuration
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError
-from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import (
     CustomHookPolicy,
     HeadersPolicy,
     NetworkTraceLoggingPolicy,
     ProxyPolicy,
     RedirectPolicy,
-    RequestHistory,
     RetryPolicy,
     UserAgentPolicy,
 )
@@ -31,22 +27,18 @@ from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
 from handlers.adapters.pacing import PacedTransport
+from handlers.adapters.retries import ThrottleAwareRetryPolicy
 from handlers.core.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
     from azure.mgmt.compute import ComputeManagementClient
     from azure.mgmt.core import ARMPipelineClient
+    from azure.mgmt.hybridcompute import HybridComputeManagementClient
     from azure.mgmt.resourcegraph import ResourceGraphClient
+    from azure.storage.blob import ContainerClient
 from handlers.core.settings import Settings
 
 USER_AGENT = "update-manager-maintenance-toolkit/0.1"
-# POSTs that are safe to send again: a VM power action (starting a VM that is starting joins the
-# operation in flight; one that is running is done) and a Resource Graph query (a read).
-_IDEMPOTENT_POST = re.compile(
-    r"/providers/microsoft\.compute/virtualmachines/[^/]+/(start|deallocate|poweroff)(\?|$)"
-    r"|/providers/microsoft\.resourcegraph/resources(\?|$)",
-    re.IGNORECASE,
-)
 # Storage calls fail within seconds when the service is down (the SDKs' defaults retry for about
 # 85 s, and Event Grid redelivers after about 30 s while the first invocation still waits):
 # three attempts about 1 s apart, each connecting within 3 s and answered within 5 s.
@@ -54,56 +46,6 @@ STORAGE_TIMEOUTS = {"connection_timeout": 3, "read_timeout": 5}
 _TABLE_RETRIES = {"retry_total": 2, "retry_backoff_factor": 0.5, "retry_backoff_max": 3}
 # The management SDKs and azure-identity are imported where a client is first built: the Event
 # Grid acknowledgement path needs only the storage SDKs, and cold starts pay for every import.
-
-
-class ThrottleAwareRetryPolicy(RetryPolicy):
-    """azure-core's RetryPolicy, with throttling (429) handled as its own, larger budget.
-
-    - azure-core never retries a POST on 429, yet VM start/deallocate/powerOff and Resource
-      Graph queries are all POSTs. A 429 means the request was refused before it ran, so
-      repeating it after `Retry-After` cannot act twice.
-    - Under a 429 storm every throttled caller is told the same `Retry-After`; all retrying at
-      that instant throttles them again, so each waits `Retry-After` plus up to half of it again.
-    - 429s draw on `throttle_retries`, not on the status-retry budget: being told to wait is
-      not the request failing, and a fleet's worth of starts can be told so many times.
-    - azure-core never retries a POST after a dropped connection (nor on a 502). The POSTs we
-      send are idempotent (VM power actions: starting a VM that is starting joins the operation in
-      flight; Resource Graph queries are reads), so they are retried on every error and 5xx like a
-      PUT: one reset must not fail a start.
-    """
-
-    def __init__(self, *, throttle_retries: int = 60, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.throttle_retries = throttle_retries
-
-    def configure_retries(self, options: dict[str, Any]) -> dict[str, Any]:
-        settings = super().configure_retries(options)
-        settings["throttle"] = self.throttle_retries
-        return settings
-
-    def is_retry(self, settings: dict[str, Any], response: PipelineResponse[Any, Any]) -> bool:
-        if response.http_response.status_code == 429:
-            return bool(settings.get("throttle", 0) > 0)
-        return bool(super().is_retry(settings, response))
-
-    def increment(self, settings: dict[str, Any], response: Any = None, error: Exception | None = None) -> bool:
-        if isinstance(response, PipelineResponse) and response.http_response.status_code == 429:
-            settings["throttle"] -= 1
-            settings["history"].append(RequestHistory(response.http_request, http_response=response.http_response))
-            return bool(settings["throttle"] >= 0)
-        return bool(super().increment(settings, response=response, error=error))
-
-    def _is_method_retryable(self, settings: dict[str, Any], request: Any, response: Any = None) -> bool:
-        if request.method.upper() == "POST" and _IDEMPOTENT_POST.search(str(request.url)):
-            return True
-        return bool(super()._is_method_retryable(settings, request, response=response))
-
-    def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
-        retry_after = self.get_retry_after(response) if response is not None else None
-        if retry_after and response.http_response.status_code == 429:
-            transport.sleep(retry_after * (1 + random.random() / 2))
-            return
-        super().sleep(settings, transport, response)
 
 
 class ClientFactory:
@@ -131,6 +73,7 @@ class ClientFactory:
         self._storage_credential: TokenCredential | None = None
         self._lock = threading.Lock()
         self._compute: dict[str, ComputeManagementClient] = {}
+        self._hybrid: dict[str, HybridComputeManagementClient] = {}
         self._graph: ResourceGraphClient | None = None
         self._arm: ARMPipelineClient | None = None
         self._table: TableClient | None = None
@@ -174,6 +117,36 @@ class ClientFactory:
                 )
                 self._compute[key] = client
             return client
+
+    def hybrid_compute(self, subscription_id: str) -> HybridComputeManagementClient:
+        """Arc-enabled servers (their run commands)."""
+        key = subscription_id.lower()
+        credential = self.credential
+        with self._lock:
+            client = self._hybrid.get(key)
+            if client is None:
+                from azure.mgmt.hybridcompute import HybridComputeManagementClient
+
+                client = HybridComputeManagementClient(
+                    credential, subscription_id, polling_interval=self._settings.poll_interval_seconds,
+                    **self._arm_kwargs())
+                self._hybrid[key] = client
+            return client
+
+    def script_container(self, name: str) -> ContainerClient:
+        """A blob container of the app's storage (the script catalogue, when it lives there)."""
+        from azure.storage.blob import BlobServiceClient
+
+        storage = self._settings.storage
+        options: dict[str, Any] = dict(STORAGE_TIMEOUTS)
+        if storage.connection_string:
+            service = BlobServiceClient.from_connection_string(storage.connection_string, **options)
+        else:
+            assert storage.blob_service_uri is not None
+            with self._lock:
+                credential = self._storage_cred()
+            service = BlobServiceClient(storage.blob_service_uri, credential=credential, **options)
+        return service.get_container_client(name)
 
     def resource_graph(self) -> ResourceGraphClient:
         credential = self.credential

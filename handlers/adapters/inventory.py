@@ -39,7 +39,10 @@ MACHINE_QUERY = """resources
 | where {field} in~ ({values})
 | project id, name, type, location, resourceGroup, subscriptionId, tags,
     powerState = tostring(properties.extended.instanceView.powerState.code),
-    storageProfile = properties.storageProfile"""
+    storageProfile = properties.storageProfile,
+    osType = tostring(properties.storageProfile.osDisk.osType),
+    arcOsType = tostring(properties.osType),
+    arcStatus = tostring(properties.status)"""
 
 
 class MachineKind(StrEnum):
@@ -81,6 +84,8 @@ class VmView:
     tags: Mapping[str, str] = field(default_factory=dict)
     disks: tuple[DiskRef, ...] = ()
     has_storage_profile: bool = False
+    os_type: str = ""  # "linux" | "windows" | "" (unknown)
+    arc_status: str = ""  # an Arc server's agent: "connected", "disconnected", "expired"; "" for a VM
 
 
 def power_state_name(code: str | None) -> str:
@@ -185,6 +190,10 @@ def get_vm_views(
                 tags={str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {},
                 disks=parse_storage_profile(profile) if isinstance(profile, Mapping) else (),
                 has_storage_profile=isinstance(profile, Mapping),
+                os_type=_first(row, "osType", "arcOsType", ("properties", "storageProfile", "osDisk", "osType"),
+                               ("properties", "osType")).lower(),
+                arc_status=_first(row, "arcStatus", ("properties", "status")).lower()
+                if "hybridcompute" in str(row.get("type") or "").lower() else "",
             )
     return views
 

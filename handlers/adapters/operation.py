@@ -20,6 +20,7 @@ _MAX_POLL_ERRORS = 5
 _MAX_RESENDS = 3  # a non-persistent operation whose request did not take effect is sent this often again
 # What an operation's `check` says of its resource.
 DONE, ON_ITS_WAY, NOT_STARTED, GONE, UNREADABLE = "done", "in-progress", "not-started", "gone", ""
+ENDED_FAILED = "ended-failed"  # it ran and ended without success (a script's non-zero exit)
 # Send workers of all lanes together stay under this (a run over 50 subscriptions must not start
 # 50 x MAINTENANCE_PARALLELISM threads); a lane keeps a few whatever the count. A subscription's
 # writes are paced at 10/s after the burst: a few workers keep that pace.
@@ -44,6 +45,12 @@ class Operation:
     check: Callable[[], tuple[str, str]] | None = None
     persistent: bool = False  # after any failure, read back and send again until the deadline
     follow_only: bool = False  # sent by an earlier attempt and on its way: only read back until done
+    # Its end is read from `check` (a run command's instance view), not from the request's status:
+    # the request is accepted as soon as the work begins.
+    ends_by_check: bool = False
+    # What to send once it has ended (its result given): the next step of a machine's chain, or
+    # the next wave. Called in the waiting loop's thread; the tasks returned are sent at once.
+    then: Callable[[OperationResult], list[list[Operation]]] | None = None
 
 
 @dataclass(frozen=True)

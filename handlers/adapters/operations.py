@@ -64,6 +64,87 @@ __all__ = ["DONE", "GONE", "MAX_SEND_WORKERS", "MIN_LANE_WORKERS", "NOT_STARTED"
 _Sent = tuple[Operation, tuple[str, str] | None, float, datetime, str]
 
 
+class Dispatch:
+    """Sends tasks, each subscription's in a lane of its own, and settles what their requests
+    answer: an operation that ended at once has its result, one accepted is waited on (`pending`).
+    An operation's follow-ups (`Operation.then`) are sent the same way when it ends, so a machine's
+    chain (start, then its script, then its snapshot) and the waves of a fleet go through the one
+    waiting loop. Used from one thread; only the requests leave it."""
+
+    def __init__(self, clients: ClientFactory, lanes: ExitStack, *, lane_workers: int,
+                 log: logging.LoggerAdapter[Any], total: int, report: Progress) -> None:
+        self.clients, self.log, self.total, self._report = clients, log, total, report
+        self.results: dict[str, OperationResult] = {}
+        self.pending: list[Pending] = []
+        self._lanes_open, self._lane_workers = lanes, lane_workers
+        self._lanes: dict[str, ThreadPoolExecutor] = {}
+        self._in_flight: deque[Future[list[_Sent]]] = deque()
+
+    @property
+    def busy(self) -> bool:
+        """Requests still on their way out."""
+        return bool(self._in_flight)
+
+    def submit(self, task: Sequence[Operation]) -> None:
+        if not task:
+            return
+        scope = subscription_of(task[0].resource_id)
+        if scope not in self._lanes:
+            self._lanes[scope] = self._lanes_open.enter_context(
+                ThreadPoolExecutor(max_workers=self._lane_workers, thread_name_prefix="send"))
+        self._in_flight.append(self._lanes[scope].submit(self._send_task, task))
+
+    def settle_done(self, *, wait: bool = False) -> None:
+        """Settle the sends that have answered (with `wait`, every send, follow-ups included)."""
+        while self._in_flight and (wait or self._in_flight[0].done()):
+            self._settle(self._in_flight.popleft().result())
+
+    def finish(self, operation: Operation, outcome: OperationResult) -> None:
+        """Record an operation's result and send what follows it."""
+        self.results[operation.key] = outcome
+        if operation.then is not None:
+            for task in operation.then(outcome):
+                self.total += len(task)
+                self.submit(task)
+
+    def _send_task(self, task: Sequence[Operation]) -> list[_Sent]:
+        return [self._send(operation) for operation in task]
+
+    def _send(self, operation: Operation) -> _Sent:
+        """Send one request; keep only what waiting needs (a fleet's responses would be megabytes)."""
+        clients, log = self.clients, self.log
+        sent_at = clients.clock.utcnow()
+        if operation.follow_only and operation.check is not None:
+            return operation, ("", "check"), clients.clock.now(), sent_at, ""
+        try:
+            response = operation.send()
+        except AzureError as exc:
+            if operation.check is not None and (operation.persistent or uncertain(exc)):
+                log.warning("%s of %s: outcome uncertain (%s); reading its state back", operation.action,
+                            operation.resource_id, describe_error(exc))
+                return operation, ("", "check"), clients.clock.now() + 1.0, sent_at, ""
+            return operation, None, 0.0, sent_at, describe_error(exc)
+        log.info("%s requested for %s", operation.action, operation.resource_id)
+        interval = clients.settings.poll_interval_seconds
+        first_poll = clients.clock.now() + retry_after(response, interval)
+        if operation.ends_by_check and operation.check is not None:
+            return operation, ("", "check"), first_poll, sent_at, ""
+        return operation, follow(response), first_poll, sent_at, ""
+
+    def _settle(self, sent: list[_Sent]) -> None:
+        clock = self.clients.clock
+        for operation, followed, first_poll, sent_at, error in sent:
+            if error:
+                self.log.warning("%s failed for %s: %s", operation.action, operation.resource_id, error)
+                self.finish(operation, result(operation, Outcome.FAILED, error, sent_at, clock.utcnow()))
+            elif followed is None:
+                self.finish(operation, done(operation, sent_at, clock.utcnow(), self.log))
+            else:
+                url, kind = followed
+                self.pending.append(Pending(operation, url, kind, sent_at, first_poll))
+        self._report("sent", len(self.pending) + len(self.results), self.total)
+
+
 def run_operations(
     clients: ClientFactory,
     tasks: Iterable[Sequence[Operation]],
@@ -82,7 +163,7 @@ def run_operations(
     rows stored): each is sent as soon as it is given. Then `total` (the number of operations,
     for progress reports) and `subscriptions` (how many lanes, to size them) say what is coming.
     Each subscription's lane has `parallelism` workers, fewer when many subscriptions would
-    take the process past MAX_SEND_WORKERS threads.
+    take the process past MAX_SEND_WORKERS threads. An operation's `then` sends what follows it.
 
     An operation still running at the deadline is "timed-out": it continues in Azure, we just
     stop waiting for it. `progress`, when given, hears of every request sent and every result.
@@ -92,62 +173,16 @@ def run_operations(
         tasks = list(tasks)
         total = sum(len(task) for task in tasks)
         subscriptions = len({subscription_of(task[0].resource_id) for task in tasks if task})
-    count = total
     lane_workers = max(1, min(parallelism, total, max(MIN_LANE_WORKERS, MAX_SEND_WORKERS // max(1, subscriptions))))
     report = progress or (lambda stage, done, of: None)
-    interval = clients.settings.poll_interval_seconds
-    results: dict[str, OperationResult] = {}
-    pending: list[Pending] = []
-
-    def send(operation: Operation) -> _Sent:
-        """Send one request; keep only what waiting needs (a fleet's responses would be megabytes)."""
-        sent_at = clients.clock.utcnow()
-        if operation.follow_only and operation.check is not None:
-            return operation, ("", "check"), clients.clock.now(), sent_at, ""
-        try:
-            response = operation.send()
-        except AzureError as exc:
-            if operation.check is not None and (operation.persistent or uncertain(exc)):
-                log.warning("%s of %s: outcome uncertain (%s); reading its state back", operation.action,
-                            operation.resource_id, describe_error(exc))
-                return operation, ("", "check"), clients.clock.now() + 1.0, sent_at, ""
-            return operation, None, 0.0, sent_at, describe_error(exc)
-        log.info("%s requested for %s", operation.action, operation.resource_id)
-        return operation, follow(response), clients.clock.now() + retry_after(response, interval), sent_at, ""
-
-    def send_task(task: Sequence[Operation]) -> list[_Sent]:
-        return [send(operation) for operation in task]
-
-    def settle(sent: list[_Sent]) -> None:
-        for operation, followed, first_poll, sent_at, error in sent:
-            if error:
-                log.warning("%s failed for %s: %s", operation.action, operation.resource_id, error)
-                results[operation.key] = result(operation, Outcome.FAILED, error, sent_at, clients.clock.utcnow())
-            elif followed is None:
-                results[operation.key] = done(operation, sent_at, clients.clock.utcnow(), log)
-            else:
-                url, kind = followed
-                pending.append(Pending(operation, url, kind, sent_at, first_poll))
-        report("sent", len(pending) + len(results), count)
-
-    in_flight: deque[Future[list[_Sent]]] = deque()
     with ExitStack() as lanes_open:
-        lanes: dict[str, ThreadPoolExecutor] = {}
+        dispatch = Dispatch(clients, lanes_open, lane_workers=lane_workers, log=log, total=total, report=report)
         for task in tasks:
-            if not task:
-                continue
-            scope = subscription_of(task[0].resource_id)
-            if scope not in lanes:
-                lanes[scope] = lanes_open.enter_context(
-                    ThreadPoolExecutor(max_workers=lane_workers, thread_name_prefix="send"))
-            in_flight.append(lanes[scope].submit(send_task, task))
-            while in_flight and in_flight[0].done():
-                settle(in_flight.popleft().result())
-        while in_flight:
-            settle(in_flight.popleft().result())
-    report("done", len(results), count)
-    wait_for(clients, pending, results, parallelism=parallelism, deadline=deadline, log=log,
-          report=lambda: report("done", len(results), count), cancelled=cancelled or (lambda: False))
-    return results
-
-
+            dispatch.submit(task)
+            dispatch.settle_done()
+        dispatch.settle_done(wait=True)
+        report("done", len(dispatch.results), dispatch.total)
+        wait_for(clients, dispatch, parallelism=parallelism, deadline=deadline, log=log,
+                 report=lambda: report("done", len(dispatch.results), dispatch.total),
+                 cancelled=cancelled or (lambda: False))
+    return dispatch.results

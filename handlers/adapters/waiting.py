@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from azure.core.exceptions import AzureError
 from azure.core.pipeline import PipelineResponse
@@ -21,9 +21,11 @@ from handlers.adapters.operation import (
     _TERMINAL_FAILED,
     _TERMINAL_OK,
     DONE,
+    ENDED_FAILED,
     GONE,
     NOT_STARTED,
     ON_ITS_WAY,
+    Operation,
     OperationResult,
     Pending,
     describe_error,
@@ -34,18 +36,35 @@ from handlers.adapters.operation import (
 from handlers.core.status import Outcome
 
 
+class Sending(Protocol):
+    """What the loop needs of the sender (`handlers.adapters.operations.Dispatch`)."""
+
+    results: dict[str, OperationResult]
+    pending: list[Pending]
+
+    @property
+    def busy(self) -> bool: ...
+    def settle_done(self, *, wait: bool = False) -> None: ...
+    def finish(self, operation: Operation, outcome: OperationResult) -> None: ...
+
+
 def wait_for(
-    clients: ClientFactory, pending: list[Pending], results: dict[str, OperationResult], *, parallelism: int,
-    deadline: datetime, log: logging.LoggerAdapter[Any], report: Callable[[], None], cancelled: Callable[[], bool],
+    clients: ClientFactory, sending: Sending, *, parallelism: int, deadline: datetime,
+    log: logging.LoggerAdapter[Any], report: Callable[[], None], cancelled: Callable[[], bool],
 ) -> None:
+    """Poll every pending operation until it ends or the deadline; what an ended operation's
+    `then` sends joins the wait."""
     interval = clients.settings.poll_interval_seconds
     clock = clients.clock
     arm = clients.arm()
-    with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(pending))), thread_name_prefix="poll") as pool:
-        while pending:
+    pending, results = sending.pending, sending.results
+    # Threads start as polls need them (follow-ups may come later than the first requests).
+    with ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="poll") as pool:
+        while pending or sending.busy:
             if cancelled():
                 return
             if clock.utcnow() >= deadline:
+                sending.settle_done(wait=True)  # requests already on their way: their answers count
                 for item in pending:
                     op = item.operation
                     log.warning("%s of %s still running at the deadline %s", op.action, op.resource_id,
@@ -54,21 +73,29 @@ def wait_for(
                     results[op.key] = result(op, Outcome.TIMED_OUT,
                                               f"still running at the deadline {deadline.isoformat()}{last}",
                                               item.sent_at, None)
+                pending.clear()
                 report()
                 return
+            sending.settle_done()
             now = clock.now()
             due = [item for item in pending if item.next_at <= now]
             if not due:
-                clock.sleep(min(min(item.next_at for item in pending) - now, interval))
+                soonest = min((item.next_at for item in pending), default=now + interval) - now
+                # Follow-ups on their way out are settled at least every second.
+                clock.sleep(min(soonest, interval, 1.0) if sending.busy else min(soonest, interval))
                 continue
+            ended: list[tuple[Pending, OperationResult]] = []
             for item, (state, detail) in pool.map(lambda i: (i, _advance(arm, i, interval, clock.now, log)), due):
                 op = item.operation
                 if state == "succeeded":
-                    results[op.key] = done(op, item.sent_at, clock.utcnow(), log)
+                    ended.append((item, done(op, item.sent_at, clock.utcnow(), log)))
                 elif state == "failed":
                     log.warning("%s failed for %s: %s", op.action, op.resource_id, detail)
-                    results[op.key] = result(op, Outcome.FAILED, detail, item.sent_at, clock.utcnow())
-            pending[:] = [item for item in pending if item.operation.key not in results]
+                    ended.append((item, result(op, Outcome.FAILED, detail, item.sent_at, clock.utcnow())))
+            gone = {id(item) for item, _ in ended}
+            pending[:] = [item for item in pending if id(item) not in gone]
+            for item, outcome in ended:
+                sending.finish(item.operation, outcome)
             report()
 
 
@@ -107,7 +134,7 @@ def _check(item: Pending, interval: float, now: Callable[[], float],
     state, detail = op.check()
     if state == DONE:
         return "succeeded", ""
-    if state == GONE:
+    if state in (GONE, ENDED_FAILED):
         return "failed", detail
     if state == ON_ITS_WAY:
         item.errors, item.next_at = 0, now() + interval

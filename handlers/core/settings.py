@@ -6,13 +6,11 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from handlers.core.errors import SettingsError
 from handlers.core.hosting import TIMEOUT_SETTING, function_timeout_seconds, invocation_budget_seconds
-from handlers.core.ids import is_configuration_id
+from handlers.core.setting_reader import DEFAULT_ARM_ENDPOINT, Reader
 
-DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_CANCEL_API_VERSION = "2023-09-01-preview"
 
 # Azurite's documented development account; "UseDevelopmentStorage=true" is a shorthand the
@@ -25,19 +23,19 @@ _DEV_STORAGE = (
     "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
 )
 
-_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 _QUEUE_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 _TAG_NAME = re.compile(r"^[^<>%&\\?/]{1,512}$")
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _RG_NAME = re.compile(r"^[-\w.()]{0,89}[-\w()]$")
-CHECK_NAMES = ("subscriptions-readable", "vms-running", "snapshots-succeeded", "no-hold-tag", "http-probe")
-DEFAULT_CHECKS = ("subscriptions-readable", "vms-running", "snapshots-succeeded", "no-hold-tag")
+CHECK_NAMES = ("subscriptions-readable", "vms-running", "snapshots-succeeded", "no-hold-tag", "guest-actions",
+               "http-probe")
+DEFAULT_CHECKS = ("subscriptions-readable", "vms-running", "snapshots-succeeded", "no-hold-tag", "guest-actions")
+_FOLDER = re.compile(r"^(?!.*\.\.)[^\0]{1,260}$")
+_CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 UNCHECKED_RUN_ACTIONS = ("cancel", "report")
 SNAPSHOT_SCOPES = ("os", "all", "none")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +46,7 @@ class StorageSettings:
     table_service_uri: str | None
     queue_service_uri: str | None
     client_id: str | None
+    blob_service_uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +85,10 @@ class Settings:
     lease_seconds: int = 120
     unchecked_run: str = "cancel"
     function_timeout_seconds: int = 1800  # the host's functionTimeout (handlers.core.hosting)
+    guest_actions: bool = True  # in-guest actions by tag (handlers.core.guest_tags)
+    script_timeout_seconds: int = 600
+    script_folder: str = "scripts"
+    script_container: str | None = None
 
     @property
     def invocation_budget_seconds(self) -> float:
@@ -104,7 +107,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and validate every setting; raises SettingsError naming the first bad one."""
         env = os.environ if environ is None else environ
-        reader = _Reader(env)
+        reader = Reader(env)
         return cls(
             arm_endpoint=reader.https_url("AZURE_RESOURCE_MANAGER_ENDPOINT", DEFAULT_ARM_ENDPOINT),
             client_id=reader.optional_guid("AZURE_CLIENT_ID"),
@@ -145,12 +148,21 @@ class Settings:
             lease_seconds=reader.integer("MAINTENANCE_LEASE_SECONDS", 120, 4, 1800),
             unchecked_run=reader.choice("MAINTENANCE_UNCHECKED_RUN", "cancel", UNCHECKED_RUN_ACTIONS),
             function_timeout_seconds=function_timeout_seconds(env),
+            guest_actions=reader.boolean("MAINTENANCE_GUEST_ACTIONS", True),
+            script_timeout_seconds=reader.integer("MAINTENANCE_SCRIPT_TIMEOUT_SECONDS", 600, 30, 3600),
+            script_folder=reader.matching("MAINTENANCE_SCRIPT_FOLDER", "scripts", _FOLDER,
+                                          "a folder path without .. (relative to the app's root, or absolute)"),
+            script_container=reader.optional_matching("MAINTENANCE_SCRIPT_CONTAINER", _CONTAINER_NAME,
+                                                      "a blob container name (3-63 lower-case letters, digits, -)"),
         )._validated()
 
     def _validated(self) -> Settings:
         if "http-probe" in self.pre_checks and not self.http_probe_url:
             raise SettingsError("MAINTENANCE_HTTP_PROBE_URL",
                                 "required when MAINTENANCE_PRE_CHECKS includes http-probe")
+        if self.script_container and not (self.storage.connection_string or self.storage.blob_service_uri):
+            raise SettingsError("MAINTENANCE_SCRIPT_CONTAINER", "needs the app's blob endpoint: set "
+                                "AzureWebJobsStorage__blobServiceUri (or __accountName)")
         # Waits inside one invocation must fit in it, with room for the wait's own work.
         budget = int(self.invocation_budget_seconds)
         for name, seconds, lowest, longest in (
@@ -169,7 +181,7 @@ class Settings:
 def queue_names(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
     """(work queue, events queue): the trigger bindings need them when the app is indexed."""
     env = os.environ if environ is None else environ
-    reader = _Reader(env)
+    reader = Reader(env)
     rule = "3-63 lower-case letters, digits and single hyphens"
     return (
         reader.matching("MAINTENANCE_WORK_QUEUE", "maintenance-work", _QUEUE_NAME, rule),
@@ -177,11 +189,12 @@ def queue_names(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
     )
 
 
-def _storage_settings(reader: _Reader) -> StorageSettings:
+def _storage_settings(reader: Reader) -> StorageSettings:
     connection = reader.raw("AzureWebJobsStorage")
     account = reader.raw("AzureWebJobsStorage__accountName")
     table_uri = reader.raw("AzureWebJobsStorage__tableServiceUri")
     queue_uri = reader.raw("AzureWebJobsStorage__queueServiceUri")
+    blob_uri = reader.raw("AzureWebJobsStorage__blobServiceUri")
     client_id = reader.optional_guid("AzureWebJobsStorage__clientId")
     if connection:
         if connection.strip().lower().rstrip(";") == "usedevelopmentstorage=true":
@@ -195,6 +208,8 @@ def _storage_settings(reader: _Reader) -> StorageSettings:
             raise SettingsError("AzureWebJobsStorage__accountName", "3-24 lower-case letters and digits")
         table_uri = table_uri or f"https://{account}.table.core.windows.net"
         queue_uri = queue_uri or f"https://{account}.queue.core.windows.net"
+    if account and not blob_uri:
+        blob_uri = f"https://{account}.blob.core.windows.net"
     if not (table_uri and queue_uri):
         raise SettingsError(
             "AzureWebJobsStorage",
@@ -203,102 +218,5 @@ def _storage_settings(reader: _Reader) -> StorageSettings:
         )
     table_uri = reader.check_https("AzureWebJobsStorage__tableServiceUri", table_uri)
     queue_uri = reader.check_https("AzureWebJobsStorage__queueServiceUri", queue_uri)
-    return StorageSettings(None, table_uri, queue_uri, client_id)
-
-
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def raw(self, name: str) -> str | None:
-        value = self._env.get(name)
-        return value.strip() if value and value.strip() else None
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.raw(name)
-        if value is None:
-            return default
-        if value.lower() in _TRUE:
-            return True
-        if value.lower() in _FALSE:
-            return False
-        raise SettingsError(name, f"{value!r} is not a boolean; use true or false")
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        value = self.raw(name)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise SettingsError(name, f"{value!r} is not a whole number; use {low}..{high}") from None
-        if not low <= number <= high:
-            raise SettingsError(name, f"{number} is out of range; use {low}..{high}")
-        return number
-
-    def matching(self, name: str, default: str, pattern: re.Pattern[str], rule: str) -> str:
-        value = self.raw(name) or default
-        if not pattern.fullmatch(value):
-            raise SettingsError(name, f"{value!r} is not valid; use {rule}")
-        return value
-
-    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
-        value = (self.raw(name) or default).lower()
-        if value not in allowed:
-            raise SettingsError(name, f"{value!r} is not one of: {', '.join(allowed)}")
-        return value
-
-    def names(self, name: str, default: tuple[str, ...], allowed: tuple[str, ...]) -> tuple[str, ...]:
-        value = self.raw(name)
-        if value is None:
-            return default
-        if value.strip().lower() == "none":
-            return ()
-        chosen = [item.strip().lower() for item in re.split(r"[,;\s]+", value) if item.strip()]
-        unknown = [item for item in chosen if item not in allowed]
-        if unknown:
-            raise SettingsError(name, f"unknown {', '.join(map(repr, unknown))}; valid names: {', '.join(allowed)}")
-        return tuple(dict.fromkeys(chosen))
-
-    def optional_matching(self, name: str, pattern: re.Pattern[str], rule: str) -> str | None:
-        value = self.raw(name)
-        if value is not None and not pattern.fullmatch(value):
-            raise SettingsError(name, f"{value!r} is not valid; use {rule}")
-        return value
-
-    def optional_url(self, name: str) -> str | None:
-        value = self.raw(name)
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise SettingsError(name, f"{value!r} is not an http(s) URL")
-        return value
-
-    def optional_guid(self, name: str) -> str | None:
-        value = self.raw(name)
-        if value is not None and not _GUID.fullmatch(value):
-            raise SettingsError(name, f"{value!r} is not a GUID (a managed identity's client id)")
-        return value
-
-    def https_url(self, name: str, default: str) -> str:
-        return self.check_https(name, self.raw(name) or default)
-
-    def check_https(self, name: str, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme != "https" or not parts.netloc or parts.query or parts.fragment:
-            raise SettingsError(name, f"{value!r} is not an https URL like {DEFAULT_ARM_ENDPOINT}")
-        return value.rstrip("/")
-
-    def configuration_ids(self, name: str) -> frozenset[str]:
-        value = self.raw(name)
-        if value is None:
-            return frozenset()
-        ids = [item.strip().rstrip("/") for item in re.split(r"[,;\s]+", value) if item.strip()]
-        for item in ids:
-            if not is_configuration_id(item):
-                raise SettingsError(
-                    name, f"{item!r} is not a maintenance configuration id like /subscriptions/<guid>/"
-                    "resourceGroups/<rg>/providers/Microsoft.Maintenance/maintenanceConfigurations/<name>"
-                )
-        return frozenset(item.lower() for item in ids)
+    blob_uri = reader.check_https("AzureWebJobsStorage__blobServiceUri", blob_uri) if blob_uri else None
+    return StorageSettings(None, table_uri, queue_uri, client_id, blob_uri)

@@ -57,6 +57,20 @@ class MachineRecord(_Row):
     restore_detail: str = ""
     restored_at: datetime | None = None
     lane: str = ""  # the subscription its start goes to (handlers.phases.pre.fan_out)
+    # In the guest (handlers.phases.guest): what its tags asked for, as read before the window.
+    os_type: str = ""  # "linux" | "windows" | ""
+    wave: int | None = None  # maintenance-wave; None: the first
+    stop_services: str = ""  # comma-separated, in the order they are stopped
+    pre_script: str = ""
+    post_script: str = ""
+    guest_pre: str = ""  # what runs before patching ("script drain; stop-services nginx"), "" for nothing
+    guest_pre_outcome: str = ""  # planned | pending | succeeded | failed | timed-out | skipped
+    guest_pre_detail: str = ""  # per command: exit code and duration, or why it did not run
+    guest_pre_output: str = ""  # the last few KB of each command's output (stored: keep secrets out of it)
+    guest_post: str = ""
+    guest_post_outcome: str = ""
+    guest_post_detail: str = ""
+    guest_post_output: str = ""
     etag: str | None = field(default=None, compare=False)
 
     def row_key(self) -> str:

@@ -138,3 +138,24 @@ def test_dry_run_reports_what_would_cancel(live: LoopbackEndpoints, emulator: Az
     assert code == EXIT_VERDICT
     assert "the run would be cancelled" in out and "INC-7" in out
     assert writes(emulator) == 0
+
+
+def test_dry_run_shows_which_commands_would_run_where_and_in_which_wave(
+    live: LoopbackEndpoints, emulator: AzureEmulator, tmp_path: Path
+) -> None:
+    db = emulator.add_vm(SUB_A, "rg-r", "db-01", power_state="deallocated", os_type="Windows",
+                         tags={"maintenance-stop-services": "MSSQLSERVER", "maintenance-wave": "1"})
+    app = emulator.add_vm(SUB_A, "rg-r", "app-01", power_state="running",
+                          tags={"maintenance-pre-script": "example", "maintenance-wave": "2"})
+
+    code, out, err = rehearse("--event", str(event_file(tmp_path, emulator, [app, db])), "--keep-times",
+                              "--dry-run", "--quiet")
+
+    assert code == EXIT_OK, err
+    assert writes(emulator) == 0 and emulator.run_command_executions() == []
+    lines = out.splitlines()
+    db_line = next(line for line in lines if line.startswith("db-01"))
+    app_line = next(line for line in lines if line.startswith("app-01"))
+    assert lines.index(db_line) < lines.index(app_line), "listed wave by wave"
+    assert " 1 " in db_line and "stop-services MSSQLSERVER (planned)" in db_line
+    assert " 2 " in app_line and "script example (example.sh) (planned)" in app_line

@@ -7,7 +7,7 @@ from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
 from azure.core.rest import HttpRequest
 
-from handlers.adapters.clients import ThrottleAwareRetryPolicy
+from handlers.adapters.retries import ThrottleAwareRetryPolicy
 
 
 class _Answer:

@@ -92,7 +92,8 @@ def test_snapshot_and_check_settings() -> None:
     settings = Settings.from_env(BASE)
     assert settings.snapshot_disks == "os" and settings.snapshot_incremental is True
     assert settings.snapshot_retention_days == 7 and settings.snapshot_resource_group is None
-    assert settings.pre_checks == ("subscriptions-readable", "vms-running", "snapshots-succeeded", "no-hold-tag")
+    assert settings.pre_checks == ("subscriptions-readable", "vms-running", "snapshots-succeeded", "no-hold-tag",
+                                   "guest-actions")
     assert settings.hold_tag == "maintenance-hold" and settings.check_vm_agent is False
     chosen = Settings.from_env({**BASE, "MAINTENANCE_PRE_CHECKS": "no-hold-tag, http-probe",
                                 "MAINTENANCE_HTTP_PROBE_URL": "https://app.example/ready"})
@@ -111,7 +112,8 @@ def test_lease_and_unchecked_run_settings() -> None:
     ("env", "setting", "expected"),
     [
         ({"MAINTENANCE_PRE_CHECKS": "vms-running,disk-space"}, "MAINTENANCE_PRE_CHECKS",
-         "valid names: subscriptions-readable, vms-running, snapshots-succeeded, no-hold-tag, http-probe"),
+         "valid names: subscriptions-readable, vms-running, snapshots-succeeded, no-hold-tag, guest-actions, "
+         "http-probe"),
         ({"MAINTENANCE_PRE_CHECKS": "http-probe"}, "MAINTENANCE_HTTP_PROBE_URL", "required"),
         ({"MAINTENANCE_SNAPSHOT_DISKS": "some"}, "MAINTENANCE_SNAPSHOT_DISKS", "os, all, none"),
         ({"MAINTENANCE_SDK_LOG_LEVEL": "verbose"}, "MAINTENANCE_SDK_LOG_LEVEL", "debug, info, warning, error"),

@@ -2,8 +2,9 @@
 
 `retention` begins an invocation of its own (`in_new_message`): the restores may wait for up to
 MAINTENANCE_RESTORE_TIMEOUT_SECONDS, over as many invocations as that takes, and what follows
-them gets a whole invocation's time. Steps after `restore-power` are not essential: a failed
-retention is recorded on the run and the steps after it (the report, the notifications) still run.
+them gets a whole invocation's time. `start-services` and the steps after `restore-power` are not
+essential: a failure there is recorded on the run and the steps after it (the restores, the report,
+the notifications) still run.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import json
 from handlers.core.logs import RunLogger
 from handlers.core.work import WorkMessage
 from handlers.phases.claims import Heartbeat
+from handlers.phases.guest import RUN_COMMANDS
 from handlers.phases.post.await_pre import await_pre
+from handlers.phases.post.in_guest import preview_start_services, start_services
 from handlers.phases.post.restore import preview_restore, restore_power
 from handlers.phases.post.retention import preview_retention, run_retention
 from handlers.phases.post.state import PostWork
@@ -23,6 +26,11 @@ from handlers.runtime import Runtime
 STEPS: list[Step[PostWork]] = [
     Step("await-pre", "post", await_pre, "record the run's status; wait for the pre phase to end",
          records=("PostStatus", "RunStatus")),
+    Step("start-services", "post", start_services, "start in the guests what the pre phase stopped, run the post "
+         "scripts (on machines that stay on), wave by wave", preview=preview_start_services, changes=True,
+         essential=False, settings=("MAINTENANCE_GUEST_ACTIONS", "MAINTENANCE_SCRIPT_FOLDER",
+                                    "MAINTENANCE_SCRIPT_CONTAINER", "MAINTENANCE_SCRIPT_TIMEOUT_SECONDS"),
+         permissions=RUN_COMMANDS, records=("machine-*", "GuestPostDeadline")),
     Step("restore-power", "post", restore_power, "put back exactly the VMs the pre phase started",
          preview=preview_restore, changes=True,
          settings=("MAINTENANCE_RESTORE_VMS", "MAINTENANCE_RESTORE_TIMEOUT_SECONDS", "MAINTENANCE_PARALLELISM"),

@@ -10,7 +10,10 @@ operation that failed, is followed by a read of the VM's state and sent again wh
 not back. That can take longer than one invocation may run: when this invocation's time is spent
 first, the restores still running stay recorded as `issued` and the step goes on in a new
 invocation, which follows them (their state is read back; nothing is sent twice that took
-effect). What is still running at the restore deadline is alerted, by name.
+effect). What is still running at the restore deadline is alerted, by name. Waves
+(`maintenance-wave`) go down in reverse order: the highest wave first, each lower one once every
+restore of the wave above it has ended (a restore that keeps failing holds the waves below it
+until the restore deadline, then they are alerted with it).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from handlers.adapters.power import RESTORE_ACTIONS, power_operation
 from handlers.core.status import Outcome, PreAction
 from handlers.ledger import MachineRecord
 from handlers.ledger.alerts import AlertKind, raise_alert
+from handlers.phases.chains import Chain, Waves, waves_of
 from handlers.phases.post.state import PostWork
 from handlers.phases.signals import ContinueLater
 from handlers.phases.steps import PhaseRun
@@ -61,20 +65,24 @@ def restore_power(run: PhaseRun[PostWork]) -> None:
               if r.restore_outcome != Outcome.ISSUED]
     ledger.save_rows(event.correlation_id, issued)
     # A restore an earlier invocation sent is followed (its state read back), not sent again.
-    tasks = [[replace(power_operation(runtime.clients, m, a, persistent=True),
-                      follow_only=r.restore_outcome == Outcome.ISSUED)] for m, a, r in plan.actions]
-    results = run_operations(runtime.clients, tasks, parallelism=runtime.settings.parallelism,
+    # Waves go down in reverse: wave k's restores once every restore of wave k+1 has ended.
+    waves = Waves(waves_of(((r.wave, Chain(r.resource_id.lower(), [replace(
+        power_operation(runtime.clients, m, a, persistent=True), follow_only=r.restore_outcome == Outcome.ISSUED)]))
+        for m, a, r in plan.actions), descending=True), strict=False, halted=lambda: "")
+    waves.open()
+    results = run_operations(runtime.clients, waves.first(), parallelism=runtime.settings.parallelism,
                              deadline=wait_until, log=log, progress=runtime.progress)
-    by_id = {record.resource_id.lower(): record for _, _, record in plan.actions}
     still_running = []
-    for key, result in results.items():
-        record = by_id[key]
-        action = RESTORE_ACTIONS[record.original_power_state]
-        if result.outcome == Outcome.TIMED_OUT and wait_until < deadline:
+    for _, action, record in plan.actions:
+        result = results.get(record.resource_id.lower())
+        if wait_until < deadline and (result is None or result.outcome == Outcome.TIMED_OUT):
             still_running.append(record)  # this invocation's time ran out, not the restore's
-            continue
-        plan.settled.append(replace(record, restore_action=action, restore_outcome=result.outcome,
-                                    restore_detail=result.detail, restored_at=result.finished_at))
+        elif result is None:
+            plan.settled.append(replace(record, restore_action=action, restore_outcome=Outcome.TIMED_OUT.value,
+                                        restore_detail="not sent: the wave above it was not down by the deadline"))
+        else:
+            plan.settled.append(replace(record, restore_action=action, restore_outcome=result.outcome,
+                                        restore_detail=result.detail, restored_at=result.finished_at))
     if still_running:
         ledger.save_rows(event.correlation_id, plan.settled)
         raise ContinueLater(STEP, f"{len(still_running)} restore(s) still running when this invocation's time ran "

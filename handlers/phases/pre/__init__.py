@@ -12,8 +12,10 @@ from handlers.core.logs import RunLogger
 from handlers.core.work import Step as Message
 from handlers.core.work import WorkMessage
 from handlers.phases.claims import Heartbeat
+from handlers.phases.guest import RUN_COMMANDS
 from handlers.phases.pre.discover import discover
 from handlers.phases.pre.fan_out import collect, dispatch, queue_fallback_verdict
+from handlers.phases.pre.in_guest import plan_guest
 from handlers.phases.pre.late import refuse_late_event
 from handlers.phases.pre.plan import plan
 from handlers.phases.pre.send import preview_sends, send_and_wait
@@ -45,14 +47,19 @@ STEPS: list[Step[PreWork]] = [
          scopes=frozenset({W, G}), permissions=(GRAPH_READ, VM_READ),
          settings=("MAINTENANCE_START_VMS", "MAINTENANCE_OPT_OUT_TAG", "MAINTENANCE_SNAPSHOT_DISKS"),
          records=("machine-*", "snapshot-*")),
+    Step("guest-plan", "pre", plan_guest, "read the in-guest tags (services, scripts, wave) and build the "
+         "run commands still due", scopes=frozenset({W, G}),
+         settings=("MAINTENANCE_GUEST_ACTIONS", "MAINTENANCE_SCRIPT_FOLDER", "MAINTENANCE_SCRIPT_CONTAINER",
+                   "MAINTENANCE_SCRIPT_TIMEOUT_SECONDS"), records=("machine-*",)),
     Step("starts", "pre", plan_starts, "the VMs whose start is due (an earlier attempt's are read back)",
          scopes=frozenset({W, G}), permissions=("Microsoft.Compute/virtualMachines/instanceView/read",)),
     Step("snapshots", "pre", plan_snapshot_requests, "the snapshot requests due",
          scopes=frozenset({W, G}), settings=("MAINTENANCE_SNAPSHOT_INCREMENTAL", "MAINTENANCE_SNAPSHOT_RETENTION_DAYS",
                                              "MAINTENANCE_SNAPSHOT_RESOURCE_GROUP")),
-    Step("send", "pre", send_and_wait, "store the rows, send the starts and snapshots, wait until the deadline",
-         preview=preview_sends, changes=True, scopes=frozenset({W, G}),
-         permissions=("Microsoft.Compute/virtualMachines/start/action", "Microsoft.Compute/snapshots/write"),
+    Step("send", "pre", send_and_wait, "store the rows; send the starts, run commands and snapshots, wave by "
+         "wave; wait until the deadline", preview=preview_sends, changes=True, scopes=frozenset({W, G}),
+         permissions=("Microsoft.Compute/virtualMachines/start/action", "Microsoft.Compute/snapshots/write",
+                      *RUN_COMMANDS),
          settings=("MAINTENANCE_PARALLELISM", "MAINTENANCE_CUTOFF_SAFETY_SECONDS", "MAINTENANCE_POLL_INTERVAL_SECONDS"),
          records=("machine-*", "snapshot-*")),
     Step("checks", "pre", check, "run the pre-checks over the run", scopes=frozenset({W, V}),

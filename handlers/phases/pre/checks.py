@@ -130,6 +130,18 @@ def no_hold_tag(context: CheckContext) -> CheckResult:
     return CheckResult("no-hold-tag", not findings, tuple(findings))
 
 
+def guest_actions(context: CheckContext) -> CheckResult:
+    """Every machine's commands before patching (its pre script, its services stopped) ran and
+    succeeded: one that failed, timed out, was still running at the deadline, could not be sent
+    or was refused (an invalid tag, a script not in the catalogue) fails the run. Passes when no
+    machine carries a guest tag."""
+    findings = tuple(
+        Finding(r.resource_id, f"{r.guest_pre}: {r.guest_pre_outcome}: {r.guest_pre_detail}".rstrip(": "))
+        for r in context.machines.values()
+        if r.guest_pre and not r.opted_out and r.guest_pre_outcome not in (Outcome.SUCCEEDED, Outcome.PLANNED))
+    return CheckResult("guest-actions", not findings, findings)
+
+
 def http_probe(context: CheckContext) -> CheckResult:
     """The configured URL answers 2xx within the timeout (an application's 'ready for patching')."""
     settings = context.runtime.settings
@@ -148,6 +160,7 @@ CHECKS: dict[str, Callable[[CheckContext], CheckResult]] = {
     "vms-running": vms_running,
     "snapshots-succeeded": snapshots_succeeded,
     "no-hold-tag": no_hold_tag,
+    "guest-actions": guest_actions,
     "http-probe": http_probe,
 }
 assert tuple(CHECKS) == CHECK_NAMES, "settings.CHECK_NAMES must list exactly the registered checks"

@@ -21,6 +21,8 @@ from handlers.adapters.operations import Operation, run_operations
 from handlers.core.ids import subscription_of
 from handlers.core.status import Outcome, PreAction
 from handlers.ledger import LeaseLostError, MachineRecord, SnapshotRecord
+from handlers.phases.guest import GUEST_FINAL
+from handlers.phases.pre.in_guest import chained, preview_guest, settle_guest
 from handlers.phases.pre.state import PreWork, is_due
 from handlers.phases.steps import PhaseRun
 
@@ -41,8 +43,14 @@ def send_and_wait(run: PhaseRun[PreWork]) -> None:
             return "the maintenance window had begun"
         return ""
 
-    planned = _ordered_tasks(work.snapshot_ops, work.start_ops)
-    tasks = _recorded_first(run, planned, halted)
+    # Starts (with what is chained after them) first, then the snapshots that wait for nothing: a
+    # start takes about twice as long as an incremental snapshot, and both draw on the same write
+    # bucket, so the fleet is ready soonest when starts lead. Every snapshot is still taken before
+    # the window. Subscriptions alternate within each: rows are stored and requests released in
+    # this order, and each subscription has its own ARM buckets and lane of workers.
+    waves, immediate, every = chained(work, halted)
+    planned = _interleave(waves.first(), _subscription) + _interleave(immediate, _subscription)
+    tasks = _then(_recorded_first(run, planned, halted), waves.open)
     results = run_operations(runtime.clients, tasks, parallelism=runtime.settings.parallelism,
                              deadline=deadline, log=run.log, progress=runtime.progress,
                              total=sum(map(len, planned)),
@@ -57,21 +65,23 @@ def send_and_wait(run: PhaseRun[PreWork]) -> None:
             work.snapshots[key] = replace(work.snapshots[key], outcome=result.outcome, detail=result.detail,
                                           requested_at=result.sent_at, finished_at=result.finished_at)
             updated.append(work.snapshots[key])
-        else:
+        elif result.action == "start":
             ready_at = result.finished_at if result.outcome == Outcome.SUCCEEDED else None
             work.records[key] = replace(work.records[key], pre_outcome=result.outcome, pre_detail=result.detail,
                                         started_at=result.sent_at, ready_at=ready_at)
-            updated.append(work.records[key])
-    runtime.ledger.save_rows(event.correlation_id, updated)
-    unsent = [task[0] for task in planned if task[0].key not in results]
+    unsent = [op for op in every if op.key not in results and op.action in ("start", "snapshot")]
     if unsent:
-        _record_unsent(run, unsent, halted() or "not sent")
+        _record_unsent(run, unsent, lambda op: waves.not_sent.get(_machine_key(work, op)) or halted() or "not sent")
+    guest_rows = settle_guest(run, results, waves, halted())
+    machines = {r.row_key(): r for r in [*(work.records[k] for k in results if k in work.records), *guest_rows]}
+    runtime.ledger.save_rows(event.correlation_id, updated + list(machines.values()))
     _log_machines(run)
 
 
 def preview_sends(run: PhaseRun[PreWork]) -> None:
     """A dry run: the rows as planned (nothing sent), and what would be."""
     work = run.state
+    preview_guest(run)
     planned = [replace(row, pre_outcome=Outcome.PLANNED.value) if isinstance(row, MachineRecord) and is_due(row)
                else replace(row, outcome=Outcome.PLANNED.value) if isinstance(row, SnapshotRecord) and is_due(row)
                else row for row in work.new_rows]
@@ -85,21 +95,32 @@ def preview_sends(run: PhaseRun[PreWork]) -> None:
             run.log.info("dry run: would snapshot %s as %s", snapshot.disk_id, snapshot.snapshot_id)
 
 
-def _record_unsent(run: PhaseRun[PreWork], unsent: list[Operation], reason: str) -> None:
+def _record_unsent(run: PhaseRun[PreWork], unsent: list[Operation], reason: Callable[[Operation], str]) -> None:
     work = run.state
-    run.log.warning("%d start(s) and snapshot(s) not sent: %s", len(unsent), reason)
+    run.log.warning("%d start(s) and snapshot(s) not sent: %s", len(unsent), reason(unsent[0]))
     rows: list[Any] = []
     for operation in unsent:
         if operation.action == "start":
             work.records[operation.key] = replace(
                 work.records[operation.key], pre_action=PreAction.NONE.value, pre_outcome=Outcome.SKIPPED.value,
-                pre_detail=f"not started: {reason}")
+                pre_detail=f"not started: {reason(operation)}")
             rows.append(work.records[operation.key])
         else:
             work.snapshots[operation.key] = replace(work.snapshots[operation.key], outcome=Outcome.SKIPPED.value,
-                                                    detail=f"not taken: {reason}")
+                                                    detail=f"not taken: {reason(operation)}")
             rows.append(work.snapshots[operation.key])
     run.runtime.ledger.save_rows(run.event.correlation_id, rows)
+
+
+def _machine_key(work: PreWork, operation: Operation) -> str:
+    if operation.action == "snapshot":
+        return work.snapshots[operation.key].vm_id.lower()
+    return operation.key.split("|", 1)[0]
+
+
+def _then(first: Iterator[list[Operation]], then: Callable[[], list[list[Operation]]]) -> Iterator[list[Operation]]:
+    yield from first
+    yield from then()
 
 
 def _recorded_first(
@@ -119,7 +140,7 @@ def _recorded_first(
     waiting: dict[str, list[Operation]] = {}
     for task in tasks:
         op = task[0]
-        row = work.records[op.key] if op.action == "start" else work.snapshots[op.key]
+        row = work.snapshots[op.key] if op.action == "snapshot" else work.records[_machine_key(work, op)]
         if row.row_key() in unwritten:
             ordered.append(unwritten.pop(row.row_key()))
             waiting[row.row_key()] = task
@@ -130,7 +151,7 @@ def _recorded_first(
         _remember(work, chunk)
         for stored in chunk:
             released = waiting.pop(stored.row_key(), None)
-            if released is not None and is_due(stored) and not halted():
+            if released is not None and _due(released[0], stored) and not halted():
                 yield released
 
 
@@ -149,20 +170,15 @@ def _log_machines(run: PhaseRun[PreWork]) -> None:
                          record.original_power_state or "state unknown")
 
 
-def _ordered_tasks(snapshot_ops: dict[str, Operation], start_ops: dict[str, Operation]) -> list[list[Operation]]:
-    """Starts first, then snapshots. A start takes about twice as long as an incremental
-    snapshot, and both draw on the same write bucket, so the fleet is ready soonest when starts
-    lead. Every snapshot is still taken before the window, of the disk as it is before patching
-    (crash-consistent, as for any VM that was running).
+def _due(operation: Operation, stored: Any) -> bool:
+    """The stored row still wants this operation (a concurrent attempt's row wins over our plan)."""
+    if isinstance(stored, MachineRecord) and operation.action != "start":
+        return stored.guest_pre_outcome not in GUEST_FINAL
+    return is_due(stored)
 
-    Subscriptions alternate within each: rows are stored and requests released in this order,
-    and each subscription has its own ARM buckets and its own lane of workers, so every
-    subscription's requests start with the first transaction rather than after the others'."""
-    def subscription(task: list[Operation]) -> str:
-        return subscription_of(task[0].resource_id)
 
-    return (_interleave([[start] for start in start_ops.values()], subscription)
-            + _interleave([[snapshot] for snapshot in snapshot_ops.values()], subscription))
+def _subscription(task: list[Operation]) -> str:
+    return subscription_of(task[0].resource_id)
 
 
 def _interleave(items: list[_T], group: Callable[[_T], str]) -> list[_T]:

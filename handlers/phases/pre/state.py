@@ -28,6 +28,9 @@ class PreWork:
     fresh: set[str] = field(default_factory=set)  # machines first planned by this attempt
     start_ops: dict[str, Operation] = field(default_factory=dict)
     snapshot_ops: dict[str, Operation] = field(default_factory=dict)
+    guest_commands: dict[str, list[Any]] = field(default_factory=dict)  # machine -> GuestCommands due
+    guest_ops: dict[str, list[Operation]] = field(default_factory=dict)  # machine -> their operations
+    run_views: dict[str, Any] = field(default_factory=dict)  # guest op key -> its command's RunView
     check_results: list[Any] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)  # against the run, for the verdict
     verdict: str = ""
@@ -48,5 +51,11 @@ def summarize(work: PreWork) -> dict[str, Any]:
     snapshot_outcomes: dict[str, int] = {}
     for snapshot in work.snapshots.values():
         snapshot_outcomes[snapshot.outcome] = snapshot_outcomes.get(snapshot.outcome, 0) + 1
+    guest: dict[str, int] = {}
+    for record in work.records.values():
+        if record.guest_pre_outcome:
+            guest[record.guest_pre_outcome] = guest.get(record.guest_pre_outcome, 0) + 1
+    waves = sorted({r.wave for r in work.records.values() if r.wave is not None})
     return {"machines": len(work.records), "outcomes": outcomes, "snapshots": snapshot_outcomes,
-            "verdict": work.verdict, "cancel": work.cancel}
+            "verdict": work.verdict, "cancel": work.cancel,
+            **({"guest": guest} if guest else {}), **({"waves": waves} if waves else {})}
