@@ -17,14 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.fleet import Profile, default_baseline_time_scale, default_time_scale, subscription_count
 from bench.measure import app_version
-from bench.report import plot, print_report
+from bench.report import plot, print_guest, print_report
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -57,6 +57,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="MAINTENANCE_POLL_INTERVAL_SECONDS in simulated seconds (15, as in production)")
     parser.add_argument("--off-fraction", type=float, default=defaults.off_fraction,
                         help="share of the fleet that is off, half stopped and half deallocated (0.6)")
+    parser.add_argument("--guest-size", type=int, default=1000, metavar="SIZE",
+                        help="also run this size with in-guest commands (0: skip; default 1000)")
+    parser.add_argument("--guest-fraction", type=float, default=0.3,
+                        help="share of the in-guest run's fleet tagged maintenance-stop-services (0.3)")
+    parser.add_argument("--script-seconds", type=float, default=defaults.script_seconds,
+                        help="how long each stop-services script runs, simulated s (45)")
     parser.add_argument("--subscriptions-per-worker", type=int, metavar="N",
                         help="MAINTENANCE_SUBSCRIPTIONS_PER_WORKER for the app (default: the app's, 4); 1 splits "
                              "every run over more than one subscription into a queue message per subscription")
@@ -72,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 < args.off_fraction <= 1:
         parser.error("--off-fraction must be in (0, 1]")
+    if not 0 < args.guest_fraction <= 1:
+        parser.error("--guest-fraction must be in (0, 1]")
     return args
 
 
@@ -79,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     profile = Profile(latency=args.latency, start=args.start_seconds, deallocate=args.deallocate_seconds,
                       power_off=args.power_off_seconds, snapshot=args.snapshot_seconds,
-                      poll_interval=args.poll_interval, off_fraction=args.off_fraction)
+                      poll_interval=args.poll_interval, off_fraction=args.off_fraction,
+                      script_seconds=args.script_seconds)
     from emulator.azurite import AzuriteStartError, AzuriteUnavailableError, start_azurite
 
     started = time.perf_counter()
@@ -113,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
                 _progress(f"baseline {size:>5} machines, time scale {scale}")
                 results["baseline"].append(run_child("baseline", size, scale, profile, env, args))
                 _progress_done(results["baseline"][-1])
+        if args.guest_size:
+            scale = args.time_scale or default_time_scale(args.guest_size)
+            guest = replace(profile, guest_fraction=args.guest_fraction)
+            _progress(f"in-guest {args.guest_size:>5} machines, {args.guest_fraction:.0%} with a "
+                      f"{guest.script_seconds:.0f} s stop-services script, time scale {scale}")
+            results["guest"] = run_child("app", args.guest_size, scale, guest, env, args)
+            _progress_done(results["guest"])
         if args.profile:
             scale = args.time_scale or default_time_scale(args.profile)
             _progress(f"profile  {args.profile:>5} machines under yappi, time scale {scale}")
@@ -132,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         azurite.stop()
     results["total_wall_seconds"] = time.perf_counter() - started
     print_report(results)
+    if "guest" in results:
+        print_guest(results["guest"])
     if "edge" in results:
         from bench.edge import print_edge
 
@@ -148,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("plot: skipped (matplotlib not installed: pip install -r bench/requirements.txt)")
     print(f"total wall time {results['total_wall_seconds']:.0f} s")
-    failed = [r for r in results["app"] + results["baseline"] if "error" in r]
+    failed = [r for r in results["app"] + results["baseline"] + [results.get("guest", {})] if "error" in r]
     return 1 if failed else 0
 
 

@@ -19,6 +19,14 @@ compute buckets are separate), with S_s starts and P_s snapshot PUTs, W_s = S_s 
     T(s) = max(T_start(s), T_snap(s), T_read(s)) + 2 * latency   (the last write's and the last
                                                                   poll's round trips)
 
+In-guest commands (the in-guest run, `--guest-fraction`): G_s run commands, K_s of them on machines
+that are off. A tagged machine's chain is start (if off) -> command -> snapshot, one after another:
+
+    T_chain(s) = max( t(K_s; arm.write), t(S_s + G_s; compute.update) ) + [D_start if K_s] + D_script + D_snap
+
+and the commands are writes too (W_s = S_s + P_s + G_s). D_script includes the guest agent's pickup
+(the emulator's start delay, 1 s). Their deletes come after the verdict and are not in the bound.
+
 Discovery comes first (the plan needs it): one caller's queries, one after another, each a round
 trip, against Resource Graph's B(15, 15 per 5 s). A query returns at most 1000 rows, so any client
 needs at least the pages of the run's machines and the pages of their views (state, tags, disks):
@@ -57,6 +65,8 @@ class Work:
     starts: int = 0
     snapshots: int = 0
     extra_reads: int = 0  # reads beyond one poll per operation (e.g. instance-view GETs)
+    commands: int = 0  # run commands (stop services in the guest; each machine's snapshot waits for it)
+    chained_starts: int = 0  # of those, machines that are off: start, then the command, then the snapshot
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,7 @@ def lower_bound(
     start_seconds: float,
     snapshot_seconds: float,
     latency: float,
+    script_seconds: float = 0.0,
     graph: bool = True,
     snapshot_before_start: bool = False,
     buckets: Mapping[str, BucketSpec] = DEFAULT_BUCKETS,
@@ -102,7 +113,7 @@ def lower_bound(
     issue: list[float] = []
     write, read = buckets["arm.write"], buckets["arm.read"]
     for subscription, w in work.items():
-        operations = w.starts + w.snapshots
+        operations = w.starts + w.snapshots + w.commands
         if operations == 0 and w.extra_reads == 0:
             continue
         terms: list[tuple[float, float, str]] = []  # (finish, throttling wait, name)
@@ -115,6 +126,15 @@ def lower_bound(
             for name, wait in (("snapshots: arm.write", _t(operations, write)),
                                ("snapshots: disk writes", _t(w.snapshots, buckets["compute.snapshot.subscription"]))):
                 terms.append((wait + snapshot_seconds, wait, name))
+        if w.commands:
+            # A tagged machine's chain: its start (if off), its command, its snapshot, one after another.
+            # The last chained start is at best the chained_starts-th write; commands and starts both
+            # draw on compute Update VM.
+            chain = script_seconds + snapshot_seconds + (start_seconds if w.chained_starts else 0.0)
+            for name, wait in (("chain: arm.write", _t(w.chained_starts, write)),
+                               ("chain: compute.update", _t(w.starts + w.commands,
+                                                            buckets["compute.update.subscription"]))):
+                terms.append((wait + chain, wait, name))
         reads = operations + w.extra_reads
         wait = max(_t(reads, read), _t(operations, buckets["compute.operation.subscription"]))
         terms.append((wait, wait, "reads: arm.read"))

@@ -25,6 +25,8 @@ class Profile:
     snapshot: float = 30.0
     poll_interval: int = 15  # MAINTENANCE_POLL_INTERVAL_SECONDS, simulated (the transport scales sleeps)
     off_fraction: float = 0.6  # half stopped, half deallocated
+    guest_fraction: float = 0.0  # share of the fleet tagged maintenance-stop-services (the in-guest run: 0.3)
+    script_seconds: float = 45.0  # how long each stop-services script runs in the guest
 
     def durations(self) -> dict[str, float]:
         """The emulator's `operation_durations`."""
@@ -42,6 +44,7 @@ class Machine:
     resource_group: str
     location: str
     power_state: str  # running | stopped | deallocated
+    stop_services: str = ""  # the maintenance-stop-services tag, "" for none
 
 
 def subscription_count(size: int) -> int:
@@ -53,18 +56,24 @@ def subscription_count(size: int) -> int:
     return 4
 
 
-def build_fleet(size: int, off_fraction: float) -> list[Machine]:
+def _every(index: int, fraction: float) -> bool:
+    """Bresenham: whether machine `index` is one of the `fraction` spread evenly through the fleet."""
+    return int((index + 1) * fraction + 1e-9) > int(index * fraction + 1e-9)
+
+
+def build_fleet(size: int, off_fraction: float, guest_fraction: float = 0.0) -> list[Machine]:
     """`size` VMs spread round-robin over the subscriptions and two regions.
 
     Exactly round(size * off_fraction) are off, spread evenly through the fleet (so every
-    subscription gets its share), alternating stopped and deallocated.
+    subscription gets its share), alternating stopped and deallocated; round(size * guest_fraction)
+    carry a stop-services tag, spread evenly too (off and running ones alike).
     """
     subscriptions = SUBSCRIPTIONS[: subscription_count(size)]
     machines: list[Machine] = []
     off_seen = 0
     for index in range(size):
         # Bresenham: machine `index` is off when the running count of off machines steps up.
-        off = int((index + 1) * off_fraction + 1e-9) > int(index * off_fraction + 1e-9)
+        off = _every(index, off_fraction)
         if off:
             state = "stopped" if off_seen % 2 == 0 else "deallocated"
             off_seen += 1
@@ -76,6 +85,7 @@ def build_fleet(size: int, off_fraction: float) -> list[Machine]:
             name=f"vm-{index:05d}", subscription=subscription,
             resource_group=f"rg-fleet-{within % GROUPS_PER_SUBSCRIPTION}",
             location=REGIONS[within % len(REGIONS)], power_state=state,
+            stop_services="app.service,worker.service" if _every(index, guest_fraction) else "",
         ))
     return machines
 

@@ -118,16 +118,22 @@ def completion(emulator: AzureEmulator, vm_ids: Iterable[str], since: float) -> 
                 failed += 1
                 continue
             last_snapshot = max(last_snapshot or 0.0, snapshot.ready_at - since)
-    ends = [t for t in (last_running, last_snapshot) if t is not None]
+    commands = [e for e in emulator.run_command_executions() if e.put_at >= since]
+    unfinished = sum(1 for e in commands if e.ended_at is None or e.state != "Succeeded")
+    last_command = max((e.ended_at - since for e in commands if e.ended_at is not None), default=None)
+    ends = [t for t in (last_running, last_snapshot, last_command) if t is not None]
     return {
         "makespan": max(ends) if ends else 0.0,
         "last_vm_running": last_running,
         "last_snapshot_done": last_snapshot,
+        "last_command_done": last_command,
+        "run_commands": len(commands),
+        "run_commands_not_done": unfinished,
         "vms_started": started,
         "vms_not_running": not_running,
         "snapshots": snapshots,
         "snapshots_not_done": failed,
-        "complete": not_running == 0 and failed == 0,
+        "complete": not_running == 0 and failed == 0 and unfinished == 0,
     }
 
 

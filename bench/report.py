@@ -136,6 +136,25 @@ def _actions(result: dict[str, Any]) -> int:
     return int(result.get("completion", {}).get("vms_started", 0))
 
 
+def print_guest(result: dict[str, Any], out: Out = print) -> None:
+    """The in-guest run beside the others: makespan, bound (writes, chains of start -> command ->
+    snapshot), ratio, and what it cost."""
+    out("")
+    if "error" in result:
+        out(f"in-guest run: failed: {result['error'][:300]}")
+        return
+    done, bound, req = result["completion"], result["bound"], result["requests"]
+    out(f"In the guest: {result['size']} machines, {result['guest_fraction']:.0%} with a stop-services script "
+        f"({result['actions']['run_commands']} run commands), time scale {result['time_scale']}")
+    table([("app", "bound", "ratio", "limiting", "last VM up", "last command", "last snapshot", "commands not done",
+            "429s", "wall", "cpu", "cpu/wall", "verdict"),
+           (_f(done["makespan"]), _f(bound["total"]), _f(_ratio(done["makespan"], bound["total"]), 2),
+            bound["limiting"], _f(done["last_vm_running"]), _f(done.get("last_command_done")),
+            _f(done["last_snapshot_done"]), str(done.get("run_commands_not_done", 0)), str(req["throttled"]),
+            _f(result["wall"]), _f(result["cpu"]), _f(_ratio(result["cpu"], result["wall"]), 2),
+            str(result.get("verdict")))], out)
+
+
 def harness_warnings(results: dict[str, Any]) -> list[str]:
     """CPU/wall over 0.7 overall, or while sending: simulated time ran on while the CPU worked.
 

@@ -21,6 +21,7 @@ from bench.fleet import ARM_ENDPOINT, Machine, Profile, build_fleet, correlation
 from bench.measure import LedgerMeter, Stopwatch, ThreadWatcher, completion, current_rss_mb, peak_rss_mb, request_stats
 from bench.profiling import MemoryTracer
 from emulator import AzureEmulator, EmulatorClock
+from handlers.core.guest_tags import STOP_SERVICES_TAG
 
 # Variables that could make DefaultAzureCredential pick something other than the emulator's
 # managed identity endpoint (as in tests/conftest.py).
@@ -37,21 +38,25 @@ def make_emulator(fleet: list[Machine], profile: Profile, time_scale: float,
     """A throttling emulator (DEFAULT_BUCKETS) holding the fleet; returns it and the VM ids."""
     emulator = AzureEmulator(time_scale=time_scale, latency=profile.latency, throttling=True, clock=clock)
     emulator.operation_durations.update(profile.durations())
-    ids = [emulator.add_vm(m.subscription, m.resource_group, m.name, location=m.location, power_state=m.power_state)
+    ids = [emulator.add_vm(m.subscription, m.resource_group, m.name, location=m.location, power_state=m.power_state,
+                           tags={STOP_SERVICES_TAG: m.stop_services} if m.stop_services else None)
            for m in fleet]
+    emulator.script_behaviour(duration=profile.script_seconds)
     return emulator, ids
 
 
-def app_bound(fleet: list[Machine], profile: Profile) -> dict[str, Any]:
+def app_bound(fleet: list[Machine], profile: Profile, *, pickup_seconds: float = 0.0) -> dict[str, Any]:
     """The throttling model's lower bound for the app's work: a start per VM that is off, an OS-disk
-    snapshot per VM, discovery through Resource Graph."""
+    snapshot per VM, a run command per tagged VM (its snapshot after it), discovery through Resource
+    Graph. `pickup_seconds`: how long the guest agent takes to begin a command."""
     work: dict[str, Work] = defaultdict(Work)
     for m in fleet:
-        w = work[m.subscription]
-        work[m.subscription] = Work(w.starts + (m.power_state != "running"), w.snapshots + 1)
+        w, off, tagged = work[m.subscription], m.power_state != "running", bool(m.stop_services)
+        work[m.subscription] = Work(w.starts + off, w.snapshots + 1, commands=w.commands + tagged,
+                                    chained_starts=w.chained_starts + (off and tagged))
     return lower_bound(work, machines=len(fleet), vms=len(fleet), snapshots=len(fleet),
                        start_seconds=profile.start, snapshot_seconds=profile.snapshot,
-                       latency=profile.latency).to_dict()
+                       script_seconds=profile.script_seconds + pickup_seconds, latency=profile.latency).to_dict()
 
 
 def run_app(size: int, profile: Profile, time_scale: float, connection_string: str,
@@ -62,10 +67,10 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
     `trace_memory`: trace their allocations with tracemalloc (bench.profiling.MemoryTracer).
     """
     _configure_logging(log_level)
-    fleet = build_fleet(size, profile.off_fraction)
+    fleet = build_fleet(size, profile.off_fraction, profile.guest_fraction)
     subscriptions = sorted({m.subscription for m in fleet})
     emulator, ids = make_emulator(fleet, profile, time_scale)
-    bound = app_bound(fleet, profile)
+    bound = app_bound(fleet, profile, pickup_seconds=emulator.run_command_start_delay)
 
     now = datetime.now(UTC)
     correlation_id = correlation_id_for(now, size)
@@ -138,7 +143,9 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
         "bound": bound,
         "completion": done,
         "requests": stats,
-        "actions": {"starts": done["vms_started"], "snapshots": size},
+        "actions": {"starts": done["vms_started"], "snapshots": size,
+                    "run_commands": sum(1 for m in fleet if m.stop_services)},
+        "guest_fraction": profile.guest_fraction,
         "worker_done": worker_done,
         "phases": stretches,
         "real_speed_discovery": real_speed_discovery(emulator, since, stretches[0], profile, time_scale,

@@ -30,13 +30,13 @@ FLEET: list[tuple[str, int, str, str, dict[str, str]]] = [
     ("web-01", 0, "rg-web", "running", {}),
     ("web-02", 0, "rg-web", "deallocated", {}),
     ("web-03", 0, "rg-web", "deallocated", {}),
-    ("api-01", 0, "rg-api", "stopped", {}),
-    ("db-01", 1, "rg-db", "running", {}),
-    ("db-02", 1, "rg-db", "stopped", {}),
+    ("api-01", 0, "rg-api", "stopped", {"maintenance-wave": "2"}),
+    ("db-01", 1, "rg-db", "running", {"maintenance-stop-services": "postgresql,pgbouncer", "maintenance-wave": "1"}),
+    ("db-02", 1, "rg-db", "stopped", {"maintenance-stop-services": "postgresql", "maintenance-wave": "1"}),
     ("batch-01", 1, "rg-batch", "deallocated", {}),
     ("legacy-01", 1, "rg-legacy", "deallocated", {"maintenance-opt-out": "true"}),
 ]
-ARC = [("onprem-01", 1, "rg-hybrid")]
+ARC = [("onprem-01", 1, "rg-hybrid")]  # runs the catalogue's example script before and after
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +66,8 @@ def _run(connection_string: str, args: argparse.Namespace) -> int:
     for name, sub, group, state, tags in FLEET:
         ids[name] = emulator.add_vm(SUBSCRIPTIONS[sub], group, name, power_state=state, tags=tags)
     for name, sub, group in ARC:
-        ids[name] = emulator.add_arc_machine(SUBSCRIPTIONS[sub], group, name)
+        ids[name] = emulator.add_arc_machine(SUBSCRIPTIONS[sub], group, name, tags={
+            "maintenance-pre-script": "example", "maintenance-post-script": "example"})
     if args.fail_start:
         if args.fail_start not in ids:
             print(f"--fail-start: no VM named {args.fail_start!r}; choose one of {', '.join(ids)}", file=sys.stderr)
@@ -118,14 +119,19 @@ def _run(connection_string: str, args: argparse.Namespace) -> int:
     records = {r.name: r for r in app_runtime.ledger.list_machines(correlation_id)}
     snapshots = snapshot_summary(app_runtime.ledger, correlation_id)
     run = app_runtime.ledger.get_run(correlation_id) or {}
-    rows = [("machine", "subscription", "before", "snapshot", "pre event", "during window", "post event", "after")]
+    rows = [("machine", "subscription", "wave", "before", "in the guest", "snapshot", "pre event", "during window",
+             "post event", "after")]
     for name in ids:
         record = records.get(name)
         pre = f"{record.pre_action}: {record.pre_outcome}" if record else "-"
+        wave = "-" if record is None or record.wave is None else str(record.wave)
+        guest = (f"{record.guest_pre_outcome or '-'} / {record.guest_post_outcome or '-'}"
+                 if record and (record.guest_pre or record.guest_post) else "-")
         post = f"{record.restore_action or 'none'}: {record.restore_outcome or '-'}" if record else "-"
         snap = snapshots.get(ids[name].lower(), "-")
         sub = next((s for n, s, *_ in FLEET + [(a, b, c, "", {}) for a, b, c in ARC] if n == name), 0)
-        rows.append((name, SUBSCRIPTIONS[sub][-4:], before[name], snap, pre, after_pre[name], post, after_post[name]))
+        rows.append((name, SUBSCRIPTIONS[sub][-4:], wave, before[name], guest, snap, pre, after_pre[name], post,
+                     after_post[name]))
     print()
     print_table(rows)
     print()

@@ -10,9 +10,18 @@ from typing import Any, Protocol
 from handlers.core.keys import machine_row_key, snapshot_row_key
 
 
-class _Row:
-    """A dataclass stored as one table row: fields map to PascalCase columns."""
+# Columns left out while empty: most machines carry no guest tag, and these only ever go from empty
+# to a value, so a merge that leaves them out never keeps a stale one.
+_SPARSE = frozenset({"os_type", "stop_services", "pre_script", "post_script", "guest_pre", "guest_pre_outcome",
+                     "guest_pre_detail", "guest_pre_output", "guest_post", "guest_post_outcome", "guest_post_detail",
+                     "guest_post_output"})
 
+
+class _Row:
+    """A dataclass stored as one table row: fields map to PascalCase columns. Rows are slotted: a
+    fleet's worth of them, and their copies, are held at once."""
+
+    __slots__ = ()
     etag: str | None
     lane: str
 
@@ -23,7 +32,7 @@ class _Row:
         entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": self.row_key()}
         for f in fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            if f.name != "etag" and value is not None:
+            if f.name != "etag" and value is not None and not (value == "" and f.name in _SPARSE):
                 entity[_column(f.name)] = value
         return entity
 
@@ -34,7 +43,7 @@ class _Row:
         return cls(**values)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MachineRecord(_Row):
     """One machine of a run, as the ledger keeps it."""
 
@@ -77,7 +86,7 @@ class MachineRecord(_Row):
         return machine_row_key(self.resource_id)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SnapshotRecord(_Row):
     """One disk's snapshot for a run (or why the disk gets none)."""
 

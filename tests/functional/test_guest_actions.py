@@ -4,12 +4,14 @@ after, operator scripts from the catalogue, Arc machines, waves, failures and re
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from azure.core.credentials import AccessToken
 from azure.mgmt.compute import ComputeManagementClient
+from azure.storage.blob import BlobServiceClient
 
 from emulator import AzureEmulator
 from emulator.functions_host import FunctionsHost
@@ -196,6 +198,7 @@ def test_arc_servers_run_catalogue_scripts_before_and_after(
 ) -> None:
     (tmp_path / "drain.ps1").write_text("Write-Output 'drained'\n")
     (tmp_path / "smoke.ps1").write_text("Write-Output 'healthy'\n")
+    (tmp_path / "drain.sh").write_text("echo drained\n")
     monkeypatch.setenv("MAINTENANCE_SCRIPT_FOLDER", str(tmp_path))
     arc = emulator.add_arc_machine(SUB_B, "rg-arc", "onprem-01", os_type="Windows", tags={
         "maintenance-pre-script": "drain", "maintenance-post-script": "smoke"})
@@ -211,9 +214,32 @@ def test_arc_servers_run_catalogue_scripts_before_and_after(
     assert recorded["onprem-01"].guest_pre_outcome == "succeeded"
     assert recorded["onprem-01"].guest_pre == "script drain (drain.ps1)"
     assert recorded["onprem-01"].guest_post_outcome == "succeeded"
-    assert recorded["onprem-02"].guest_pre_outcome == "failed", "linux: there is no drain.sh"
-    assert "not in the catalogue" in recorded["onprem-02"].guest_pre_detail
-    assert emulator.run_status(run_of(pre)) == "Cancelled"
+    assert recorded["onprem-02"].guest_pre_outcome == "skipped" and emulator.run_command_executions(disconnected) == []
+    assert "its Arc agent is disconnected" in recorded["onprem-02"].guest_pre_detail
+    assert emulator.run_status(run_of(pre)) == "Cancelled", "a command that cannot run fails the check"
+
+
+def test_the_catalogue_can_live_in_a_blob_container(
+    host: FunctionsHost, emulator: AzureEmulator, monkeypatch: pytest.MonkeyPatch, app_env: dict[str, str]
+) -> None:
+    container = BlobServiceClient.from_connection_string(app_env["AzureWebJobsStorage"]).get_container_client(
+        f"scripts{uuid.uuid4().hex[:8]}")
+    container.create_container()
+    container.upload_blob("flush.sh", b"sync; echo flushed\n")
+    monkeypatch.setenv("MAINTENANCE_SCRIPT_CONTAINER", container.container_name)
+    vm = emulator.add_vm(SUB_A, "rg-web", "web-01", power_state="running", tags={"maintenance-pre-script": "flush"})
+    missing = emulator.add_vm(SUB_A, "rg-web", "web-02", power_state="running",
+                              tags={"maintenance-pre-script": "example"})  # in the folder, not in the container
+    pre = make_event("pre")
+    emulator.add_run(run_of(pre), [vm, missing])
+    host.deliver_event("pre_maintenance", pre)
+    host.run_queues()
+
+    assert [e.script for e in emulator.run_command_executions(vm)] == ["sync; echo flushed\n"]
+    row = rows(pre)["web-02"]
+    assert row.guest_pre_outcome == "failed" and emulator.run_command_executions(missing) == []
+    expected = f"not in the catalogue: blob container '{container.container_name}', blob 'example.sh'"
+    assert expected in row.guest_pre_detail
 
 
 def test_waves_come_up_in_order_and_go_down_in_reverse(host: FunctionsHost, emulator: AzureEmulator) -> None:
