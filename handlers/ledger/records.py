@@ -9,7 +9,6 @@ from typing import Any, Protocol
 
 from handlers.core.keys import machine_row_key, snapshot_row_key
 
-
 # Columns left out while empty: most machines carry no guest tag, and these only ever go from empty
 # to a value, so a merge that leaves them out never keeps a stale one.
 _SPARSE = frozenset({"os_type", "stop_services", "pre_script", "post_script", "guest_pre", "guest_pre_outcome",
