@@ -132,9 +132,10 @@ def test_a_script_still_running_at_the_deadline_fails_the_run_and_is_left_to_the
 ) -> None:
     monkeypatch.setenv("MAINTENANCE_CUTOFF_SAFETY_SECONDS", "2")
     vm = emulator.add_vm(SUB_A, "rg-web", "web-01", power_state="running", tags={STOP: "nginx"})
+    off = emulator.add_vm(SUB_A, "rg-web", "web-02", power_state="deallocated", tags={STOP: "nginx"})
     emulator.run_command_start_delay = 10_000_000.0  # the guest agent does not pick it up in time
     pre = make_event("pre", cutoff_in=timedelta(seconds=6))
-    emulator.add_run(run_of(pre), [vm])
+    emulator.add_run(run_of(pre), [vm, off])
     host.deliver_event("pre_maintenance", pre)
     host.run_queues()
 
@@ -148,6 +149,8 @@ def test_a_script_still_running_at_the_deadline_fails_the_run_and_is_left_to_the
     host.run_queues()
     assert [c.name for c in emulator.run_commands(vm)] == [], "the post phase deletes what the pre left"
     assert rows(pre)["web-01"].guest_post_outcome == "succeeded", "its services are started again"
+    assert emulator.run_commands(off) == [], "also on a machine turned off again, which gets no command"
+    assert rows(pre)["web-02"].guest_post_outcome == "skipped"
 
 
 def test_an_answer_lost_after_the_put_does_not_run_the_script_twice(
@@ -298,3 +301,21 @@ def test_dry_run_sends_no_command_and_says_what_would_run(
 class _Credential:
     def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
         return AccessToken("emulator-token", 2_000_000_000)
+
+
+def test_a_command_left_running_is_deleted_after_the_window_when_no_machine_gets_one(
+    host: FunctionsHost, emulator: AzureEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAINTENANCE_CUTOFF_SAFETY_SECONDS", "2")
+    off = emulator.add_vm(SUB_A, "rg-web", "web-02", power_state="deallocated", tags={STOP: "nginx"})
+    emulator.run_command_start_delay = 10_000_000.0
+    pre = make_event("pre", cutoff_in=timedelta(seconds=6))
+    emulator.add_run(run_of(pre), [off])
+    host.deliver_event("pre_maintenance", pre)
+    host.run_queues()
+    assert len(emulator.run_commands(off)) == 1 and rows(pre)["web-02"].guest_pre_outcome == "timed-out"
+
+    host.deliver_event("post_maintenance", make_event("post", status="Canceled"))
+    host.run_queues()
+    assert emulator.run_commands(off) == [] and emulator.actions(off) == ["start", "deallocate"]
+    assert rows(pre)["web-02"].guest_post_outcome == "skipped"

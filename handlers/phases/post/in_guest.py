@@ -45,7 +45,11 @@ _PICK_UP_SECONDS = 300
 def start_services(run: PhaseRun[PostWork]) -> None:
     runtime, event, log = run.runtime, run.event, run.log
     due = _due(run)
+    # A command of the pre phase still running at its deadline was left to finish: delete it now.
+    ended = [(machine_of(r), command_name(event.correlation_id, step)) for r in run.state.records
+             if r.guest_pre_outcome == Outcome.TIMED_OUT for step in ("pre-script", "stop-services")]
     if not due:
+        delete_run_commands(runtime.clients, ended, parallelism=runtime.settings.parallelism, log=log)
         return
     views: dict[str, RunView] = {}
     chains = [(record.wave, Chain(record.resource_id.lower(), guest_operations(
@@ -71,9 +75,7 @@ def start_services(run: PhaseRun[PostWork]) -> None:
     failed = [r for r in rows if r.guest_post_outcome != Outcome.SUCCEEDED]
     for record in failed:
         log.warning("%s: after patching, %s: %s", record.resource_id, record.guest_post, record.guest_post_detail)
-    ended = [(machine_of(r), c.run.name) for r, found in due for c in found if ran(results, guest_key(r, c.step))]
-    ended += [(machine_of(r), command_name(event.correlation_id, step)) for r in run.state.records
-              if r.guest_pre_outcome == Outcome.TIMED_OUT for step in ("pre-script", "stop-services")]
+    ended += [(machine_of(r), c.run.name) for r, found in due for c in found if ran(results, guest_key(r, c.step))]
     delete_run_commands(runtime.clients, ended, parallelism=runtime.settings.parallelism, log=log)
     run.summary["guest"] = {"machines": len(rows), "failed": len(failed)}
 

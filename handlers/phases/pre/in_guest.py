@@ -52,7 +52,9 @@ def plan_guest(run: PhaseRun[PreWork]) -> None:
             work.records[key] = record
             work.new_rows[rows[record.row_key()]] = record
         elif record.guest_pre and record.guest_pre_outcome not in GUEST_FINAL:
-            _commands_of(run, record, view, scripts, follow_only=True)
+            work.records[key] = _commands_of(run, record, view, scripts, follow_only=True)
+            if work.records[key].guest_pre_outcome == Outcome.FAILED:  # no longer runnable: say why now
+                runtime.ledger.save_rows(run.event.correlation_id, [work.records[key]])
 
 
 def _commands_of(run: PhaseRun[PreWork], record: Any, view: Any, scripts: Any, *, follow_only: bool = False) -> Any:
