@@ -7,6 +7,7 @@ import logging
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.core.credentials import AccessToken
@@ -41,11 +42,17 @@ def request_times(emulator: AzureEmulator, method: str, needle: str) -> list[flo
             and 200 <= r.status < 300]
 
 
-def pre_then_post(host: FunctionsHost, emulator: AzureEmulator, machines: list[str]) -> dict[str, object]:
-    pre = make_event("pre")
+def pre_only(host: FunctionsHost, emulator: AzureEmulator, machines: list[str], **event: Any) -> dict[str, object]:
+    """A run of these machines, its pre event delivered and its work done."""
+    pre = make_event("pre", **event)
     emulator.add_run(run_of(pre), machines)
     host.deliver_event("pre_maintenance", pre)
     host.run_queues()
+    return pre
+
+
+def pre_then_post(host: FunctionsHost, emulator: AzureEmulator, machines: list[str]) -> dict[str, object]:
+    pre = pre_only(host, emulator, machines)
     host.deliver_event("post_maintenance", make_event("post"))
     host.run_queues()
     return pre
@@ -96,10 +103,7 @@ def test_an_invalid_service_name_is_refused_before_anything_is_sent(
     host: FunctionsHost, emulator: AzureEmulator
 ) -> None:
     vm = emulator.add_vm(SUB_A, "rg-web", "web-01", power_state="running", tags={STOP: "nginx;reboot"})
-    pre = make_event("pre")
-    emulator.add_run(run_of(pre), [vm])
-    host.deliver_event("pre_maintenance", pre)
-    host.run_queues()
+    pre = pre_only(host, emulator, [vm])
 
     assert emulator.run_command_executions() == []
     assert emulator.run_status(run_of(pre)) == "Cancelled"
@@ -115,10 +119,7 @@ def test_a_failing_stop_script_cancels_the_run_and_its_output_is_kept(
     vm = emulator.add_vm(SUB_A, "rg-web", "web-01", power_state="running", tags={STOP: "nginx"})
     emulator.script_behaviour(vm, duration=5.0, exit_code=1, error="nginx: systemctl stop failed\n",
                               contains="systemctl stop")
-    pre = make_event("pre")
-    emulator.add_run(run_of(pre), [vm])
-    host.deliver_event("pre_maintenance", pre)
-    host.run_queues()
+    pre = pre_only(host, emulator, [vm])
 
     assert emulator.run_status(run_of(pre)) == "Cancelled"
     row = rows(pre)["web-01"]
@@ -158,10 +159,7 @@ def test_an_answer_lost_after_the_put_does_not_run_the_script_twice(
 ) -> None:
     vm = emulator.add_vm(SUB_A, "rg-web", "web-01", power_state="running", tags={STOP: "nginx"})
     emulator.fail("runCommand", vm, mode="lost-answer", times=1)
-    pre = make_event("pre")
-    emulator.add_run(run_of(pre), [vm])
-    host.deliver_event("pre_maintenance", pre)
-    host.run_queues()
+    pre = pre_only(host, emulator, [vm])
 
     assert len(emulator.run_command_executions(vm)) == 1, "read back, found, followed: not sent again"
     assert rows(pre)["web-01"].guest_pre_outcome == "succeeded"
@@ -233,10 +231,7 @@ def test_the_catalogue_can_live_in_a_blob_container(
     vm = emulator.add_vm(SUB_A, "rg-web", "web-01", power_state="running", tags={"maintenance-pre-script": "flush"})
     missing = emulator.add_vm(SUB_A, "rg-web", "web-02", power_state="running",
                               tags={"maintenance-pre-script": "example"})  # in the folder, not in the container
-    pre = make_event("pre")
-    emulator.add_run(run_of(pre), [vm, missing])
-    host.deliver_event("pre_maintenance", pre)
-    host.run_queues()
+    pre = pre_only(host, emulator, [vm, missing])
 
     assert [e.script for e in emulator.run_command_executions(vm)] == ["sync; echo flushed\n"]
     row = rows(pre)["web-02"]
@@ -271,10 +266,7 @@ def test_a_wave_that_does_not_come_up_holds_the_next_and_cancels(
     db = emulator.add_vm(SUB_A, "rg-app", "db-01", power_state="deallocated", tags={"maintenance-wave": "1"})
     app = emulator.add_vm(SUB_A, "rg-app", "app-01", power_state="deallocated", tags={"maintenance-wave": "2"})
     emulator.fail("start", db, mode="operation", code="AllocationFailed")
-    pre = make_event("pre")
-    emulator.add_run(run_of(pre), [db, app])
-    host.deliver_event("pre_maintenance", pre)
-    host.run_queues()
+    pre = pre_only(host, emulator, [db, app])
 
     assert emulator.actions(app) == [], "wave 2 never starts"
     assert emulator.run_status(run_of(pre)) == "Cancelled"
