@@ -1,8 +1,8 @@
 """Step `send`: store the new rows, send every start, run command and snapshot due as its row is
 stored (a machine's run commands after its start, its snapshot after them, wave by wave:
-`handlers.phases.pre.in_guest`), wait
-until the deadline (the cancellation cutoff less MAINTENANCE_CUTOFF_SAFETY_SECONDS, or this
-invocation's end if that comes first), record the outcomes. What is still running then counts as
+`handlers.phases.pre.in_guest`), wait until the deadline (the cancellation cutoff less
+MAINTENANCE_CUTOFF_SAFETY_SECONDS, or this invocation's end if that comes first), record the
+outcomes. What is still running then counts as
 timed out, so the verdict (and a cancel) always comes before the cutoff.
 
 No separate "sent" write: a row still pending after a worker died may or may not have been
