@@ -15,6 +15,11 @@ imports it.
 Run Command (VMs and Arc machines): `emu.script_behaviour(vm, exit_code=1, contains="apt")` decides
 what scripts do; `emu.run_command_executions(vm)` records what ran (run_command_api.py).
 
+Update Manager's installation results in Resource Graph (`patchinstallationresources`):
+`emu.add_patch_result(vm, correlation_id, status="InProgress", appears_after=120)` and
+`emu.set_patch_status(result_id, "Failed", failed=1)` (patches.py). The Tags API of VMs and Arc
+machines (tags.py): `emu.tag_changes(vm)` records what was changed.
+
 Faults between the app and Azure: `emu.fail(..., mode="reset" | "refused" | "lost-answer" |
 "applied-error")`, `emu.inject_faults(rate, seed=...)` (faults.py); for Storage, the proxy in
 front of Azurite (storage_faults.py).
@@ -27,7 +32,7 @@ from .faults import FaultStats
 from .messages import ArmError, DroppedConnection
 from .run_command_model import RunCommandExecution, RunCommandInfo, ScriptRule
 from .service import AzureEmulator
-from .state import FailureRule, RecordedRequest
+from .state import FailureRule, RecordedRequest, TagChange
 from .throttle import DEFAULT_BUCKETS, BucketSpec
 from .transport import EmulatorResponse, EmulatorTransport, LegacyEmulatorResponse
 
@@ -47,4 +52,5 @@ __all__ = [
     "RunCommandExecution",
     "RunCommandInfo",
     "ScriptRule",
+    "TagChange",
 ]

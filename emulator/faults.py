@@ -26,6 +26,7 @@ FAULT_KINDS = ("500", "502", "503", "504", "reset", "refused")
 # Routes whose fault may strike after the write was applied (inject_faults' applied_share).
 WRITE_OPERATIONS = frozenset(
     {"start", "deallocate", "powerOff", "snapshot", "deleteSnapshot", "cancel", "runCommand", "deleteRunCommand"}
+    | {"tags"}
 )
 
 # What ARM's front door answers for each status (no Retry-After: clients use their own backoff).

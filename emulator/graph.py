@@ -79,8 +79,8 @@ def query(model: EmulatorModel, request: ArmRequest) -> Reply:
         # No Reader on a subscription: ARG silently leaves its rows out.
         if (requested and subscription not in requested) or (readable is not None and subscription not in readable):
             continue
-        for alias, path in parsed.aliases:
-            row[alias] = lookup(row, path)
+        for alias in parsed.aliases:
+            row[alias.name] = alias.value(row)
         if matches(row, parsed.conditions):
             rows.append(row)
     # Real ARG promises no order without `order by`; a stable one keeps paging consistent. Machines

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+# The tenant of every emulated resource (Resource Graph's `tenantId` column).
+TENANT_ID = "00000000-0000-0000-0000-0000000000e1"
+
 _RESOURCE_ID = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)"
     r"/providers/(?P<ns>[^/]+)/(?P<type>[^/]+)/(?P<name>[^/]+)$",

@@ -41,6 +41,14 @@ _ARC_OPERATION = re.compile(
     r"/operationstatus/(?P<op>[^/]+)/?$",
     re.IGNORECASE,
 )
+# The Tags API at a machine's scope; the SDK's "/{scope}" may start the path with two slashes.
+_TAGS = re.compile(
+    r"^/+subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/providers/"
+    r"(?P<provider>microsoft\.compute/virtualmachines|microsoft\.hybridcompute/machines)"
+    r"/(?P<machine>[^/]+)/providers/microsoft\.resources/tags/default/?$",
+    re.IGNORECASE,
+)
+_TAGS_ROUTES = {"PATCH": ("tags.patch", "tags"), "GET": ("tags.get", "getTags")}
 _RUN_COMMAND_ROUTES = {"PUT": ("runCommand.put", "runCommand"), "GET": ("runCommand.get", "getRunCommand"),
                        "DELETE": ("runCommand.delete", "deleteRunCommand")}  # fmt: skip
 _GRAPH = re.compile(r"^/providers/microsoft\.resourcegraph/resources/?$", re.IGNORECASE)
@@ -64,7 +72,7 @@ class Route:
 
     # vm.get | vm.instanceView | vm.action | operation | graph | cancel | run.get
     # | disk.get | snapshot.get | snapshot.put | snapshot.delete | diskOperation
-    # | runCommand.put | runCommand.get | runCommand.delete | arcOperation
+    # | runCommand.put | runCommand.get | runCommand.delete | arcOperation | tags.patch | tags.get
     name: str
     failure_op: str | None = None
     resource_id: str | None = None
@@ -74,8 +82,8 @@ class Route:
     action: str = ""
     operation_id: str = ""
     resource_name: str = ""  # the disk's, snapshot's or run command's name
-    machine_id: str = ""  # a run command's VM or Arc machine (canonical provider casing)
-    arc: bool = False  # a run command of an Arc machine (Microsoft.HybridCompute)
+    machine_id: str = ""  # a run command's or tags' VM or Arc machine (canonical provider casing)
+    arc: bool = False  # a run command or tags of an Arc machine (Microsoft.HybridCompute)
 
 
 def match(request: ArmRequest) -> Route | None:
@@ -93,14 +101,14 @@ def match(request: ArmRequest) -> Route | None:
             action = _ACTIONS[verb]
             return Route("vm.action", failure_op=action, action=action, **base)
         return None
+    if (m := _TAGS.match(path)) is not None:
+        return _tags_route(method, m)
     if (m := _RUN_COMMAND.match(path)) is not None:
         found = _RUN_COMMAND_ROUTES.get(method)
         if found is None:
             return None
         sub, rg, machine, name = m["sub"], m["rg"], m["machine"], m["name"]
-        arc = m["provider"].lower().startswith("microsoft.hybridcompute")
-        provider = "Microsoft.HybridCompute/machines" if arc else "Microsoft.Compute/virtualMachines"
-        machine_id = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{provider}/{machine}"
+        machine_id, arc = _machine_id(sub, rg, m["provider"], machine)
         return Route(found[0], failure_op=found[1], resource_id=f"{machine_id}/runCommands/{name}",
                      subscription_id=sub, resource_group=rg, vm_name=machine, resource_name=name,
                      machine_id=machine_id, arc=arc)  # fmt: skip
@@ -131,14 +139,30 @@ def match(request: ArmRequest) -> Route | None:
     return None
 
 
+def _machine_id(sub: str, rg: str, provider: str, name: str) -> tuple[str, bool]:
+    """A VM's or Arc machine's id in canonical provider casing, and whether it is an Arc machine."""
+    arc = provider.lower().startswith("microsoft.hybridcompute")
+    kind = "Microsoft.HybridCompute/machines" if arc else "Microsoft.Compute/virtualMachines"
+    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{kind}/{name}", arc
+
+
+def _tags_route(method: str, m: re.Match[str]) -> Route | None:
+    found = _TAGS_ROUTES.get(method)
+    if found is None:
+        return None
+    machine_id, arc = _machine_id(m["sub"], m["rg"], m["provider"], m["machine"])
+    return Route(found[0], failure_op=found[1], resource_id=machine_id, subscription_id=m["sub"],
+                 resource_group=m["rg"], vm_name=m["machine"], machine_id=machine_id, arc=arc)  # fmt: skip
+
+
 def throttle_keys(route: Route, model: EmulatorModel) -> list[tuple[str, str]]:
     """(bucket policy, scope) pairs this request consumes a token from."""
     sub = route.subscription_id
     if route.name == "graph":
         return [("graph", "")]
-    if route.name == "cancel":
+    if route.name in ("cancel", "tags.patch"):
         return [("arm.write", sub)]
-    if route.name in ("run.get", "disk.get", "snapshot.get"):
+    if route.name in ("run.get", "disk.get", "snapshot.get", "tags.get"):
         return [("arm.read", sub)]
     if route.name == "snapshot.put":
         return [("arm.write", sub), ("compute.snapshot.subscription", sub)]

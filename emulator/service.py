@@ -10,17 +10,19 @@ from .disk_api import DiskApi
 from .disks import OS_DISK_KINDS, make_disks
 from .faults import FAILURE_MODES, FaultInjector, FaultStats
 from .ids import key
+from .patches import PatchApi
 from .power import ARC_STATUSES, OS_TYPES, ArcMachine, VirtualMachine, normalize_choice, normalize_power_state
 from .run_command_api import RunCommandApi
 from .serving import ArmService
 from .state import ASYNC_OPERATIONS, FAILABLE_OPERATIONS, FailureRule, MaintenanceRun
+from .tags import TagApi
 from .throttle import BucketSpec
 from .transport import EmulatorTransport
 
 _RUN_MARKER = "/providers/microsoft.maintenance/applyupdates/"
 
 
-class AzureEmulator(DiskApi, RunCommandApi, ArmService):
+class AzureEmulator(DiskApi, RunCommandApi, PatchApi, TagApi, ArmService):
     """An in-process fake of the ARM endpoints the app calls, served through `transport()`.
 
     All durations, latency and Retry-After values are simulated seconds; `time_scale` real
@@ -32,7 +34,8 @@ class AzureEmulator(DiskApi, RunCommandApi, ArmService):
     Disks and snapshots: `add_vm(os_disk=, data_disks=)`, `add_snapshot`, `snapshots`, `snapshot`,
     `disk_ids`, `snapshot_requests` (disk_api.py). Run Command (run_command_api.py, run_commands.py):
     `script_behaviour`, `clear_script_behaviours`, `run_command_executions`, `run_commands`,
-    `set_arc_status`; `add_vm(os_type=)`, `add_arc_machine(os_type=, status=)`.
+    `set_arc_status`; `add_vm(os_type=)`, `add_arc_machine(os_type=, status=)`. Update Manager's results
+    in Resource Graph: `add_patch_result`, `set_patch_status` (patches.py); the Tags API: `tag_changes`.
     """
 
     def __init__(
@@ -234,7 +237,8 @@ class AzureEmulator(DiskApi, RunCommandApi, ArmService):
         operationStatus (GET of a compute operation, DiskOperation or HybridCompute operationStatus;
         `resource_id` is then the VM's, snapshot's or run command's), runCommand (run command PUT, VM or
         Arc; mode="operation": accepted, the script never runs, the operation and execution end Failed),
-        getRunCommand, deleteRunCommand (mode="operation": the delete fails, the command stays).
+        getRunCommand, deleteRunCommand (mode="operation": the delete fails, the command stays), tags
+        (Tags API PATCH of a VM or Arc machine), getTags.
         `resource_id` is the VM's, snapshot's or disk's ARM id; a rule for a machine also strikes its
         run commands (or give the run command's id). The token endpoint takes mode="request" only.
         """
@@ -271,7 +275,7 @@ class AzureEmulator(DiskApi, RunCommandApi, ArmService):
 
         The kind is drawn uniformly from `kinds`: "500", "502", "503", "504" (that status, an ARM error
         body, no Retry-After), "reset", "refused" (as in `fail`). For the writes (start, deallocate,
-        powerOff, snapshot, deleteSnapshot, cancel, runCommand, deleteRunCommand) a share `applied_share`
+        powerOff, snapshot, deleteSnapshot, cancel, runCommand, deleteRunCommand, tags) a share `applied_share`
         of the faults strike after the write was applied: a reset becomes a lost answer, a status an
         applied error. Deterministic for a given `seed` and order of requests; the token endpoint is
         never faulted. Replaces any earlier injection; returns the live counts.

@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Mapping
 
-from . import compute, graph, maintenance, routes, run_commands, snapshots
+from . import compute, graph, maintenance, routes, run_commands, snapshots, tags
 from .clock import EmulatorClock
 from .faults import AFTER_MODES, BEFORE_MODES, strike
 from .ids import key
@@ -34,6 +34,8 @@ _RESOURCE_HANDLERS = {
     "runCommand.put": run_commands.put_run_command,
     "runCommand.get": run_commands.get_run_command,
     "runCommand.delete": run_commands.delete_run_command,
+    "tags.patch": tags.patch_tags,
+    "tags.get": tags.get_tags,
 }
 
 

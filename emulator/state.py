@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .clock import EmulatorClock
 from .disks import Disk
 from .faults import FaultInjector
 from .ids import key
 from .messages import ArmError
+from .patch_model import PatchResult
 from .power import ArcMachine, Operation, VirtualMachine
 from .run_command_model import RunCommandStore
 from .snapshot_model import DiskOperation, Snapshot, settle_snapshots
@@ -22,6 +25,8 @@ FAILABLE_OPERATIONS = frozenset(
     | {"operationStatus", "getRun"}
     # Managed Run Command (VMs and Arc machines): PUT, GET, DELETE.
     | {"runCommand", "getRunCommand", "deleteRunCommand"}
+    # The Tags API of a VM or Arc machine: PATCH, GET.
+    | {"tags", "getTags"}
 )
 # Operations whose failure can also be injected into the async operation (mode="operation").
 ASYNC_OPERATIONS = frozenset({"start", "deallocate", "powerOff", "snapshot", "deleteSnapshot"} | {"runCommand",
@@ -68,6 +73,16 @@ class FailureRule:
         if self.times is not None:
             self.times -= 1
         return ArmError(self.code, self.message)
+
+
+class TagChange(NamedTuple):
+    """One accepted Tags API PATCH: when (simulated seconds), on which machine (canonical id), which
+    operation (Merge, Replace, Delete) with which tags."""
+
+    time: float
+    machine_id: str
+    operation: str
+    tags: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -124,6 +139,12 @@ class EmulatorModel:
         self.subscriptions: dict[str, tuple[str, str]] = {}
         self.readable_subscriptions: set[str] | None = None
         self.graph_lag = 0.0
+        # Update Manager's installation results (patch_model.py), by result id (lower).
+        self.patch_results: dict[str, PatchResult] = {}
+        # Tags API: the changes accepted, and each changed machine's tags over time (key -> [(t, tags)],
+        # from -inf with the tags before the first change) for a lagging Resource Graph.
+        self.tag_change_log: list[TagChange] = []
+        self.tag_history: dict[str, list[tuple[float, dict[str, str]]]] = {}
         # Retry-After sent while an operation runs, in simulated seconds. None (the default) lets the
         # client's polling_interval decide; a Retry-After of 0 would make pollers fall back to 30 s.
         self.poll_retry_after: float | None = None
@@ -131,6 +152,18 @@ class EmulatorModel:
     def find_vm(self, resource_id: str) -> VirtualMachine:
         """The VM with this id (any casing); KeyError if unknown."""
         return self.vms[key(resource_id)]
+
+    def tags_at(self, machine_id: str, current: dict[str, str], t: float) -> dict[str, str]:
+        """A machine's tags as of simulated time `t` (`current` when the Tags API never changed them)."""
+        for changed, tags in reversed(self.tag_history.get(key(machine_id), [])):
+            if changed <= t:
+                return tags
+        return current
+
+    def record_tags(self, machine_id: str, before: dict[str, str], after: dict[str, str], now: float) -> None:
+        """Remember that a machine's tags changed at `now` (for tags_at)."""
+        history = self.tag_history.setdefault(key(machine_id), [(-math.inf, dict(before))])
+        history.append((now, dict(after)))
 
     def settle_snapshots(self, now: float) -> None:
         """Apply the snapshot deletes that have ended (every snapshot reader calls this first)."""

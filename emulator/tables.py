@@ -1,9 +1,10 @@
-"""Resource Graph table rows: VMs, Arc machines, managed disks, snapshots, applyUpdates runs, and the
-subscriptions (`resourcecontainers`).
+"""Resource Graph table rows: VMs, Arc machines, managed disks, snapshots, applyUpdates runs, the
+subscriptions (`resourcecontainers`) and patch installation results (patch_model.py).
 
 The index lags by `graph_lag` simulated seconds: a VM shows its power state of that long ago, a
 snapshot created through the API appears (and a deleted one disappears) only that much later, with
 the provisioningState it had then. Seeded snapshots (`add_snapshot`) are indexed from the start.
+Tags changed through the Tags API show that much later too.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from .disks import disk_properties, disk_state, sku_body, storage_profile
-from .ids import parse_resource_id
+from .ids import TENANT_ID, parse_resource_id
 from .kql import ParsedQuery
+from .patch_model import patch_table_rows
 from .power import ArcMachine, VirtualMachine
 from .snapshot_model import Snapshot, snapshot_properties
 from .state import EmulatorModel, MaintenanceRun
 
-TENANT_ID = "00000000-0000-0000-0000-0000000000e1"
 VM_TYPE = "microsoft.compute/virtualmachines"
 ARC_TYPE = "microsoft.hybridcompute/machines"
 DISK_TYPE = "microsoft.compute/disks"
@@ -50,9 +51,10 @@ def base_row(resource_id: str, type_: str, location: str, tags: dict[str, str] |
     }
 
 
-def vm_row(vm: VirtualMachine, state: str) -> dict[str, Any]:
-    """A `resources` row for a VM reporting power `state` (possibly stale: the index lags)."""
-    row = base_row(vm.id, VM_TYPE, vm.location, vm.tags)
+def vm_row(vm: VirtualMachine, state: str, tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """A `resources` row for a VM reporting power `state` and `tags` (default: its own), possibly stale:
+    the index lags."""
+    row = base_row(vm.id, VM_TYPE, vm.location, vm.tags if tags is None else tags)
     code = f"PowerState/{state}"
     row["properties"] = {
         "vmId": vm.vm_id,
@@ -65,8 +67,8 @@ def vm_row(vm: VirtualMachine, state: str) -> dict[str, Any]:
     return row
 
 
-def arc_row(machine: ArcMachine) -> dict[str, Any]:
-    row = base_row(machine.id, ARC_TYPE, machine.location, machine.tags)
+def arc_row(machine: ArcMachine, tags: dict[str, str] | None = None) -> dict[str, Any]:
+    row = base_row(machine.id, ARC_TYPE, machine.location, machine.tags if tags is None else tags)
     os_type = machine.os_type.lower()
     row["properties"] = {"status": machine.status, "osType": os_type, "osName": os_type,
                          "provisioningState": "Succeeded"}  # fmt: skip
@@ -91,11 +93,11 @@ def snapshot_row(model: EmulatorModel, snapshot: Snapshot, t: float) -> dict[str
 def _vm_rows(model: EmulatorModel, now: float, t: float) -> Iterator[dict[str, Any]]:
     for vm in model.vms.values():
         vm.settle(now)
-        yield vm_row(vm, vm.state_at(t))
+        yield vm_row(vm, vm.state_at(t), model.tags_at(vm.id, vm.tags, t))
 
 
 def _arc_rows(model: EmulatorModel, now: float, t: float) -> Iterator[dict[str, Any]]:
-    return (arc_row(machine) for machine in model.arc_machines.values())
+    return (arc_row(machine, model.tags_at(machine.id, machine.tags, t)) for machine in model.arc_machines.values())
 
 
 def _disk_rows(model: EmulatorModel, now: float, t: float) -> Iterator[dict[str, Any]]:
@@ -227,6 +229,8 @@ def table_rows(
     `subscriptions`: those the request names."""
     if parsed.table == "resourcecontainers":
         return subscription_rows(model, subscriptions)
+    if parsed.table == "patchinstallationresources":
+        return list(patch_table_rows(model.patch_results.values(), parsed, model.clock, now))
     if parsed.table == "maintenanceresources":
         runs = [row for run in _runs(model, parsed) for row in apply_update_rows(model, run)]
         return runs + assignment_rows(model)
