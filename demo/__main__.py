@@ -13,17 +13,21 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from emulator import AzureEmulator
 from emulator.azurite import AzuriteStartError, AzuriteUnavailableError, start_azurite
 from emulator.functions_host import FunctionsHost
+from handlers.phases.post.report import build_report
+from handlers.phases.post.report_html import render_html
 from tools.report import print_table, snapshot_summary, verdict_lines
 
 SUBSCRIPTIONS = ("00000000-0000-0000-0000-0000000000a1", "00000000-0000-0000-0000-0000000000b2")
 CONFIG_ID = (f"/subscriptions/{SUBSCRIPTIONS[0]}/resourceGroups/rg-patching/providers/"
              "Microsoft.Maintenance/maintenanceConfigurations/weekly-sunday")
 ARM_ENDPOINT = "https://management.emulator.local"
+REPORT = Path(__file__).resolve().parent.parent / ".demo" / "report.html"  # gitignored
 
 # name, subscription index, resource group, power state before the run, tags
 FLEET: list[tuple[str, int, str, str, dict[str, str]]] = [
@@ -57,6 +61,22 @@ def main(argv: list[str] | None = None) -> int:
         return _run(azurite.connection_string, args)
     finally:
         azurite.stop()
+
+
+def _patch_results(emulator: AzureEmulator, ids: dict[str, str], correlation_id: str) -> None:
+    """What Update Manager would have installed during the window: mostly fine, one failure, one
+    machine that needs a reboot, one (batch-01) whose result never reaches Resource Graph, and
+    none for the opted-out VM that stays deallocated (Update Manager cannot patch it)."""
+    for name, machine in ids.items():
+        if name in ("batch-01", "legacy-01"):
+            continue
+        if name == "db-02":
+            emulator.add_patch_result(machine, correlation_id, status="Failed", installed=5, failed=1, patches=[
+                {"name": "postgresql-16", "version": "16.6-1.pgdg22.04+1", "classifications": ["Security"],
+                 "state": "Failed"}], error={"code": "PackageManagerFailure", "message": "dpkg returned 100"})
+        else:
+            emulator.add_patch_result(machine, correlation_id, installed=4 + len(name) % 5,
+                                      reboot_status="Required" if name == "web-02" else "NotNeeded")
 
 
 def _run(connection_string: str, args: argparse.Namespace) -> int:
@@ -112,6 +132,8 @@ def _run(connection_string: str, args: argparse.Namespace) -> int:
     after_pre = {name: _state(emulator, rid) for name, rid in ids.items()}
     # Update Manager reports a cancelled run as such in the post event.
     status = "Canceled" if emulator.run_status(correlation_id) == "Cancelled" else "Succeeded"
+    if status == "Succeeded":
+        _patch_results(emulator, ids, correlation_id)
     host.deliver_event("post_maintenance", _event("post", correlation_id, now, status=status))
     host.run_queues()
     after_post = {name: _state(emulator, rid) for name, rid in ids.items()}
@@ -120,7 +142,7 @@ def _run(connection_string: str, args: argparse.Namespace) -> int:
     snapshots = snapshot_summary(app_runtime.ledger, correlation_id)
     run = app_runtime.ledger.get_run(correlation_id) or {}
     rows = [("machine", "subscription", "wave", "before", "in the guest", "snapshot", "pre event", "during window",
-             "post event", "after")]
+             "patch", "post event", "after")]
     for name in ids:
         record = records.get(name)
         pre = f"{record.pre_action}: {record.pre_outcome}" if record else "-"
@@ -130,8 +152,9 @@ def _run(connection_string: str, args: argparse.Namespace) -> int:
         post = f"{record.restore_action or 'none'}: {record.restore_outcome or '-'}" if record else "-"
         snap = snapshots.get(ids[name].lower(), "-")
         sub = next((s for n, s, *_ in FLEET + [(a, b, c, "", {}) for a, b, c in ARC] if n == name), 0)
-        rows.append((name, SUBSCRIPTIONS[sub][-4:], wave, before[name], guest, snap, pre, after_pre[name], post,
-                     after_post[name]))
+        patch = (record.patch_status or "-") if record else "-"
+        rows.append((name, SUBSCRIPTIONS[sub][-4:], wave, before[name], guest, snap, pre, after_pre[name], patch,
+                     post, after_post[name]))
     print()
     print_table(rows)
     print()
@@ -142,6 +165,10 @@ def _run(connection_string: str, args: argparse.Namespace) -> int:
     writes = sum(emulator.count(method=m) for m in ("PUT", "DELETE")) + emulator.count(method="POST") - \
         emulator.count(method="POST", path_contains="microsoft.resourcegraph")
     print(f"ARM requests: {len(emulator.requests)} ({writes} writes); ledger table {app_runtime.settings.ledger_table}")
+    report = build_report(app_runtime.ledger, correlation_id, generated_at=datetime.now(UTC))
+    REPORT.parent.mkdir(exist_ok=True)
+    REPORT.write_text(render_html(report), encoding="utf-8")
+    print(f"report: {REPORT.resolve()} (also in Azurite: {run.get('ReportUrl', '-')})")
     failed = [i for i in host.invocations if not i.succeeded]
     return 1 if failed else 0
 

@@ -185,6 +185,7 @@ var workQueueName = 'maintenance-work'
 var eventsQueueName = 'maintenance-events'
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'deadletter'
+var reportContainerName = 'reports'
 
 // Where the maintenance configuration lives. For a new one, its id is known before it exists.
 var createConfiguration = empty(maintenanceConfigurationId)
@@ -214,6 +215,7 @@ var appSettings = {
   MAINTENANCE_SNAPSHOT_RESOURCE_GROUP: snapshotResourceGroup
   MAINTENANCE_CANCEL_ON_FAILURE: cancelOnFailure ? 'true' : 'false'
   MAINTENANCE_GUEST_ACTIONS: enableGuestActions ? 'true' : 'false'
+  MAINTENANCE_REPORT_CONTAINER: reportContainerName
 }
 
 module identity 'app/identity.bicep' = {
@@ -233,6 +235,7 @@ module storage 'app/storage.bicep' = {
     tags: allTags
     deploymentContainerName: deploymentContainerName
     deadLetterContainerName: deadLetterContainerName
+    reportContainerName: reportContainerName
     queueNames: [
       workQueueName
       '${workQueueName}-poison'

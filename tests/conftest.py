@@ -65,6 +65,9 @@ def app_env(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
         # A table per test keeps runs of different tests apart.
         "MAINTENANCE_LEDGER_TABLE": f"Runs{uuid.uuid4().hex[:12]}",
         "MAINTENANCE_POLL_INTERVAL_SECONDS": "1",
+        # Most tests seed no patch results: without this each post phase would wait the default 15
+        # (simulated) minutes for results nobody writes. Tests of patch results set their own wait.
+        "MAINTENANCE_PATCH_RESULTS_WAIT_SECONDS": "0",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -133,8 +133,8 @@ class ClientFactory:
                 self._hybrid[key] = client
             return client
 
-    def script_container(self, name: str) -> ContainerClient:
-        """A blob container of the app's storage (the script catalogue, when it lives there)."""
+    def blob_container(self, name: str) -> ContainerClient:
+        """A blob container of the app's storage (the script catalogue, the run reports)."""
         from azure.storage.blob import BlobServiceClient
 
         storage = self._settings.storage

@@ -89,6 +89,8 @@ class Settings:
     script_timeout_seconds: int = 600
     script_folder: str = "scripts"
     script_container: str | None = None
+    patch_results_wait_seconds: int = 900
+    report_container: str = "reports"
 
     @property
     def invocation_budget_seconds(self) -> float:
@@ -154,6 +156,9 @@ class Settings:
                                           "a folder path without .. (relative to the app's root, or absolute)"),
             script_container=reader.optional_matching("MAINTENANCE_SCRIPT_CONTAINER", _CONTAINER_NAME,
                                                       "a blob container name (3-63 lower-case letters, digits, -)"),
+            patch_results_wait_seconds=reader.integer("MAINTENANCE_PATCH_RESULTS_WAIT_SECONDS", 900, 0, 7200),
+            report_container=reader.matching("MAINTENANCE_REPORT_CONTAINER", "reports", _CONTAINER_NAME,
+                                             "a blob container name (3-63 lower-case letters, digits, -)"),
         )._validated()
 
     def _validated(self) -> Settings:

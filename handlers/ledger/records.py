@@ -13,7 +13,7 @@ from handlers.core.keys import machine_row_key, snapshot_row_key
 # to a value, so a merge that leaves them out never keeps a stale one.
 _SPARSE = frozenset({"os_type", "stop_services", "pre_script", "post_script", "guest_pre", "guest_pre_outcome",
                      "guest_pre_detail", "guest_pre_output", "guest_post", "guest_post_outcome", "guest_post_detail",
-                     "guest_post_output"})
+                     "guest_post_output", "patch_status", "patch_failed_updates"})
 
 
 class _Row:
@@ -79,6 +79,17 @@ class MachineRecord(_Row):
     guest_post_outcome: str = ""
     guest_post_detail: str = ""
     guest_post_output: str = ""
+    # What Update Manager installed (handlers.phases.post.patch_results); None/"": not read yet.
+    patch_status: str = ""  # Succeeded | Failed | CompletedWithWarnings | InProgress | NotStarted | not-reported
+    patch_installed: int | None = None
+    patch_failed: int | None = None
+    patch_pending: int | None = None
+    patch_reboot: str = ""
+    patch_window_exceeded: bool | None = None
+    patch_error: str = ""
+    patch_started_at: datetime | None = None
+    patch_finished_at: datetime | None = None
+    patch_failed_updates: str = ""  # JSON: [{name, kb_id, version, classifications}]
     etag: str | None = field(default=None, compare=False)
 
     def row_key(self) -> str:

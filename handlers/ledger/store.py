@@ -56,6 +56,12 @@ class Ledger(PhaseRows):
     def get_run(self, correlation_id: str) -> dict[str, Any] | None:
         return self._get(run_key(correlation_id), "run")
 
+    def list_runs(self, *, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest runs' rows (by window start), for the report CLI: a scan of the table."""
+        rows = [dict(row) for row in self._table.query_entities("RowKey eq 'run'")]
+        rows.sort(key=lambda row: str(row.get("WindowStart") or ""), reverse=True)
+        return rows[:limit]
+
     def get_run_by_key(self, partition: str) -> dict[str, Any] | None:
         """The run row of another run, by the key its snapshots carry in their tags."""
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", partition):

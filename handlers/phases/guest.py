@@ -47,7 +47,7 @@ def command_name(correlation_id: str, step: str) -> str:
 
 def catalogue(runtime: Runtime) -> ScriptCatalogue:
     settings = runtime.settings
-    container = runtime.clients.script_container(settings.script_container) if settings.script_container else None
+    container = runtime.clients.blob_container(settings.script_container) if settings.script_container else None
     return ScriptCatalogue(settings.script_folder, container=container)
 
 

@@ -1,6 +1,6 @@
 // The app's storage account: Functions host storage, the Flex Consumption deployment container,
 // the run ledger (Table), the work and events queues (with their -poison queues, which the host
-// would otherwise create on first failure), and the Event Grid dead-letter container.
+// would otherwise create on first failure), the Event Grid dead-letter container and the run reports' container.
 // Shared-key access is off: every client (host, app, Event Grid) authenticates with Entra ID.
 
 @description('Storage account name: 3-24 lower-case letters and digits, globally unique.')
@@ -19,6 +19,9 @@ param deploymentContainerName string
 
 @description('Blob container Event Grid dead-letters undeliverable events to.')
 param deadLetterContainerName string
+
+@description('Blob container the run reports are written to (MAINTENANCE_REPORT_CONTAINER).')
+param reportContainerName string
 
 @description('Queues to create (work, events and their -poison queues).')
 param queueNames array
@@ -66,6 +69,14 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
 resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: deadLetterContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource reportContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: reportContainerName
   properties: {
     publicAccess: 'None'
   }

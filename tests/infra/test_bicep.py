@@ -697,7 +697,8 @@ def test_app_settings_are_identity_based_and_read_by_the_app() -> None:
                  "APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "AZURE_RESOURCE_MANAGER_ENDPOINT",
                  "MAINTENANCE_LEDGER_TABLE", "MAINTENANCE_WORK_QUEUE", "MAINTENANCE_EVENTS_QUEUE",
                  "MAINTENANCE_DRY_RUN", "MAINTENANCE_ALLOWED_CONFIGURATION_IDS", "MAINTENANCE_SNAPSHOT_DISKS",
-                 "MAINTENANCE_SNAPSHOT_RESOURCE_GROUP", "MAINTENANCE_CANCEL_ON_FAILURE", "MAINTENANCE_GUEST_ACTIONS"):
+                 "MAINTENANCE_SNAPSHOT_RESOURCE_GROUP", "MAINTENANCE_CANCEL_ON_FAILURE", "MAINTENANCE_GUEST_ACTIONS",
+                 "MAINTENANCE_REPORT_CONTAINER"):
         assert name in settings, f"app setting {name} is not set"
     assert not FLEX_REJECTED_SETTINGS & set(settings), FLEX_REJECTED_SETTINGS & set(settings)
     authentication = settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]
@@ -719,9 +720,12 @@ def test_app_setting_defaults_match_the_app_and_the_storage() -> None:
     assert settings["MAINTENANCE_LEDGER_TABLE"] == defaults.ledger_table
     assert settings["MAINTENANCE_WORK_QUEUE"] == defaults.work_queue
     assert settings["MAINTENANCE_EVENTS_QUEUE"] == defaults.events_queue
+    assert settings["MAINTENANCE_REPORT_CONTAINER"] == defaults.report_container
     main = load(MAIN)
     body, _ = main.instances(main.modules["storage"])[0]
     assert literal(main, get(body, "params", "ledgerTableName"), "ledgerTableName") == defaults.ledger_table
+    assert literal(main, get(body, "params", "reportContainerName"), "reportContainerName") == \
+        defaults.report_container, "the container the reports go to is created with the storage"
     dry_run = get(main.variables["appSettings"].value, "MAINTENANCE_DRY_RUN")
     assert dry_run is not None and set(main.values(dry_run)) == {"true", "false"}
     assert literal(main, main.params["dryRun"].value, "default of dryRun") is True

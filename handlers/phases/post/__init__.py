@@ -17,6 +17,8 @@ from handlers.phases.claims import Heartbeat
 from handlers.phases.guest import RUN_COMMANDS
 from handlers.phases.post.await_pre import await_pre
 from handlers.phases.post.in_guest import preview_start_services, start_services
+from handlers.phases.post.patch_results import read_patch_results
+from handlers.phases.post.report import write_report
 from handlers.phases.post.restore import preview_restore, restore_power
 from handlers.phases.post.retention import preview_retention, run_retention
 from handlers.phases.post.state import PostWork
@@ -41,6 +43,12 @@ STEPS: list[Step[PostWork]] = [
          preview=preview_retention, changes=True, essential=False, in_new_message=True,
          settings=("MAINTENANCE_SNAPSHOT_RETENTION_DAYS",), permissions=("Microsoft.Compute/snapshots/delete",),
          records=("RetentionSeen", "RetentionExpired", "RetentionDeleted", "RetentionFailed")),
+    Step("patch-results", "post", read_patch_results, "read what Update Manager installed in each machine, until "
+         "every one has a final result or the wait is over", essential=False,
+         settings=("MAINTENANCE_PATCH_RESULTS_WAIT_SECONDS",), permissions=("Microsoft.ResourceGraph/resources/read",),
+         records=("machine-*", "PatchResultsWaited", "PatchSummary")),
+    Step("report", "post", write_report, "write the run's report (JSON and HTML) to the app's storage",
+         essential=False, settings=("MAINTENANCE_REPORT_CONTAINER",), records=("ReportUrl", "ReportJsonUrl")),
 ]
 
 
