@@ -124,7 +124,7 @@ param maxDeliveryAttempts int = 30
 // ---------------------------------------------------------------------------------------------
 // What the app may touch
 
-@description('Subscription ids whose machines the app manages: Reader, Virtual Machine Contributor and Disk Snapshot Contributor there, and the custom guest-actions role when enableGuestActions is true.')
+@description('Subscription ids whose machines the app manages: Reader, Virtual Machine Contributor, Tag Contributor and Disk Snapshot Contributor there, and the custom guest-actions role when enableGuestActions is true.')
 param targetSubscriptionIds array = []
 
 @description('Resource group ids (/subscriptions/<id>/resourceGroups/<name>) whose machines, disks or snapshots the app manages: the same roles, scoped to each group.')

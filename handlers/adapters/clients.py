@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from azure.mgmt.compute import ComputeManagementClient
     from azure.mgmt.core import ARMPipelineClient
     from azure.mgmt.hybridcompute import HybridComputeManagementClient
+    from azure.mgmt.resource.resources import ResourceManagementClient
     from azure.mgmt.resourcegraph import ResourceGraphClient
     from azure.storage.blob import ContainerClient
 from handlers.core.settings import Settings
@@ -74,6 +75,7 @@ class ClientFactory:
         self._lock = threading.Lock()
         self._compute: dict[str, ComputeManagementClient] = {}
         self._hybrid: dict[str, HybridComputeManagementClient] = {}
+        self._resources: dict[str, ResourceManagementClient] = {}
         self._graph: ResourceGraphClient | None = None
         self._arm: ARMPipelineClient | None = None
         self._table: TableClient | None = None
@@ -131,6 +133,19 @@ class ClientFactory:
                     credential, subscription_id, polling_interval=self._settings.poll_interval_seconds,
                     **self._arm_kwargs())
                 self._hybrid[key] = client
+            return client
+
+    def resources(self, subscription_id: str) -> ResourceManagementClient:
+        """Azure Resource Manager's own operations (the Tags API)."""
+        key = subscription_id.lower()
+        credential = self.credential
+        with self._lock:
+            client = self._resources.get(key)
+            if client is None:
+                from azure.mgmt.resource.resources import ResourceManagementClient
+
+                client = ResourceManagementClient(credential, subscription_id, **self._arm_kwargs())
+                self._resources[key] = client
             return client
 
     def blob_container(self, name: str) -> ContainerClient:

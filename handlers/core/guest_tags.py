@@ -17,6 +17,8 @@ STOP_SERVICES_TAG = "maintenance-stop-services"
 PRE_SCRIPT_TAG = "maintenance-pre-script"
 POST_SCRIPT_TAG = "maintenance-post-script"
 WAVE_TAG = "maintenance-wave"
+AFTER_TAG = "maintenance-after"  # what to do with the machine after patching, whatever its state before
+AFTER_ACTIONS = ("restore", "deallocate", "stop", "leave-running")
 GUEST_TAGS = (STOP_SERVICES_TAG, PRE_SCRIPT_TAG, POST_SCRIPT_TAG)
 
 # Windows service names (MSSQLSERVER, MSSQL$SQLEXPRESS, W3SVC) and systemd unit names (nginx,
@@ -101,3 +103,15 @@ def wave_of(tags: Mapping[str, str]) -> int | None:
         return parse_wave(value) if value is not None else None
     except GuestTagError:
         return None
+
+
+def after_of(tags: Mapping[str, str]) -> tuple[str, str]:
+    """(action, refusal): the `maintenance-after` tag's action ("" without the tag), or ("", why)
+    for a value that is not one of AFTER_ACTIONS (the machine is then put back as it was)."""
+    value = _tag(tags, AFTER_TAG)
+    if value is None:
+        return "", ""
+    if value.lower() in AFTER_ACTIONS:
+        return value.lower(), ""
+    return "", (f"{AFTER_TAG}={value!r} is not one of {', '.join(AFTER_ACTIONS)}: "
+                "the machine is put back as it was before the window")

@@ -31,6 +31,9 @@ _RG_NAME = re.compile(r"^[-\w.()]{0,89}[-\w()]$")
 CHECK_NAMES = ("subscriptions-readable", "vms-running", "snapshots-succeeded", "no-hold-tag", "guest-actions",
                "http-probe")
 DEFAULT_CHECKS = ("subscriptions-readable", "vms-running", "snapshots-succeeded", "no-hold-tag", "guest-actions")
+# What the `tags` step stamps on each machine after a run: tag name -> what its value is.
+RESULT_TAG_FIELDS = ("run-time", "run-id", "patch-status", "verdict", "reboot")
+DEFAULT_RESULT_TAGS = (("maintenance-last-run", "run-time"), ("maintenance-last-status", "patch-status"))
 _FOLDER = re.compile(r"^(?!.*\.\.)[^\0]{1,260}$")
 _CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 UNCHECKED_RUN_ACTIONS = ("cancel", "report")
@@ -91,6 +94,7 @@ class Settings:
     script_container: str | None = None
     patch_results_wait_seconds: int = 900
     report_container: str = "reports"
+    result_tags: tuple[tuple[str, str], ...] = DEFAULT_RESULT_TAGS
 
     @property
     def invocation_budget_seconds(self) -> float:
@@ -157,6 +161,7 @@ class Settings:
             script_container=reader.optional_matching("MAINTENANCE_SCRIPT_CONTAINER", _CONTAINER_NAME,
                                                       "a blob container name (3-63 lower-case letters, digits, -)"),
             patch_results_wait_seconds=reader.integer("MAINTENANCE_PATCH_RESULTS_WAIT_SECONDS", 900, 0, 7200),
+            result_tags=_result_tags(reader),
             report_container=reader.matching("MAINTENANCE_REPORT_CONTAINER", "reports", _CONTAINER_NAME,
                                              "a blob container name (3-63 lower-case letters, digits, -)"),
         )._validated()
@@ -181,6 +186,24 @@ class Settings:
                                     f"{budget} s (functionTimeout {self.function_timeout_seconds} s, from "
                                     f"host.json or {TIMEOUT_SETTING}); use {lowest}..{min(longest, budget // 2)}")
         return self
+
+
+def _result_tags(reader: Reader) -> tuple[tuple[str, str], ...]:
+    """MAINTENANCE_RESULT_TAGS: `name=field,...` (fields RESULT_TAG_FIELDS), or `none`."""
+    name = "MAINTENANCE_RESULT_TAGS"
+    value = reader.raw(name)
+    if value is None:
+        return DEFAULT_RESULT_TAGS
+    if value.lower() == "none":
+        return ()
+    pairs = []
+    for item in (part.strip() for part in value.split(",") if part.strip()):
+        tag, _, field = item.partition("=")
+        if not _TAG_NAME.fullmatch(tag.strip()) or field.strip().lower() not in RESULT_TAG_FIELDS:
+            raise SettingsError(name, f"{item!r} is not name=field with a tag name (no < > % & \\ ? /) and a "
+                                f"field among {', '.join(RESULT_TAG_FIELDS)}; or none")
+        pairs.append((tag.strip(), field.strip().lower()))
+    return tuple(pairs)
 
 
 def queue_names(environ: Mapping[str, str] | None = None) -> tuple[str, str]:

@@ -13,7 +13,7 @@ from handlers.core.keys import machine_row_key, snapshot_row_key
 # to a value, so a merge that leaves them out never keeps a stale one.
 _SPARSE = frozenset({"os_type", "stop_services", "pre_script", "post_script", "guest_pre", "guest_pre_outcome",
                      "guest_pre_detail", "guest_pre_output", "guest_post", "guest_post_outcome", "guest_post_detail",
-                     "guest_post_output", "patch_status", "patch_failed_updates"})
+                     "guest_post_output", "patch_status", "patch_failed_updates", "after_action", "after_detail"})
 
 
 class _Row:
@@ -79,6 +79,8 @@ class MachineRecord(_Row):
     guest_post_outcome: str = ""
     guest_post_detail: str = ""
     guest_post_output: str = ""
+    after_action: str = ""  # maintenance-after: restore | deallocate | stop | leave-running ("" = restore)
+    after_detail: str = ""  # why a maintenance-after value was refused
     # What Update Manager installed (handlers.phases.post.patch_results); None/"": not read yet.
     patch_status: str = ""  # Succeeded | Failed | CompletedWithWarnings | InProgress | NotStarted | not-reported
     patch_installed: int | None = None

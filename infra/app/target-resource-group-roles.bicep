@@ -2,6 +2,8 @@
 // the same roles as target-subscription-roles.bicep, at a narrower scope:
 // - Reader: Resource Graph and instance views (Resource Graph only shows what the identity can read);
 // - Virtual Machine Contributor: start, deallocate, power off;
+// - Tag Contributor: stamp the run's time and patch status on each machine after a run (the Tags
+//   API's merge: no write access to the VM itself);
 // - Disk Snapshot Contributor: the toolkit's snapshots (left out when snapshots are off).
 
 @description('Principal (object) id of the app\'s user-assigned identity.')
@@ -14,15 +16,18 @@ var roleIds = {
   reader: 'acdd72a7-3385-48ef-bd42-f606fba81ae7'
   virtualMachineContributor: '9980e02c-c2be-4d73-94e8-173b1dc7cf3c'
   diskSnapshotContributor: '7efff54f-a5b4-42b5-a1c5-5411624893ce'
+  tagContributor: '4a9ae827-6dc8-4573-8ac7-8239d42aa03f'
 }
 
 var assignedRoleIds = includeSnapshotRole ? [
   roleIds.reader
   roleIds.virtualMachineContributor
+  roleIds.tagContributor
   roleIds.diskSnapshotContributor
 ] : [
   roleIds.reader
   roleIds.virtualMachineContributor
+  roleIds.tagContributor
 ]
 
 resource assignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for roleId in assignedRoleIds: {

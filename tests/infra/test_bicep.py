@@ -48,6 +48,7 @@ FUNCTION_FOR_EVENT = {PRE: "pre_maintenance", POST: "post_maintenance"}
 BUILT_IN_ROLES = {
     "acdd72a7-3385-48ef-bd42-f606fba81ae7": "Reader",
     "9980e02c-c2be-4d73-94e8-173b1dc7cf3c": "Virtual Machine Contributor",
+    "4a9ae827-6dc8-4573-8ac7-8239d42aa03f": "Tag Contributor",
     "7efff54f-a5b4-42b5-a1c5-5411624893ce": "Disk Snapshot Contributor",
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
@@ -552,7 +553,7 @@ def test_role_assignment_names_are_guid_of_scope_principal_and_role() -> None:
         assert role is not None and role_arg == template.canonical(role, env), where
 
 
-def test_target_scopes_get_reader_vm_contributor_and_snapshot_roles_through_scoped_modules() -> None:
+def test_target_scopes_get_reader_vm_contributor_tag_and_snapshot_roles_through_scoped_modules() -> None:
     main = load(MAIN)
     by_path = {m.type_string: m for m in main.modules.values()}
     for path, scope_function, array in (
@@ -569,7 +570,7 @@ def test_target_scopes_get_reader_vm_contributor_and_snapshot_roles_through_scop
         roles = set()
         for value in target.values(target.variables["assignedRoleIds"].value):
             roles |= {BUILT_IN_ROLES[role] for role in value}
-        assert roles == {"Reader", "Virtual Machine Contributor", "Disk Snapshot Contributor"}, roles
+        assert roles == {"Reader", "Virtual Machine Contributor", "Tag Contributor", "Disk Snapshot Contributor"}, roles
         assert literal(main, main.params[array].value, f"default of {array}") == []
 
 

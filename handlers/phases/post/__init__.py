@@ -21,6 +21,7 @@ from handlers.phases.post.patch_results import read_patch_results
 from handlers.phases.post.report import write_report
 from handlers.phases.post.restore import preview_restore, restore_power
 from handlers.phases.post.retention import preview_retention, run_retention
+from handlers.phases.post.stamp_tags import preview_tags, stamp_tags
 from handlers.phases.post.state import PostWork
 from handlers.phases.steps import PhaseRun, Scope, Step, invocation_end, run_steps
 from handlers.runtime import Runtime
@@ -47,6 +48,9 @@ STEPS: list[Step[PostWork]] = [
          "every one has a final result or the wait is over", essential=False,
          settings=("MAINTENANCE_PATCH_RESULTS_WAIT_SECONDS",), permissions=("Microsoft.ResourceGraph/resources/read",),
          records=("machine-*", "PatchResultsWaited", "PatchSummary")),
+    Step("tags", "post", stamp_tags, "stamp each machine with the run's time and its patch status (merged: no other "
+         "tag is touched)", preview=preview_tags, changes=True, essential=False, settings=("MAINTENANCE_RESULT_TAGS",),
+         permissions=("Microsoft.Resources/tags/write",), records=("TagsStamped", "TagsFailed")),
     Step("report", "post", write_report, "write the run's report (JSON and HTML) to the app's storage",
          essential=False, settings=("MAINTENANCE_REPORT_CONTAINER",), records=("ReportUrl", "ReportJsonUrl")),
 ]

@@ -15,7 +15,6 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from handlers.adapters.operations import run_operations
-from handlers.adapters.power import RESTORE_ACTIONS
 from handlers.adapters.run_commands import RunView, delete_run_commands
 from handlers.adapters.script_catalogue import ScriptNotFound
 from handlers.core.status import Outcome, PreAction
@@ -34,6 +33,7 @@ from handlers.phases.guest import (
     ran,
     settle,
 )
+from handlers.phases.post.restore import power_after
 from handlers.phases.post.state import PostWork
 from handlers.phases.signals import ContinueLater
 from handlers.phases.steps import PhaseRun
@@ -123,8 +123,8 @@ def _stays_off(run: PhaseRun[PostWork], record: MachineRecord) -> str:
     if record.guest_pre_outcome in (Outcome.PLANNED, Outcome.SKIPPED):
         return f"its commands before patching did not run ({record.guest_pre_detail or record.guest_pre_outcome})"
     started = record.pre_action == PreAction.START and record.pre_outcome not in (Outcome.PLANNED, Outcome.PENDING)
-    action = RESTORE_ACTIONS.get(record.original_power_state, "")
-    if started and action and run.runtime.settings.restore_vms:
+    action, _ = power_after(record)
+    if action and run.runtime.settings.restore_vms:
         return f"turned off again after the window ({action}): no command"
     if record.kind == "vm" and not started and record.original_power_state not in ("running", "starting"):
         return f"not running ({record.original_power_state or 'state unknown'})"

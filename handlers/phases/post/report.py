@@ -129,8 +129,8 @@ def _after(record: MachineRecord, started: bool) -> str:
     """The power state the run left the machine in, as far as the ledger knows."""
     if record.kind != "vm":
         return ""
-    if started and record.restore_outcome in (Outcome.SUCCEEDED, Outcome.SKIPPED) and record.restore_action != "none":
-        return record.original_power_state.replace("deallocating", "deallocated").replace("stopping", "stopped")
+    if record.restore_outcome in (Outcome.SUCCEEDED, Outcome.SKIPPED) and record.restore_action != "none":
+        return {"deallocate": "deallocated", "power-off": "stopped"}.get(record.restore_action, "")
     if started and record.pre_outcome == Outcome.SUCCEEDED:
         return "running"
     return record.original_power_state

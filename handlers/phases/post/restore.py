@@ -1,4 +1,6 @@
-"""Step `restore-power`: put back exactly the VMs the pre event started, nothing else.
+"""Step `restore-power`: put back exactly the VMs the pre event started, nothing else, unless a
+VM's `maintenance-after` tag says what to do with it after patching (`deallocate`, `stop`,
+`leave-running`; `restore`, the default, is the rule above), whatever its state before.
 
 The ledger is the only source of "what did we start": with no record of the run, nothing is
 stopped. (Stopping every VM of the run is what the documented sample does, and it turns off
@@ -119,9 +121,7 @@ def _plan(run: PhaseRun[PostWork]) -> _Plan | None:
         log.info("the pre event recorded no machines; nothing to restore")
         run.summary.update(restore="nothing-recorded", machines=0)
         return None
-    # Only rows whose start was really attempted: a dry run's "planned" starts never happened.
-    plan = _Plan(started=[r for r in records if r.pre_action == PreAction.START
-                          and r.pre_outcome not in (Outcome.PLANNED, Outcome.PENDING)
+    plan = _Plan(started=[r for r in records if (_started(r) or r.after_action in ("deallocate", "stop"))
                           and r.restore_outcome not in (Outcome.SUCCEEDED, Outcome.SKIPPED)])
     if not runtime.settings.restore_vms:
         return plan
@@ -134,12 +134,12 @@ def _plan(run: PhaseRun[PostWork]) -> _Plan | None:
                     "already back", describe_error(exc))
         views = {}
     for record in plan.started:
-        action = RESTORE_ACTIONS.get(record.original_power_state, "")
+        action, why = power_after(record)
         current = views.get(record.resource_id.lower())
         state = current.power_state if current else ""
         if not action:
             plan.settled.append(replace(record, restore_action="none", restore_outcome=Outcome.SKIPPED.value,
-                                        restore_detail=f"original state {record.original_power_state!r} needs nothing"))
+                                        restore_detail=why))
         elif state in _ALREADY_DONE[action]:
             log.info("%s is already %s; nothing to do", record.resource_id, state)
             plan.settled.append(replace(record, restore_action=action, restore_outcome=Outcome.SKIPPED.value,
@@ -149,6 +149,28 @@ def _plan(run: PhaseRun[PostWork]) -> _Plan | None:
             assert machine is not None  # the row was written from a parsed id
             plan.actions.append((machine, action, record))
     return plan
+
+
+def _started(record: MachineRecord) -> bool:
+    """Its start was really attempted: a dry run's "planned" starts never happened."""
+    return record.pre_action == PreAction.START and record.pre_outcome not in (Outcome.PLANNED, Outcome.PENDING)
+
+
+def power_after(record: MachineRecord) -> tuple[str, str]:
+    """How a VM's power is set after the window ("deallocate", "power-off", or "" for nothing),
+    and why: the `maintenance-after` tag first, else the state the toolkit found it in, for the
+    VMs it started (the others stay as they are)."""
+    if record.kind != "vm" or record.opted_out:
+        return "", "not a VM the toolkit powers"
+    tagged = {"deallocate": "deallocate", "stop": "power-off"}.get(record.after_action)
+    if tagged:
+        return tagged, f"maintenance-after={record.after_action}"
+    if record.after_action == "leave-running":
+        return "", "left running: maintenance-after=leave-running"
+    if not _started(record):
+        return "", "not started by the toolkit"
+    action = RESTORE_ACTIONS.get(record.original_power_state, "")
+    return action, "" if action else f"original state {record.original_power_state!r} needs nothing"
 
 
 def _restore_deadline(run: PhaseRun[PostWork]) -> datetime:

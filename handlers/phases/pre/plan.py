@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from handlers.adapters.inventory import MachineKind, RunMachine, VmView, get_vm_views
 from handlers.adapters.power import STARTABLE_STATES, read_power_states
 from handlers.adapters.snapshots import find_existing, plan_snapshots, read_storage_profiles, reconcile
+from handlers.core.guest_tags import after_of
 from handlers.core.ids import subscription_of
 from handlers.core.status import Outcome, PreAction
 from handlers.ledger import MachineRecord, SnapshotRecord
@@ -90,10 +91,12 @@ def _rows(read: Callable[..., list[_T]], run: PhaseRun[PreWork], scope: list[str
 def _plan(runtime: Runtime, machine: RunMachine, view: VmView | None, state: str) -> MachineRecord:
     """What to do with a machine at first sighting, recorded before anything is touched."""
     settings = runtime.settings
+    after, refused = after_of(dict(view.tags) if view else {})
     base = MachineRecord(
         resource_id=machine.resource_id, kind=machine.kind.value, subscription_id=machine.subscription_id,
         resource_group=machine.resource_group, name=machine.name, location=view.location if view else "",
-        original_power_state=state, lane=subscription_of(machine.resource_id),
+        original_power_state=state, lane=subscription_of(machine.resource_id), after_action=after,
+        after_detail=refused,
     )
     skip: dict[str, Any] = {"pre_action": PreAction.SKIP.value, "pre_outcome": Outcome.SKIPPED.value}
     if machine.kind is MachineKind.ARC:
