@@ -62,7 +62,14 @@ def test_a_poisoned_post_phase_names_the_vms_we_started_that_may_still_run(
     alerts = ledger.list_alerts(run_of(post))
     assert {"poison-message", "left-running"} <= set(alerts)
     assert vm in str(alerts["left-running"]["Message"])
-    assert (ledger.get_run(run_of(post)) or {}).get("PostEndedHow") == "failed"
+    run = ledger.get_run(run_of(post)) or {}
+    assert run.get("PostEndedHow") == "failed"
+    assert str(run.get("ReportUrl")).endswith("/report.html"), "the report is written all the same"
+    container = get_runtime().clients.blob_container(get_runtime().settings.report_container)
+    name = str(run["ReportUrl"]).split(f"/{container.container_name}/", 1)[1].replace(".html", ".json")
+    report = json.loads(container.download_blob(name).readall())
+    assert report["run"]["step_errors"] == {"post phase": "ended before its report (failed)"}
+    assert [m["name"] for m in report["machines"]] == ["started-01"]
 
 
 def test_a_poisoned_pre_phase_still_gets_its_verdict_before_the_cutoff(

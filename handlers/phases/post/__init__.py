@@ -18,11 +18,12 @@ from handlers.phases.guest import RUN_COMMANDS
 from handlers.phases.post.await_pre import await_pre
 from handlers.phases.post.in_guest import preview_start_services, start_services
 from handlers.phases.post.patch_results import read_patch_results
-from handlers.phases.post.report import write_report
+from handlers.phases.post.report import report_on_unfinished_end, write_report
 from handlers.phases.post.restore import preview_restore, restore_power
 from handlers.phases.post.retention import preview_retention, run_retention
 from handlers.phases.post.stamp_tags import preview_tags, stamp_tags
 from handlers.phases.post.state import PostWork
+from handlers.phases.run_end import LISTENERS
 from handlers.phases.steps import PhaseRun, Scope, Step, invocation_end, run_steps
 from handlers.runtime import Runtime
 
@@ -54,6 +55,10 @@ STEPS: list[Step[PostWork]] = [
     Step("report", "post", write_report, "write the run's report (JSON and HTML) to the app's storage",
          essential=False, settings=("MAINTENANCE_REPORT_CONTAINER",), records=("ReportUrl", "ReportJsonUrl")),
 ]
+
+# A post phase that never reaches `report` still gets one (the listener writes it at the phase's end).
+if report_on_unfinished_end not in LISTENERS:
+    LISTENERS.append(report_on_unfinished_end)
 
 
 def run_post(runtime: Runtime, work: WorkMessage, log: RunLogger, *,

@@ -22,6 +22,7 @@ from handlers.core.status import Outcome
 from handlers.ledger import Ledger, MachineRecord, SnapshotRecord
 from handlers.phases.post.report_html import render_html
 from handlers.phases.post.state import PostWork
+from handlers.phases.run_end import PhaseEnd, PhaseEnding
 from handlers.phases.steps import PhaseRun
 from handlers.runtime import Runtime
 
@@ -38,6 +39,20 @@ def write_report(run: PhaseRun[PostWork]) -> None:
                                                      "ReportWrittenAt": runtime.clock.utcnow()})
     run.summary["report"] = urls["html"]
     run.log.info("report written: %s", urls["html"])
+
+
+def report_on_unfinished_end(ending: PhaseEnding) -> None:
+    """A run-end listener: a post phase that never reached its `report` step (it failed on every
+    attempt, or gave up waiting for the pre phase) still gets its report, saying so."""
+    if ending.phase != "post" or ending.how not in (PhaseEnd.FAILED, PhaseEnd.GAVE_UP):
+        return
+    runtime, event = ending.runtime, ending.event
+    report = build_report(runtime.ledger, event.correlation_id, generated_at=runtime.clock.utcnow(),
+                          step_errors={"post phase": f"ended before its report ({ending.how.value})"},
+                          dry_run=runtime.settings.dry_run)
+    urls = upload_report(runtime, event, report)
+    runtime.ledger.update_run(event.correlation_id, {"ReportUrl": urls["html"], "ReportJsonUrl": urls["json"],
+                                                     "ReportWrittenAt": runtime.clock.utcnow()})
 
 
 def report_path(event: MaintenanceEvent) -> str:
