@@ -97,8 +97,7 @@ def commands(runtime: Runtime, record: MachineRecord, phase: str, scripts: Scrip
 def guest_operations(runtime: Runtime, record: MachineRecord, found: Sequence[GuestCommand], *,
                      views: dict[str, RunView], follow_only: bool) -> list[Operation]:
     """One operation per command; keys `<machine>|<step>`."""
-    machine = describe_machine(record.resource_id)
-    assert machine is not None  # rows are written from parsed ids
+    machine = machine_of(record)
     return [run_command_operation(runtime.clients, machine, key=guest_key(record, c.step), action=c.step,
                                   location=record.location, run=c.run, views=views, follow_only=follow_only)
             for c in found]
@@ -110,7 +109,7 @@ def guest_key(record: MachineRecord, step: str) -> str:
 
 def machine_of(record: MachineRecord) -> RunMachine:
     machine = describe_machine(record.resource_id)
-    assert machine is not None
+    assert machine is not None  # rows are written from parsed ids
     return machine
 
 

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from handlers.adapters.operations import run_operations
 from handlers.adapters.run_commands import RunView, delete_run_commands
 from handlers.adapters.script_catalogue import ScriptNotFound
-from handlers.core.status import Outcome, PreAction
+from handlers.core.status import Outcome
 from handlers.ledger import MachineRecord
 from handlers.phases.chains import Chain, Waves, waves_of
 from handlers.phases.guest import (
@@ -33,7 +33,7 @@ from handlers.phases.guest import (
     ran,
     settle,
 )
-from handlers.phases.post.restore import power_after
+from handlers.phases.post.restore import power_after, started_by_toolkit
 from handlers.phases.post.state import PostWork
 from handlers.phases.signals import ContinueLater
 from handlers.phases.steps import PhaseRun
@@ -122,7 +122,7 @@ def _stays_off(run: PhaseRun[PostWork], record: MachineRecord) -> str:
         return "opted out"
     if record.guest_pre_outcome in (Outcome.PLANNED, Outcome.SKIPPED):
         return f"its commands before patching did not run ({record.guest_pre_detail or record.guest_pre_outcome})"
-    started = record.pre_action == PreAction.START and record.pre_outcome not in (Outcome.PLANNED, Outcome.PENDING)
+    started = started_by_toolkit(record)
     action, _ = power_after(record)
     if action and run.runtime.settings.restore_vms:
         return f"turned off again after the window ({action}): no command"

@@ -30,8 +30,8 @@ _FINAL = frozenset({"succeeded", "failed", "completedwithwarnings", NOT_REPORTED
 
 def read_patch_results(run: PhaseRun[PostWork]) -> None:
     runtime, event, log = run.runtime, run.event, run.log
-    records = [r for r in runtime.ledger.list_machines(event.correlation_id) if r.kind in ("vm", "arc")]
-    run.state.records = records
+    run.state.records = runtime.ledger.list_machines(event.correlation_id)
+    records = [r for r in run.state.records if r.kind in ("vm", "arc")]
     wanted = {r.resource_id.lower(): r for r in records if r.patch_status.lower() not in _FINAL}
     if not records or not wanted:
         _summarize(run, records)
@@ -49,7 +49,7 @@ def read_patch_results(run: PhaseRun[PostWork]) -> None:
         found = find_patch_results(graph, event.subscription_ids, event.correlation_id, list(wanted))
         changed = [_with_result(wanted[key], result) for key, result in found.items()
                    if _changed(wanted[key], result)]
-        runtime.ledger.save_rows(event.correlation_id, changed)
+        _save(run, changed)
         for record in changed:
             wanted[record.resource_id.lower()] = record
         wanted = {k: r for k, r in wanted.items() if r.patch_status.lower() not in _FINAL}
@@ -64,12 +64,18 @@ def read_patch_results(run: PhaseRun[PostWork]) -> None:
     if wanted and waited < allowed:
         raise ContinueLater(STEP, f"{len(wanted)} machine(s) without a final patch result when this invocation's "
                                   f"time ran out; {allowed - waited:.0f} s of waiting left")
-    missing = [replace(r, patch_status=NOT_REPORTED) for r in wanted.values() if not r.patch_status]
-    runtime.ledger.save_rows(event.correlation_id, missing)
+    _save(run, [replace(r, patch_status=NOT_REPORTED) for r in wanted.values() if not r.patch_status])
     if wanted:
         log.warning("%d machine(s) have no final patch result for this run in Resource Graph (%s)", len(wanted),
                     ", ".join(sorted(r.name for r in wanted.values())[:20]))
-    _summarize(run, runtime.ledger.list_machines(event.correlation_id))
+    _summarize(run, run.state.records)
+
+
+def _save(run: PhaseRun[PostWork], rows: list[MachineRecord]) -> None:
+    """Store the rows, and keep the phase's view of its machines (`run.state.records`) current."""
+    run.runtime.ledger.save_rows(run.event.correlation_id, rows)
+    saved = {r.resource_id.lower(): r for r in rows}
+    run.state.records = [saved.get(r.resource_id.lower(), r) for r in run.state.records]
 
 
 def _changed(record: MachineRecord, result: PatchResult) -> bool:

@@ -21,13 +21,14 @@ from handlers.core.ids import configuration_name_of, name_of
 from handlers.core.status import Outcome
 from handlers.ledger import Ledger, MachineRecord, SnapshotRecord
 from handlers.phases.post.report_html import render_html
+from handlers.phases.post.restore import started_by_toolkit
 from handlers.phases.post.state import PostWork
 from handlers.phases.run_end import PhaseEnd, PhaseEnding
 from handlers.phases.steps import PhaseRun
 from handlers.runtime import Runtime
 
 SCHEMA = "update-manager-maintenance-toolkit/report@1"
-_PROBLEM_PATCHES = ("failed", "not-reported", "inprogress", "notstarted")
+_NOT_REPORTED = ("not-reported", "inprogress", "notstarted")  # no final result for the run
 
 
 def write_report(run: PhaseRun[PostWork]) -> None:
@@ -111,7 +112,7 @@ def build_report(ledger: Ledger, correlation_id: str, *, generated_at: datetime,
 
 
 def _machine(record: MachineRecord, snapshots: list[SnapshotRecord]) -> dict[str, Any]:
-    started = record.pre_action == "start" and record.pre_outcome not in (Outcome.PLANNED, Outcome.PENDING)
+    started = started_by_toolkit(record)
     return {
         "id": record.resource_id, "name": record.name, "kind": record.kind, "subscription": record.subscription_id,
         "resource_group": record.resource_group, "location": record.location, "wave": record.wave,
@@ -160,7 +161,7 @@ def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
         "restored": sum(1 for r in rows if r["restore_outcome"] == Outcome.SUCCEEDED),
         "patched": status.count("succeeded"), "warnings": status.count("completedwithwarnings"),
         "failed": status.count("failed"),
-        "not_reported": sum(1 for s in status if s in _PROBLEM_PATCHES[1:]),
+        "not_reported": sum(1 for s in status if s in _NOT_REPORTED),
         "needs_reboot": sum(1 for r in patched if str(r["patch"]["reboot_status"]).lower() in ("required", "failed")),
         "snapshots": sum(len(r["snapshots"]) for r in rows),
         "snapshots_failed": sum(1 for r in rows for s in r["snapshots"]

@@ -121,7 +121,7 @@ def _plan(run: PhaseRun[PostWork]) -> _Plan | None:
         log.info("the pre event recorded no machines; nothing to restore")
         run.summary.update(restore="nothing-recorded", machines=0)
         return None
-    plan = _Plan(started=[r for r in records if (_started(r) or r.after_action in ("deallocate", "stop"))
+    plan = _Plan(started=[r for r in records if (started_by_toolkit(r) or r.after_action in ("deallocate", "stop"))
                           and r.restore_outcome not in (Outcome.SUCCEEDED, Outcome.SKIPPED)])
     if not runtime.settings.restore_vms:
         return plan
@@ -151,7 +151,7 @@ def _plan(run: PhaseRun[PostWork]) -> _Plan | None:
     return plan
 
 
-def _started(record: MachineRecord) -> bool:
+def started_by_toolkit(record: MachineRecord) -> bool:
     """Its start was really attempted: a dry run's "planned" starts never happened."""
     return record.pre_action == PreAction.START and record.pre_outcome not in (Outcome.PLANNED, Outcome.PENDING)
 
@@ -167,7 +167,7 @@ def power_after(record: MachineRecord) -> tuple[str, str]:
         return tagged, f"maintenance-after={record.after_action}"
     if record.after_action == "leave-running":
         return "", "left running: maintenance-after=leave-running"
-    if not _started(record):
+    if not started_by_toolkit(record):
         return "", "not started by the toolkit"
     action = RESTORE_ACTIONS.get(record.original_power_state, "")
     return action, "" if action else f"original state {record.original_power_state!r} needs nothing"

@@ -40,7 +40,9 @@ def _changes(run: PhaseRun[PostWork]) -> list[tuple[str, dict[str, str]]]:
         return []
     event = run.event
     verdict = str((run.runtime.ledger.get_run(event.correlation_id) or {}).get("Verdict") or "unknown")
-    records = [r for r in run.runtime.ledger.list_machines(event.correlation_id) if r.kind in ("vm", "arc")]
+    # The machines as `patch-results` left them in this invocation (read again when it did not run here).
+    known = run.state.records or run.runtime.ledger.list_machines(event.correlation_id)
+    records = [r for r in known if r.kind in ("vm", "arc")]
     return [(r.resource_id, {tag: _value(field, r, run, verdict) for tag, field in wanted}) for r in records]
 
 
