@@ -7,6 +7,8 @@
   queue instead of the functions.
 - `scheduled_event`: Event Grid trigger recording the Scheduled Events (platform maintenance)
   forwarded by the in-VM agent (`agent/`) in the ledger.
+- `maintenance_link`: HTTP (anonymous: the link's signed token is the authority) behind the pre
+  notice's hold and approve links.
 - `maintenance_work_poison` / `maintenance_events_poison`: the messages of those two queues that
   failed on every attempt (the host moves them to `<queue>-poison`): alerted and recorded, and
   what can still be saved is (a verdict before the cutoff, one more try of an event).
@@ -71,6 +73,15 @@ def scheduled_event(event: func.EventGridEvent) -> None:
     from handlers.runtime import get_runtime
 
     record_platform_event(get_runtime(), event)
+
+
+@app.function_name("maintenance_link")
+@app.route(route="maintenance/{action}", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def maintenance_link(request: func.HttpRequest) -> func.HttpResponse:
+    from handlers.edge.run_link import answer_link
+    from handlers.runtime import get_runtime
+
+    return answer_link(get_runtime(), request)
 
 
 @app.function_name("maintenance_work_poison")

@@ -9,8 +9,11 @@ to `pre_maintenance`, the queued work to `maintenance_worker`, then the post eve
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import logging
 import os
+import secrets
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 from emulator import AzureEmulator
 from emulator.azurite import AzuriteStartError, AzuriteUnavailableError, start_azurite
 from emulator.functions_host import FunctionsHost
+from emulator.notify_sinks import NotificationSinks, serve_notification_sinks
 from handlers.phases.post.report import build_report
 from handlers.phases.post.report_html import render_html
 from tools.report import print_table, snapshot_summary, verdict_lines
@@ -28,6 +32,7 @@ CONFIG_ID = (f"/subscriptions/{SUBSCRIPTIONS[0]}/resourceGroups/rg-patching/prov
              "Microsoft.Maintenance/maintenanceConfigurations/weekly-sunday")
 ARM_ENDPOINT = "https://management.emulator.local"
 REPORT = Path(__file__).resolve().parent.parent / ".demo" / "report.html"  # gitignored
+NOTICES = REPORT.parent / "notices"
 
 # name, subscription index, resource group, power state before the run, tags
 FLEET: list[tuple[str, int, str, str, dict[str, str]]] = [
@@ -107,7 +112,17 @@ def _run(connection_string: str, args: argparse.Namespace) -> int:
     correlation_id = f"{CONFIG_ID}/providers/Microsoft.Maintenance/applyUpdates/{run_id}"
     emulator.add_run(correlation_id, list(ids.values()))
 
+    # The run's notices go to fakes of Azure's channels on loopback HTTPS, written out below.
+    sinks = serve_notification_sinks()
     os.environ.update({
+        "REQUESTS_CA_BUNDLE": sinks.ca_bundle,
+        "MAINTENANCE_EVENTGRID_TOPIC_ENDPOINT": sinks.eventgrid_endpoint,
+        "MAINTENANCE_EMAIL_ENDPOINT": sinks.email_endpoint,
+        "MAINTENANCE_EMAIL_SENDER": "DoNotReply@demo.azurecomm.net",
+        "MAINTENANCE_EMAIL_TO": "patching-team@example.com",
+        "MAINTENANCE_TEAMS_WEBHOOK_URL": sinks.teams_url,
+        "MAINTENANCE_HOLD_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "MAINTENANCE_PUBLIC_URL": "https://demo-toolkit.azurewebsites.net",
         "AzureWebJobsStorage": connection_string,
         "AZURE_RESOURCE_MANAGER_ENDPOINT": ARM_ENDPOINT,
         # The emulator also plays the App Service managed identity endpoint.
@@ -169,8 +184,26 @@ def _run(connection_string: str, args: argparse.Namespace) -> int:
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text(render_html(report), encoding="utf-8")
     print(f"report: {REPORT.resolve()} (also in Azurite: {run.get('ReportUrl', '-')})")
+    _write_notices(sinks)
+    sinks.close()
     failed = [i for i in host.invocations if not i.succeeded]
     return 1 if failed else 0
+
+
+def _write_notices(sinks: NotificationSinks) -> None:
+    """What the channels received, as files to open: the CloudEvents, each e-mail, each card."""
+    NOTICES.mkdir(parents=True, exist_ok=True)
+    for old in NOTICES.iterdir():
+        old.unlink()
+    (NOTICES / "cloudevents.json").write_text(json.dumps(sinks.events(), indent=1), encoding="utf-8")
+    for number, email in enumerate(sinks.emails(), 1):
+        (NOTICES / f"email-{number}.html").write_text(email.message["content"]["html"], encoding="utf-8")
+    for number, post in enumerate(sinks.teams_posts(), 1):
+        (NOTICES / f"teams-{number}.json").write_text(json.dumps(post, indent=1), encoding="utf-8")
+    subjects = "; ".join(e.message["content"]["subject"] for e in sinks.emails())
+    types = ", ".join(e["type"].rsplit(".", 1)[-1] for e in sinks.events())
+    print(f"notices: {len(sinks.events())} CloudEvent(s) ({types}), {len(sinks.emails())} e-mail(s) ({subjects}), "
+          f"{len(sinks.teams_posts())} Teams card(s): {NOTICES.resolve()}")
 
 
 def _event(kind: str, correlation_id: str, now: datetime, *, status: str = "Succeeded") -> dict[str, Any]:

@@ -20,6 +20,7 @@ import binascii
 import logging
 import os
 import random
+import re
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import azure.functions as func
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
@@ -129,6 +131,30 @@ class FunctionsHost:
                 event_time=_time(raw.get("eventTime")), data_version=raw.get("dataVersion", "1.0"),
             )
         self._invoke(function_name, event)
+
+    def call_http(self, method: str, url: str, *, body: bytes = b"",
+                  headers: Mapping[str, str] | None = None) -> func.HttpResponse:
+        """One HTTP request to the HTTP-triggered function whose route matches the URL's path after
+        `/api/` (the host's default prefix), as the host hands it over: method, query, route
+        parameters, headers, body. An unhandled exception is the host's 500; no route, its 404."""
+        parts = urlsplit(url)
+        path = parts.path.removeprefix("/api/").strip("/")
+        for name, function in self.functions.items():
+            for binding in function.get_bindings():
+                if binding.type != "httpTrigger":
+                    continue
+                methods = [str(getattr(m, "value", m)).upper() for m in (binding.methods or ())]
+                route_params = _match_route(str(binding.route or name), path)
+                if route_params is None or (methods and method.upper() not in methods):
+                    continue
+                request = func.HttpRequest(
+                    method=method.upper(), url=url, headers=dict(headers or {}),
+                    params=dict(parse_qsl(parts.query)), route_params=route_params, body=body)
+                response: list[func.HttpResponse] = []
+                if self._invoke(name, request, result=response) and response:
+                    return response[0]
+                return func.HttpResponse("Internal Server Error", status_code=500)
+        return func.HttpResponse("Not Found", status_code=404)
 
     def run_queues(self, *, max_messages: int = 10_000) -> int:
         """Process visible queue messages until none is left and none is running; returns how many
@@ -272,12 +298,15 @@ class FunctionsHost:
                 return
             log.error("message %s: %s failed, it will be delivered again: %s", message_id, what, exc)
 
-    def _invoke(self, function_name: str, argument: Any, message: Any = None) -> bool:
+    def _invoke(self, function_name: str, argument: Any, message: Any = None, *,
+                result: list[Any] | None = None) -> bool:
         user_function: Callable[[Any], Any] = self.functions[function_name].get_user_function()
         started = datetime.now(UTC)
         error: Exception | None = None
         try:
-            user_function(argument)
+            returned = user_function(argument)
+            if result is not None:
+                result.append(returned)
         except Exception as exc:
             log.warning("function %s failed: %s", function_name, exc)
             error = exc
@@ -290,6 +319,13 @@ class FunctionsHost:
         if self.on_invocation is not None:
             self.on_invocation(invocation)
         return error is None
+
+
+def _match_route(route: str, path: str) -> dict[str, str] | None:
+    """The route's parameters when `path` matches its template (`maintenance/{action}`), else None."""
+    pattern = re.sub(r"\\{(\w+)(?::\w+)?\\}", r"(?P<\1>[^/]+)", re.escape(route.strip("/")))
+    match = re.fullmatch(pattern, path, flags=re.IGNORECASE)
+    return {k: unquote(v) for k, v in match.groupdict().items()} if match else None
 
 
 def _queue_message(message: Any) -> func.QueueMessage:

@@ -58,7 +58,7 @@ class LoopbackEndpoints:
 def serve_on_loopback(emulator: AzureEmulator) -> LoopbackEndpoints:
     """Start both servers on free loopback ports (daemon threads); `close()` stops them."""
     workdir = tempfile.mkdtemp(prefix="emulator-tls-")
-    cert_path, key_path = _self_signed_certificate(workdir)
+    cert_path, key_path = self_signed_certificate(workdir)
     handler = _handler_for(emulator)
 
     arm = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -126,7 +126,7 @@ def _handler_for(emulator: AzureEmulator) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _self_signed_certificate(directory: str) -> tuple[str, str]:
+def self_signed_certificate(directory: str) -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "emulator.loopback")])
     now = dt.datetime.now(dt.UTC)

@@ -27,7 +27,8 @@ from handlers.core.settings import Settings
 from handlers.ledger import Ledger
 
 # Environment variables that feed Settings or the credential chain.
-_WATCHED_PREFIXES = ("MAINTENANCE_", "AZURE_", "AzureWebJobsStorage", "AzureFunctionsJobHost__", "IDENTITY_", "MSI_")
+_WATCHED_PREFIXES = ("MAINTENANCE_", "AZURE_", "AzureWebJobsStorage", "AzureFunctionsJobHost__", "IDENTITY_", "MSI_",
+                     "WEBSITE_HOSTNAME")
 
 
 class Runtime:

@@ -80,6 +80,7 @@ class ClientFactory:
         self._arm: ARMPipelineClient | None = None
         self._table: TableClient | None = None
         self._queues: dict[str, QueueClient] = {}
+        self._channels: dict[tuple[str, str], Any] = {}
 
     @property
     def settings(self) -> Settings:
@@ -162,6 +163,32 @@ class ClientFactory:
                 credential = self._storage_cred()
             service = BlobServiceClient(storage.blob_service_uri, credential=credential, **options)
         return service.get_container_client(name)
+
+    def channel(self, kind: str, endpoint: str = "") -> Any:
+        """A notification channel's client: "eventgrid" (EventGridPublisherClient on the topic),
+        "email" (ACS EmailClient), "webhook" (a bare pipeline for Teams). They talk to their own
+        endpoints over the default transport, with the app's credential and a short retry."""
+        credential = self.credential
+        with self._lock:
+            client = self._channels.get((kind, endpoint))
+            if client is None:
+                options: dict[str, Any] = {"retry_total": 3, "retry_backoff_factor": 0.8, "retry_backoff_max": 8,
+                                           "connection_timeout": 5, "read_timeout": 20, "user_agent": USER_AGENT}
+                if kind == "eventgrid":
+                    from azure.eventgrid import EventGridPublisherClient
+
+                    client = EventGridPublisherClient(endpoint, credential, **options)
+                elif kind == "email":
+                    from azure.communication.email import EmailClient
+
+                    client = EmailClient(endpoint, credential, **options)
+                else:
+                    from azure.core import PipelineClient
+
+                    client = PipelineClient(base_url="", policies=[
+                        UserAgentPolicy(USER_AGENT), RetryPolicy(retry_total=2, retry_backoff_factor=0.8)])
+                self._channels[(kind, endpoint)] = client
+            return client
 
     def resource_graph(self) -> ResourceGraphClient:
         credential = self.credential

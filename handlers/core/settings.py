@@ -9,6 +9,14 @@ from dataclasses import dataclass
 
 from handlers.core.errors import SettingsError
 from handlers.core.hosting import TIMEOUT_SETTING, function_timeout_seconds, invocation_budget_seconds
+from handlers.core.output_settings import (
+    HealthSettings,
+    HoldSettings,
+    NotifySettings,
+    read_health,
+    read_hold,
+    read_notify,
+)
 from handlers.core.setting_reader import DEFAULT_ARM_ENDPOINT, Reader
 
 DEFAULT_CANCEL_API_VERSION = "2023-09-01-preview"
@@ -95,6 +103,9 @@ class Settings:
     patch_results_wait_seconds: int = 900
     report_container: str = "reports"
     result_tags: tuple[tuple[str, str], ...] = DEFAULT_RESULT_TAGS
+    notify: NotifySettings = NotifySettings()
+    hold: HoldSettings = HoldSettings()
+    health: HealthSettings = HealthSettings()
 
     @property
     def invocation_budget_seconds(self) -> float:
@@ -114,6 +125,7 @@ class Settings:
         """Read and validate every setting; raises SettingsError naming the first bad one."""
         env = os.environ if environ is None else environ
         reader = Reader(env)
+        notify = read_notify(reader)
         return cls(
             arm_endpoint=reader.https_url("AZURE_RESOURCE_MANAGER_ENDPOINT", DEFAULT_ARM_ENDPOINT),
             client_id=reader.optional_guid("AZURE_CLIENT_ID"),
@@ -164,12 +176,19 @@ class Settings:
             result_tags=_result_tags(reader),
             report_container=reader.matching("MAINTENANCE_REPORT_CONTAINER", "reports", _CONTAINER_NAME,
                                              "a blob container name (3-63 lower-case letters, digits, -)"),
+            notify=notify,
+            hold=read_hold(reader, notify),
+            health=read_health(reader),
         )._validated()
 
     def _validated(self) -> Settings:
-        if "http-probe" in self.pre_checks and not self.http_probe_url:
-            raise SettingsError("MAINTENANCE_HTTP_PROBE_URL",
-                                "required when MAINTENANCE_PRE_CHECKS includes http-probe")
+        for checks in ("MAINTENANCE_PRE_CHECKS", "MAINTENANCE_POST_CHECKS"):
+            chosen = self.pre_checks if checks == "MAINTENANCE_PRE_CHECKS" else self.health.checks
+            if "http-probe" in chosen and not self.http_probe_url:
+                raise SettingsError("MAINTENANCE_HTTP_PROBE_URL", f"required when {checks} includes http-probe")
+        if self.hold.key is not None and "no-hold-tag" not in self.pre_checks:
+            raise SettingsError("MAINTENANCE_PRE_CHECKS", "must include no-hold-tag while MAINTENANCE_HOLD_KEY is "
+                                "set: the hold and approve links take effect through that check")
         if self.script_container and not (self.storage.connection_string or self.storage.blob_service_uri):
             raise SettingsError("MAINTENANCE_SCRIPT_CONTAINER", "needs the app's blob endpoint: set "
                                 "AzureWebJobsStorage__blobServiceUri (or __accountName)")
@@ -178,7 +197,7 @@ class Settings:
         for name, seconds, lowest, longest in (
             ("MAINTENANCE_POLL_INTERVAL_SECONDS", self.poll_interval_seconds, 1, 120),
             ("MAINTENANCE_HTTP_PROBE_TIMEOUT_SECONDS",
-             self.http_probe_timeout_seconds if "http-probe" in self.pre_checks else 0, 1, 120),
+             self.http_probe_timeout_seconds if "http-probe" in (*self.pre_checks, *self.health.checks) else 0, 1, 120),
             ("MAINTENANCE_LEASE_SECONDS", self.lease_seconds, 4, 1800),
         ):
             if seconds * 2 > budget:

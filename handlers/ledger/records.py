@@ -92,6 +92,9 @@ class MachineRecord(_Row):
     patch_started_at: datetime | None = None
     patch_finished_at: datetime | None = None
     patch_failed_updates: str = ""  # JSON: [{name, kb_id, version, classifications}]
+    # Health after patching (handlers.phases.post.health): "passed" | "failed" | "" (not checked).
+    health: str = ""
+    health_detail: str = ""  # the failed checks' reasons, one a line (bounded); "" when it passed
     etag: str | None = field(default=None, compare=False)
 
     def row_key(self) -> str:

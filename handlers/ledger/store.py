@@ -187,6 +187,29 @@ class Ledger(PhaseRows):
         rows = self._table.query_entities(query, parameters={"pk": run_key(correlation_id)})
         return {str(row["Kind"]): dict(row) for row in rows}
 
+    # -- notifications: each at most once per run, milestone and channel -------------------
+
+    def claim_notice(self, correlation_id: str, milestone: str, channel: str) -> bool:
+        """Take the one sending of this milestone to this channel (`notice-<milestone>-<channel>`,
+        a conditional insert): False when an earlier attempt or a redelivery took it first."""
+        try:
+            self._table.create_entity({
+                "PartitionKey": run_key(correlation_id), "RowKey": f"notice-{milestone}-{channel}",
+                "Milestone": milestone, "Channel": channel, "Outcome": "sending", "ClaimedAt": self._now()})
+        except ResourceExistsError:
+            return False
+        return True
+
+    def finish_notice(self, correlation_id: str, milestone: str, channel: str, *, outcome: str,
+                      detail: str = "") -> None:
+        self._table.upsert_entity({
+            "PartitionKey": run_key(correlation_id), "RowKey": f"notice-{milestone}-{channel}",
+            "Outcome": outcome, "Detail": text(detail), "FinishedAt": self._now()}, mode=UpdateMode.MERGE)
+
+    def list_notices(self, correlation_id: str) -> list[dict[str, Any]]:
+        query = "PartitionKey eq @pk and RowKey ge 'notice-' and RowKey lt 'notice.'"
+        return [dict(r) for r in self._table.query_entities(query, parameters={"pk": run_key(correlation_id)})]
+
     # -- events we refused --------------------------------------------------------------------
 
     def record_rejected(self, *, event_id: str | None, reason: str, raw: str) -> None:

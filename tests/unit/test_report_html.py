@@ -26,6 +26,10 @@ LONG_ERROR = ("Patch installation failed: 2 of 7 updates could not be installed.
               "retry after freeing space.")
 
 
+APP_03_DOWN = "not running: power state stopped (it was running before the window)"
+SHOP_DOWN = "http-probe: https://shop.example.com/healthz answered 503"
+
+
 def _vm(name: str, rg: str = "rg-web", sub: str = SUB) -> str:
     return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}"
 
@@ -63,12 +67,13 @@ def _machine(name: str, rg: str = "rg-web", **values: Any) -> dict[str, Any]:
 
 def sample_report(*, dry_run: bool = False) -> dict[str, Any]:
     """A run of nine machines: patched, failed with two failed updates, not reported, a start that
-    failed, an Arc server, in-guest services, a rollback candidate; `dry_run` for its dry run."""
+    failed, an Arc server (disconnected after patching), in-guest services, a rollback candidate (not
+    running again), the application's probe failing after patching; `dry_run` for its dry run."""
     app_snaps = [_snap("app-03", "rg-app"), _snap("app-03", "rg-app", "data")]
     sql_snaps = [_snap("sql-01", "rg-data"), _snap("sql-01", "rg-data", "data")]
     machines = [
         _machine("web-01", before="deallocated", pre_action="start", pre_outcome="succeeded", start_seconds=61.2,
-                 restore_action="deallocate", restore_outcome="succeeded", after="deallocated"),
+                 restore_action="deallocate", restore_outcome="succeeded", after="deallocated", health=None),
         _machine("sql-01", "rg-data", wave=2, snapshots=sql_snaps,
                  guest={"pre": {"what": "stop-services MSSQLSERVER, SQLSERVERAGENT", "outcome": "succeeded",
                                 "detail": "stop-services: exit 0 after 14 s"},
@@ -78,9 +83,7 @@ def sample_report(*, dry_run: bool = False) -> dict[str, Any]:
                      {"name": "2026-11 Cumulative Update for SQL Server 2019 (KB5031356)", "kb_id": "5031356",
                       "version": "", "classifications": ["Security", "Critical"], "state": "Failed"},
                      {"name": "2026-11 Servicing Stack Update for Windows Server 2022", "kb_id": "5032007",
-                      "version": "", "classifications": ["ServicePack"], "state": "Failed"}]),
-                 health={"passed": False, "reasons": ["patch status Failed"], "rollback_candidate": False,
-                         "snapshot_ids": []}),
+                      "version": "", "classifications": ["ServicePack"], "state": "Failed"}])),
         _machine("batch-04", "rg-batch", wave=None, before="deallocated", pre_action="start", pre_outcome="failed",
                  pre_detail="AllocationFailed: Allocation failed. We do not have sufficient capacity for the requested "
                             "VM size Standard_E16s_v5 in this region.", start_seconds=184.0,
@@ -91,19 +94,21 @@ def sample_report(*, dry_run: bool = False) -> dict[str, Any]:
                      "what": "post-script smoke_test", "outcome": "failed",
                      "detail": "smoke_test: exit 1 after 31 s: GET http://localhost:8080/health returned 503"}},
                  patch=_patch("Succeeded", 4, minutes=12.25),
-                 health={"passed": False, "reasons": ["post-script smoke_test failed (exit 1)"],
-                         "rollback_candidate": True, "snapshot_ids": [s["snapshot_id"] for s in app_snaps]},
+                 health={"passed": False, "reasons": [APP_03_DOWN], "rollback_candidate": True,
+                         "snapshot_ids": [s["snapshot_id"] for s in app_snaps]},
                  snapshots=app_snaps),
         _machine("onprem-fs-05", "rg-arc", kind="arc", subscription=SUB_ARC, location="germanywestcentral",
                  id=f"/subscriptions/{SUB_ARC}/resourceGroups/rg-arc/providers/Microsoft.HybridCompute/machines/"
                     "onprem-fs-05", before="connected", snapshots=[], patch=_patch("Succeeded", 7, reboot="Required"),
-                 restore_action="", restore_outcome="", after="connected"),
+                 restore_action="", restore_outcome="", after="",
+                 health={"passed": False, "reasons": ["Arc agent disconnected, not connected"],
+                         "rollback_candidate": False, "snapshot_ids": []}),
         _machine("db-07", "rg-data", wave=2, snapshots=[_snap("db-07", "rg-data"), _snap(
                      "db-07", "rg-data", "data", "failed",
                      "OperationNotAllowed: Operation results in exceeding quota limits of Snapshots.")],
                  patch=_patch("CompletedWithWarnings", 2, 0, 1, window_exceeded=True, minutes=66.0)),
         _machine("web-08", wave=2, before="deallocated", pre_action="start", pre_outcome="succeeded",
-                 start_seconds=48.9,
+                 start_seconds=48.9, health=None,
                  restore_action="deallocate", restore_outcome="succeeded", after="deallocated"),
         _machine("linux-09", "rg-app", patch=_patch("Succeeded", 0, minutes=1.1)),
     ]
@@ -116,10 +121,15 @@ def sample_report(*, dry_run: bool = False) -> dict[str, Any]:
                 "run_status": "failed", "failing_reasons": ["sql-01: patch Failed (2 updates failed)"],
                 "step_errors": {"retention": "HttpResponseError: (AuthorizationFailed) The client does not have "
                                              "authorization to perform action 'Microsoft.Compute/snapshots/delete'."},
-                "dry_run": False, "pre_ended": "completed", "post_ended": "completed"},
+                "dry_run": False, "pre_ended": "completed", "post_ended": "completed",
+                "health": {"checks": ["running-again", "http-probe"], "checked": 5, "passed": 3, "failed": 2,
+                           "rollback_candidates": [{"name": "app-03", "resource_id": _vm("app-03", "rg-app"),
+                                                    "reasons": [APP_03_DOWN],
+                                                    "snapshot_ids": [s["snapshot_id"] for s in app_snaps]}],
+                           "rollback_candidates_not_listed": 0, "run_findings": [SHOP_DOWN], "waited_seconds": 300.0}},
         "counts": {"machines": 9, "started": 2, "restored": 2, "patched": 6, "failed": 1, "warnings": 1,
                    "needs_reboot": 2, "not_reported": 2, "snapshots": 12, "snapshots_failed": 1, "guest_failed": 1,
-                   "unhealthy": 2},
+                   "unhealthy": 2, "rollback_candidates": 1},
         "machines": machines,
     }
     if dry_run:
@@ -282,6 +292,23 @@ def test_step_errors_and_failing_reasons_get_a_banner() -> None:
     assert "Steps that failed (1) retention: HttpResponseError: (AuthorizationFailed)" in text
     assert "The report is written even when earlier steps failed" in text
     assert "Why the run was judged failing sql-01: patch Failed (2 updates failed)" in text
+
+
+def test_health_after_patching_names_the_rollback_candidates_and_the_run_s_findings() -> None:
+    page = render_html(sample_report())
+    text = _text(page)
+    assert "2 unhealthy" in text and "1 rollback candidates" in text
+    assert f"Unhealthy after patching {SHOP_DOWN}" in text
+    app = text.split("app-03", 1)[1].split("onprem-fs-05", 1)[0]
+    assert f"failed {APP_03_DOWN} rollback candidate: snapshots mmt-20261202030000-app-03-osdisk" in app
+    arc = text.split("onprem-fs-05", 1)[1].split("db-07", 1)[0]
+    assert "unhealthy" in arc and "failed Arc agent disconnected, not connected" in arc and "rollback" not in arc
+    healthy = sample_report()
+    healthy["counts"].update(unhealthy=0, rollback_candidates=0)
+    healthy["run"]["health"]["run_findings"] = []
+    text = _text(render_html(healthy))
+    assert "rollback candidates" not in text and "unhealthy" not in text.split("Machine", 1)[0]
+    assert "Unhealthy after patching" not in text
 
 
 def _nulled(value: Any) -> Any:

@@ -15,7 +15,9 @@ from handlers.core.logs import RunLogger
 from handlers.core.work import WorkMessage
 from handlers.phases.claims import Heartbeat
 from handlers.phases.guest import RUN_COMMANDS
+from handlers.phases.notify import notify_on_end
 from handlers.phases.post.await_pre import await_pre
+from handlers.phases.post.health import check_health
 from handlers.phases.post.in_guest import preview_start_services, start_services
 from handlers.phases.post.patch_results import read_patch_results
 from handlers.phases.post.report import report_on_unfinished_end, write_report
@@ -49,6 +51,13 @@ STEPS: list[Step[PostWork]] = [
          "every one has a final result or the wait is over", essential=False,
          settings=("MAINTENANCE_PATCH_RESULTS_WAIT_SECONDS",), permissions=("Microsoft.ResourceGraph/resources/read",),
          records=("machine-*", "PatchResultsWaited", "PatchSummary")),
+    Step("health", "post", check_health, "check the machines are healthy after patching (running again, VM agent "
+         "Ready, the http probe), rechecking the failing ones until the wait is over; name the rollback candidates",
+         essential=False, settings=("MAINTENANCE_POST_CHECKS", "MAINTENANCE_POST_CHECK_WAIT_SECONDS",
+                                    "MAINTENANCE_HTTP_PROBE_URL", "MAINTENANCE_HTTP_PROBE_TIMEOUT_SECONDS",
+                                    "MAINTENANCE_POLL_INTERVAL_SECONDS"),
+         permissions=("Microsoft.Compute/virtualMachines/instanceView/read", "Microsoft.ResourceGraph/resources/read"),
+         records=("machine-*", "HealthWaited", "HealthSummary")),
     Step("tags", "post", stamp_tags, "stamp each machine with the run's time and its patch status (merged: no other "
          "tag is touched)", preview=preview_tags, changes=True, essential=False, settings=("MAINTENANCE_RESULT_TAGS",),
          permissions=("Microsoft.Resources/tags/write",), records=("TagsStamped", "TagsFailed")),
@@ -56,9 +65,11 @@ STEPS: list[Step[PostWork]] = [
          essential=False, settings=("MAINTENANCE_REPORT_CONTAINER",), records=("ReportUrl", "ReportJsonUrl")),
 ]
 
-# A post phase that never reaches `report` still gets one (the listener writes it at the phase's end).
-if report_on_unfinished_end not in LISTENERS:
-    LISTENERS.append(report_on_unfinished_end)
+# A post phase that never reaches `report` still gets one (the listener writes it at the phase's end);
+# then the milestones go out (the post summary links the report, so it comes after it).
+for _listener in (report_on_unfinished_end, notify_on_end):
+    if _listener not in LISTENERS:
+        LISTENERS.append(_listener)
 
 
 def run_post(runtime: Runtime, work: WorkMessage, log: RunLogger, *,

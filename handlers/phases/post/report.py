@@ -20,6 +20,7 @@ from handlers.core.events import MaintenanceEvent
 from handlers.core.ids import configuration_name_of, name_of
 from handlers.core.status import Outcome
 from handlers.ledger import Ledger, MachineRecord, SnapshotRecord
+from handlers.phases.post.health import FAILED, PASSED, rollback_snapshot_ids
 from handlers.phases.post.report_html import render_html
 from handlers.phases.post.restore import started_by_toolkit
 from handlers.phases.post.state import PostWork
@@ -87,10 +88,12 @@ def build_report(ledger: Ledger, correlation_id: str, *, generated_at: datetime,
     run = ledger.get_run(correlation_id) or {}
     machines = ledger.list_machines(correlation_id)
     snapshots: dict[str, list[SnapshotRecord]] = {}
-    for snapshot in ledger.list_snapshots(correlation_id):
+    for snapshot in (snapshot_rows := ledger.list_snapshots(correlation_id)):
         snapshots.setdefault(snapshot.vm_id.lower(), []).append(snapshot)
+    rollback = rollback_snapshot_ids(snapshot_rows)
     errors = {**_json(run.get("StepErrors"), {}), **dict(step_errors or {})}
-    rows = [_machine(record, snapshots.get(record.resource_id.lower(), [])) for record in machines]
+    rows = [_machine(record, snapshots.get(record.resource_id.lower(), []),
+                     rollback.get(record.resource_id.lower(), [])) for record in machines]
     configuration_id = correlation_id.split("/providers/Microsoft.Maintenance/applyUpdates/", 1)[0]
     return {
         "schema": SCHEMA,
@@ -105,13 +108,14 @@ def build_report(ledger: Ledger, correlation_id: str, *, generated_at: datetime,
             "failing_reasons": [r for r in str(run.get("FailingReasons") or "").splitlines() if r],
             "step_errors": errors, "dry_run": dry_run,
             "pre_ended": str(run.get("PreEndedHow") or ""), "post_ended": str(run.get("PostEndedHow") or ""),
+            "health": _json(run.get("HealthSummary"), None),  # None: not checked
         },
         "counts": _counts(rows),
         "machines": rows,
     }
 
 
-def _machine(record: MachineRecord, snapshots: list[SnapshotRecord]) -> dict[str, Any]:
+def _machine(record: MachineRecord, snapshots: list[SnapshotRecord], rollback: list[str]) -> dict[str, Any]:
     started = started_by_toolkit(record)
     return {
         "id": record.resource_id, "name": record.name, "kind": record.kind, "subscription": record.subscription_id,
@@ -137,8 +141,18 @@ def _machine(record: MachineRecord, snapshots: list[SnapshotRecord]) -> dict[str
         "restore_action": record.restore_action, "restore_outcome": record.restore_outcome,
         "restore_detail": record.restore_detail,
         "after": _after(record, started),
-        "health": None,
+        "health": _health(record, rollback),
     }
+
+
+def _health(record: MachineRecord, rollback: list[str]) -> dict[str, Any] | None:
+    """Health after patching; None when not checked. A machine that failed is a rollback
+    candidate when the run has snapshots of its disks from before the window."""
+    if record.health not in (PASSED, FAILED):
+        return None
+    failed = record.health == FAILED
+    return {"passed": not failed, "reasons": record.health_detail.splitlines() if failed else [],
+            "rollback_candidate": failed and bool(rollback), "snapshot_ids": list(rollback) if failed else []}
 
 
 def _after(record: MachineRecord, started: bool) -> str:
@@ -169,6 +183,7 @@ def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
         "guest_failed": sum(1 for r in rows for g in r["guest"].values()
                             if g and g["outcome"] in (Outcome.FAILED, Outcome.TIMED_OUT)),
         "unhealthy": sum(1 for r in rows if r["health"] and not r["health"]["passed"]),
+        "rollback_candidates": sum(1 for r in rows if r["health"] and r["health"]["rollback_candidate"]),
     }
 
 

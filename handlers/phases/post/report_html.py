@@ -26,11 +26,13 @@ _KINDS, _PRE_ACTIONS = {"vm": "VM", "arc": "Arc server"}, {"start": "start", "no
 _UNREPORTED = ("", "not reported", "not-reported", "notstarted")  # no result for the run (yet)
 _DRY_FLAG = '<span class="dryflag">DRY RUN</span>'
 _QUIET = (None, "", "none", "not-needed")  # an action or outcome not worth a word of its own
-# The header's figures: (counts key, label, tone when above zero); the last two only when above zero.
+# The header's figures: (counts key, label, tone when above zero); _ONLY_WHEN_ANY only when above zero.
 _FIGURES = (("machines", "machines", NONE), ("patched", "patched", OK), ("failed", "failed", BAD),
             ("needs_reboot", "need a reboot", WARN), ("not_reported", "not reported", WARN),
             ("started", "started", NONE), ("restored", "restored", NONE), ("snapshots_failed", "snapshots failed", BAD),
-            ("guest_failed", "in-guest failed", BAD), ("unhealthy", "unhealthy", BAD))
+            ("guest_failed", "in-guest failed", BAD), ("unhealthy", "unhealthy", BAD),
+            ("rollback_candidates", "rollback candidates", BAD))
+_ONLY_WHEN_ANY = ("guest_failed", "unhealthy", "rollback_candidates")
 _COLUMNS = (("Machine", 14), ("Before patching", 12), ("Snapshots", 18), ("In guest", 12), ("Patching", 19),
             ("After patching", 10), ("Health after patching", 15))
 
@@ -41,7 +43,7 @@ print-color-adjust:exact}header.top{background:#13233f;color:#fff;padding:18px 2
 h1 .cfg{color:#9fd0ff}.meta{margin:4px 0 14px;color:#d4dbe6}.meta b{color:#fff;font-weight:600}.states{display:flex;
 flex-wrap:wrap;gap:10px 28px;margin-bottom:16px}.states .b{font-size:15px;padding:2px 10px}.states div{display:flex;
 align-items:center;gap:8px;font-size:15px;color:#d4dbe6}.figs{display:grid;
-grid-template-columns:repeat(auto-fit,minmax(118px,1fr));gap:10px}.fig{background:#fff;color:#1b1f24;border-radius:8px;
+grid-template-columns:repeat(auto-fit,minmax(106px,1fr));gap:10px}.fig{background:#fff;color:#1b1f24;border-radius:8px;
 padding:8px 12px;border-top:6px solid #9aa3ad}.fig .n{display:block;font-size:34px;font-weight:700;line-height:1.1}
 .fig .l{font-size:13px;color:#444c56}.fig.ok{border-top-color:#1e7b46}.fig.warn{border-top-color:#c98a00}
 .fig.bad{border-top-color:#c0282f}.fig.bad .n{color:#a1161f}main{padding:16px 28px 8px}.banner{border-radius:8px;
@@ -167,7 +169,7 @@ def _header(run: Mapping[str, Any], counts: Mapping[str, Any]) -> str:
     for key, label, tone in _FIGURES:
         value = counts.get(key)
         number = value if isinstance(value, int) and not isinstance(value, bool) else None
-        if key in ("guest_failed", "unhealthy") and not number:
+        if key in _ONLY_WHEN_ANY and not number:
             continue  # only when something is wrong: the figures a person scans stay few
         figures.append(f'<div class="fig {tone if number else NONE}"><span class="n">{_e(_s(number) or "—")}'
                        f'</span> <span class="l">{_e(label)}</span></div>')
@@ -190,6 +192,8 @@ def _banners(run: Mapping[str, Any]) -> str:
                    "missing below.</p></section>")
     if reasons := [_long(r) for r in _list(run.get("failing_reasons")) if _s(r).strip()]:
         out.append(f'<section class="banner warn"><h2>Why the run was judged failing</h2>{_items(reasons)}</section>')
+    if findings := [_long(f) for f in _list(_map(run.get("health")).get("run_findings")) if _s(f).strip()]:
+        out.append(f'<section class="banner bad"><h2>Unhealthy after patching</h2>{_items(findings)}</section>')
     return "".join(out)
 
 

@@ -13,8 +13,10 @@ from handlers.core.work import Step as Message
 from handlers.core.work import WorkMessage
 from handlers.phases.claims import Heartbeat
 from handlers.phases.guest import RUN_COMMANDS
+from handlers.phases.notify import notify_pre
 from handlers.phases.pre.discover import discover
 from handlers.phases.pre.fan_out import collect, dispatch, queue_fallback_verdict
+from handlers.phases.pre.hold import await_approval
 from handlers.phases.pre.in_guest import plan_guest
 from handlers.phases.pre.late import refuse_late_event
 from handlers.phases.pre.plan import plan
@@ -38,6 +40,11 @@ STEPS: list[Step[PreWork]] = [
     Step("discover", "pre", discover, "find the run's machines and the subscriptions the identity cannot read",
          scopes=frozenset({W, G}), permissions=(GRAPH_READ,),
          records=("UnreadableSubscriptions", "SubscriptionsWithoutMachines")),
+    Step("notify", "pre", notify_pre, "the pre notice (machines, window, the hold link) to the configured "
+         "channels, once", essential=False, scopes=frozenset({W}), permissions=(GRAPH_READ,),
+         settings=("MAINTENANCE_EVENTGRID_TOPIC_ENDPOINT", "MAINTENANCE_EMAIL_ENDPOINT",
+                   "MAINTENANCE_TEAMS_WEBHOOK_URL", "MAINTENANCE_NOTIFY_DRY_RUN", "MAINTENANCE_HOLD_KEY"),
+         records=("notice-*",)),
     Step("fan-out", "pre", dispatch, "split a run over many subscriptions into queue messages of a few each",
          changes=True, scopes=frozenset({W}), settings=("MAINTENANCE_SUBSCRIPTIONS_PER_WORKER",),
          records=("SplitMessages", "phase-pre-lane-*")),
@@ -62,6 +69,9 @@ STEPS: list[Step[PreWork]] = [
                       *RUN_COMMANDS),
          settings=("MAINTENANCE_PARALLELISM", "MAINTENANCE_CUTOFF_SAFETY_SECONDS", "MAINTENANCE_POLL_INTERVAL_SECONDS"),
          records=("machine-*", "snapshot-*")),
+    Step("await-approval", "pre", await_approval, "in approval mode, leave the verdict to a person's approval "
+         "(or to the deadline's verdict without one)", scopes=frozenset({W, V}),
+         settings=("MAINTENANCE_APPROVAL_MODE", "MAINTENANCE_HOLD_KEY"), records=("AwaitingApprovalSince",)),
     Step("checks", "pre", check, "run the pre-checks over the run", scopes=frozenset({W, V}),
          settings=("MAINTENANCE_PRE_CHECKS", "MAINTENANCE_HOLD_TAG", "MAINTENANCE_CHECK_VM_AGENT",
                    "MAINTENANCE_HTTP_PROBE_URL"), records=("CheckFailures",)),
@@ -73,7 +83,7 @@ STEPS: list[Step[PreWork]] = [
          records=("CancelOutcome", "alert-cancel-not-made", "alert-unchecked-run")),
 ]
 # A rehearsal runs in one process with nothing draining the queue: no split, no fallback message.
-REHEARSAL_STEPS = [step for step in STEPS if step.name not in ("fallback-verdict", "fan-out")]
+REHEARSAL_STEPS = [step for step in STEPS if step.name not in ("fallback-verdict", "fan-out", "notify")]
 
 
 def run_pre(runtime: Runtime, work: WorkMessage, log: RunLogger, *, beat: Heartbeat | None = None,

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-import requests
-
+from handlers.adapters.http_probe import probe_url
 from handlers.adapters.inventory import VmView, describe_machine
 from handlers.adapters.power import read_vm_statuses
 from handlers.core.settings import CHECK_NAMES
 from handlers.core.status import Outcome
+from handlers.core.tag_values import tag_is_set
 from handlers.ledger import MachineRecord, SnapshotRecord
 from handlers.runtime import Runtime
-
-_FALSE_TAG_VALUES = frozenset({"false", "no", "0", "off"})
 
 
 @dataclass(frozen=True)
@@ -45,16 +44,7 @@ class CheckContext:
     snapshots: list[SnapshotRecord] = field(default_factory=list)
     # The event's subscriptions Resource Graph does not show us (lower-case).
     unreadable_subscriptions: list[str] = field(default_factory=list)
-
-
-def tag_is_set(tags: dict[str, str] | object, name: str) -> str | None:
-    """The tag's value when present and not a 'false'-like value (tag names are case-insensitive)."""
-    if not isinstance(tags, dict):
-        return None
-    for key, value in tags.items():
-        if str(key).lower() == name.lower() and str(value).strip().lower() not in _FALSE_TAG_VALUES:
-            return str(value)
-    return None
+    run_row: dict[str, Any] = field(default_factory=dict)  # the run's ledger row (a hold, an approval)
 
 
 def subscriptions_readable(context: CheckContext) -> CheckResult:
@@ -119,9 +109,14 @@ def _describe_snapshot(record: SnapshotRecord) -> str:
 
 
 def no_hold_tag(context: CheckContext) -> CheckResult:
-    """No machine of the run carries the hold tag: an operator's brake on one run."""
+    """No machine of the run carries the hold tag, and no person held the run through the pre
+    notice's hold link (or, in approval mode, someone approved it): an operator's brake on one run."""
     hold = context.runtime.settings.hold_tag
     findings = []
+    if context.run_row.get("HeldAt"):
+        findings.append(Finding(None, f"held by a person through the hold link at {context.run_row['HeldAt']}"))
+    elif context.runtime.settings.hold.mode == "approve" and not context.run_row.get("ApprovedAt"):
+        findings.append(Finding(None, "not approved before the deadline (MAINTENANCE_APPROVAL_MODE is approve)"))
     for record in context.machines.values():
         view = context.views.get(record.resource_id.lower())
         value = tag_is_set(dict(view.tags) if view else {}, hold)
@@ -145,14 +140,10 @@ def guest_actions(context: CheckContext) -> CheckResult:
 def http_probe(context: CheckContext) -> CheckResult:
     """The configured URL answers 2xx within the timeout (an application's 'ready for patching')."""
     settings = context.runtime.settings
-    url = settings.http_probe_url or ""
-    try:
-        response = requests.get(url, timeout=settings.http_probe_timeout_seconds, allow_redirects=False)
-    except requests.RequestException as exc:
-        return CheckResult("http-probe", False, (Finding(None, f"{url} did not answer: {type(exc).__name__}"),))
-    if 200 <= response.status_code < 300:
-        return CheckResult("http-probe", True, note=f"{url} answered {response.status_code}")
-    return CheckResult("http-probe", False, (Finding(None, f"{url} answered {response.status_code}"),))
+    result = probe_url(settings.http_probe_url or "", timeout_seconds=settings.http_probe_timeout_seconds)
+    if result.passed:
+        return CheckResult("http-probe", True, note=result.detail)
+    return CheckResult("http-probe", False, (Finding(None, result.detail),))
 
 
 CHECKS: dict[str, Callable[[CheckContext], CheckResult]] = {

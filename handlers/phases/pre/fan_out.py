@@ -103,9 +103,14 @@ def collect(run: PhaseRun[PreWork]) -> None:
     runtime, event, log, work = run.runtime, run.event, run.log, run.state
     ledger = runtime.ledger
     graph = runtime.clients.resource_graph()
-    unfinished = not lanes_finished(runtime, event)
+    groups = ledger.phase_statuses(event.correlation_id, LANE_PHASE_PREFIX)
     work.records = {r.resource_id.lower(): r for r in ledger.list_machines(event.correlation_id)}
     work.snapshots = {r.row_key(): r for r in ledger.list_snapshots(event.correlation_id)}
+    if groups:
+        unfinished = not lanes_finished(runtime, event)
+    else:  # not split: its one worker died, unless it finished and left the verdict to an approval
+        unfinished = not (ledger.get_run(event.correlation_id) or {}).get("AwaitingApprovalSince")
+    unfinished = unfinished or any(map(is_due, work.records.values())) or any(map(is_due, work.snapshots.values()))
     assert event.cancellation_cutoff is not None
     budget = max(1.0, runtime.clock.seconds_until(event.cancellation_cutoff - _CANCEL_RESERVE))
     bounded = {"timeout": budget, "retry_backoff_max": min(5.0, budget / 4)}

@@ -17,8 +17,8 @@ from handlers.adapters.snapshots import find_existing, plan_snapshots, read_stor
 from handlers.core.guest_tags import after_of
 from handlers.core.ids import subscription_of
 from handlers.core.status import Outcome, PreAction
+from handlers.core.tag_values import tag_is_set
 from handlers.ledger import MachineRecord, SnapshotRecord
-from handlers.phases.pre.checks import tag_is_set
 from handlers.phases.pre.state import FINAL, PreWork
 from handlers.phases.steps import PhaseRun, Scope
 from handlers.runtime import Runtime

@@ -20,7 +20,8 @@ from typing import Any
 from handlers.core.status import Outcome, Verdict
 from handlers.ledger.alerts import AlertKind, raise_alert
 from handlers.phases.pre.cancel import send_cancel
-from handlers.phases.pre.checks import CheckContext, CheckResult, run_checks
+from handlers.phases.pre.checks import CheckContext, CheckResult, Finding, run_checks
+from handlers.phases.pre.hold import HELD_REASON, held_after_ready
 from handlers.phases.pre.state import PreWork
 from handlers.phases.steps import PhaseRun
 
@@ -31,7 +32,8 @@ NOT_REQUESTED_OFF = "not-requested (cancel-on-failure off)"
 def check(run: PhaseRun[PreWork]) -> None:
     work = run.state
     context = CheckContext(run.runtime, work.records, work.views, list(work.snapshots.values()),
-                           unreadable_subscriptions=work.unreadable)
+                           unreadable_subscriptions=work.unreadable,
+                           run_row=run.runtime.ledger.get_run(run.event.correlation_id) or {})
     work.check_results = run_checks(context, run.log.warning)
     _record_machine_findings(run, work.check_results)
 
@@ -48,18 +50,28 @@ def decide(run: PhaseRun[PreWork]) -> None:
     reasons += [f"{r.name}: {f.resource_id + ': ' if f.resource_id else ''}{f.reason}"
                 for r in results for f in r.findings]
     work.reasons = list(dict.fromkeys(reasons))
-    work.verdict = (Verdict.FAILED if work.reasons else Verdict.READY).value
-    run.runtime.ledger.update_run(run.event.correlation_id, {
-        "Verdict": work.verdict,
-        "MachineCount": len(work.records),
-        "Checks": json.dumps({r.name: "passed" if r.passed else "failed" for r in results}),
-        "FailingReasons": "\n".join(work.reasons),
-        "Unchecked": work.unchecked,
-    })
+    _record_verdict(run, results)
+    if not work.reasons and held_after_ready(run.runtime, run.event):
+        # A hold written while the checks ran: the hold link read no verdict, so it is ours to honour.
+        work.reasons = [f"no-hold-tag: {HELD_REASON}"]
+        _record_verdict(run, [*results, CheckResult("no-hold-tag", False, (Finding(None, HELD_REASON),))])
     if work.reasons:
         run.log.warning("verdict: %d reason(s) against this run", len(work.reasons))
     else:
         run.log.info("verdict: ready (%s)", ", ".join(f"{r.name} passed" for r in results) or "no checks configured")
+
+
+def _record_verdict(run: PhaseRun[PreWork], results: list[CheckResult]) -> None:
+    work = run.state
+    work.verdict = (Verdict.FAILED if work.reasons else Verdict.READY).value
+    checks = {r.name: "passed" if r.passed else "failed" for r in results}
+    run.runtime.ledger.update_run(run.event.correlation_id, {
+        "Verdict": work.verdict,
+        "MachineCount": len(work.records),
+        "Checks": json.dumps(checks),
+        "FailingReasons": "\n".join(work.reasons),
+        "Unchecked": work.unchecked,
+    })
 
 
 def cancel(run: PhaseRun[PreWork]) -> None:
