@@ -3,7 +3,9 @@
 // - the Event Grid system topic of the maintenance configuration (and the custom cancel role),
 //   in the configuration's resource group;
 // - the app identity's roles on the target subscriptions and resource groups, and on each target
-//   subscription the custom role for in-guest actions (Run Commands) when enableGuestActions is on.
+//   subscription the custom role for in-guest actions (Run Commands) when enableGuestActions is on;
+// - optionally (all off by default), for the run's notifications and the hold/approve links: an
+//   Event Grid custom topic, ACS e-mail, and a Key Vault for the Teams URL and the link-signing key.
 //
 // Two passes, because Event Grid refuses a subscription to a function that does not exist yet:
 //   1. this template with deployEventSubscriptions=false (azd provision; the azd default);
@@ -159,6 +161,54 @@ param enableGuestActions bool = true
 @description('Address the alerts mail to. Empty: alerts without an action group.')
 param alertEmail string = ''
 
+// ---------------------------------------------------------------------------------------------
+// Notifications and the hold/approve links (all off by default; see infra/README.md)
+
+@description('Create an Event Grid custom topic (CloudEvents 1.0 input, local auth off) the app publishes run milestones to with its identity (EventGrid Data Sender on that topic only), and set MAINTENANCE_EVENTGRID_TOPIC_ENDPOINT. Subscriptions to it are yours to add.')
+param enableNotifyTopic bool = false
+
+@description('E-mail the run milestones with Azure Communication Services and set MAINTENANCE_EMAIL_ENDPOINT, MAINTENANCE_EMAIL_SENDER and MAINTENANCE_EMAIL_TO. Creates an Email Communication Services resource with an Azure managed domain (DoNotReply@<guid>.azurecomm.net), a Communication Services resource linked to it and a custom send role for the app on it; with existingEmailEndpoint, sends through that resource and creates nothing.')
+param enableEmailNotifications bool = false
+
+@description('MAINTENANCE_EMAIL_TO: the recipients, comma-separated (at most 50). Required with enableEmailNotifications: the app refuses to start with e-mail half configured.')
+param emailRecipients string = ''
+
+@description('Data location of the new Communication Services resources (where ACS keeps e-mail data at rest), e.g. Europe, United States, UK; not an Azure region.')
+param emailDataLocation string = 'Europe'
+
+@description('Endpoint (https://<name>.<geo>.communication.azure.com) of an existing Communication Services resource to send through instead of creating one (with enableEmailNotifications). Giving the app identity a send role on it is up to you (infra/README.md).')
+param existingEmailEndpoint string = ''
+
+@description('Sender address on a domain linked to that existing resource, e.g. DoNotReply@<your domain>. Required with existingEmailEndpoint.')
+param existingEmailSender string = ''
+
+@description('Post run milestones to a Teams Workflows webhook: MAINTENANCE_TEAMS_WEBHOOK_URL becomes a Key Vault reference to the entry maintenance-teams-webhook-url of the toolkit\'s vault (created with it). Put the URL there first (infra/README.md), or give teamsWebhookUrl.')
+param enableTeamsNotifications bool = false
+
+@secure()
+@description('The Teams Workflows webhook URL, written to the vault entry on every deployment that gives it. Empty: the entry is left to the operator.')
+param teamsWebhookUrl string = ''
+
+@description('Signed hold (or approve) links in the pre notice: MAINTENANCE_HOLD_KEY becomes a Key Vault reference to the entry maintenance-hold-key (base64 of at least 32 random bytes) of the toolkit\'s vault, and MAINTENANCE_APPROVAL_MODE is set. The links reach people through e-mail or Teams.')
+param enableHoldLinks bool = false
+
+@secure()
+@description('The link-signing key (openssl rand -base64 32), written to the vault entry on every deployment that gives it. Empty: the entry is left to the operator.')
+param holdKey string = ''
+
+@description('MAINTENANCE_APPROVAL_MODE: hold (a link holds the run) or approve (the run is cancelled unless a link approves it before the cutoff). approve turns the hold links on and needs e-mail or Teams.')
+@allowed([
+  'hold'
+  'approve'
+])
+param approvalMode string = 'hold'
+
+@description('Create the toolkit\'s Key Vault (RBAC mode, soft delete, read access for the app) without referring to it yet, so that the Teams URL and the hold key can be put there before enableTeamsNotifications or enableHoldLinks refers to them. Those two create it anyway.')
+param enableKeyVault bool = false
+
+@description('Purge protection on that vault: a deleted vault, and its name, stay for 90 days, and it cannot be turned off again.')
+param keyVaultPurgeProtection bool = false
+
 // =============================================================================================
 
 var resourceToken = toLower(uniqueString(resourceGroup().id, environmentName, location))
@@ -176,6 +226,10 @@ var names = {
   alerts: 'mt-${resourceToken}'
   systemTopic: empty(systemTopicName) ? 'evgt-mt-${resourceToken}' : systemTopicName
   newConfiguration: empty(newConfigurationName) ? 'mc-${environmentName}' : newConfigurationName
+  notifyTopic: 'evgt-mt-runs-${resourceToken}'
+  emailService: 'ecs-mt-${resourceToken}'
+  communicationService: 'acs-mt-${resourceToken}'
+  keyVault: 'kv-mt-${resourceToken}'
 }
 
 // The app's defaults (handlers/core/settings.py); set explicitly so the storage resources and the app
@@ -217,6 +271,35 @@ var appSettings = {
   MAINTENANCE_GUEST_ACTIONS: enableGuestActions ? 'true' : 'false'
   MAINTENANCE_REPORT_CONTAINER: reportContainerName
 }
+
+// Notifications and links: each group of settings only when it is turned on, so a deployment with
+// the defaults sets exactly the settings above.
+var holdLinksOn = enableHoldLinks || approvalMode == 'approve'
+var createKeyVault = enableKeyVault || enableTeamsNotifications || holdLinksOn
+var useExistingEmail = !empty(existingEmailEndpoint)
+var createEmail = enableEmailNotifications && !useExistingEmail
+var teamsWebhookEntryName = 'maintenance-teams-webhook-url'
+var holdKeyEntryName = 'maintenance-hold-key'
+// The vault's URI from its name (what vaultUri returns), so the references need no output of a
+// module that may not be deployed; the Function App waits for that module (dependsOn below).
+var keyVaultUri = 'https://${names.keyVault}${environment().suffixes.keyvaultDns}/'
+var notifyTopicSettings = enableNotifyTopic ? {
+  MAINTENANCE_EVENTGRID_TOPIC_ENDPOINT: notifyTopic.outputs.endpoint
+} : {}
+var emailSettings = enableEmailNotifications ? {
+  MAINTENANCE_EMAIL_ENDPOINT: createEmail ? email.outputs.endpoint : existingEmailEndpoint
+  MAINTENANCE_EMAIL_SENDER: createEmail ? email.outputs.senderAddress : existingEmailSender
+  MAINTENANCE_EMAIL_TO: emailRecipients
+} : {}
+// Versionless references: the platform takes the newest version (and rereads it within a day).
+var teamsSettings = enableTeamsNotifications ? {
+  MAINTENANCE_TEAMS_WEBHOOK_URL: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${teamsWebhookEntryName}/)'
+} : {}
+var holdLinkSettings = holdLinksOn ? {
+  MAINTENANCE_HOLD_KEY: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/${holdKeyEntryName}/)'
+  MAINTENANCE_APPROVAL_MODE: approvalMode
+} : {}
+var outputAppSettings = union(notifyTopicSettings, emailSettings, teamsSettings, holdLinkSettings)
 
 module identity 'app/identity.bicep' = {
   name: 'mt-identity-${resourceToken}'
@@ -335,12 +418,52 @@ module functionApp 'app/function-app.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
-    appSettings: appSettings
+    appSettings: union(appSettings, outputAppSettings)
+    resolveKeyVaultReferences: enableTeamsNotifications || holdLinksOn
   }
-  // The host starts as soon as the app exists: give it its storage roles first.
+  // The host starts as soon as the app exists: give it its storage roles first, and the vault
+  // (with the app's role on it) its Key Vault references point to.
   dependsOn: [
     storageAccess
+    keyVault
   ]
+}
+
+// Notifications (see the parameters above). Each is created only when it is turned on.
+module notifyTopic 'app/notify-topic.bicep' = if (enableNotifyTopic) {
+  name: 'mt-notify-topic-${resourceToken}'
+  params: {
+    name: names.notifyTopic
+    location: location
+    tags: allTags
+    publisherPrincipalId: identity.outputs.principalId
+  }
+}
+
+module email 'app/email.bicep' = if (createEmail) {
+  name: 'mt-email-${resourceToken}'
+  params: {
+    emailServiceName: names.emailService
+    communicationServiceName: names.communicationService
+    dataLocation: emailDataLocation
+    tags: allTags
+    senderPrincipalId: identity.outputs.principalId
+  }
+}
+
+module keyVault 'app/key-vault.bicep' = if (createKeyVault) {
+  name: 'mt-key-vault-${resourceToken}'
+  params: {
+    name: names.keyVault
+    location: location
+    tags: allTags
+    readerPrincipalId: identity.outputs.principalId
+    enablePurgeProtection: keyVaultPurgeProtection
+    teamsWebhookEntryName: teamsWebhookEntryName
+    holdKeyEntryName: holdKeyEntryName
+    teamsWebhookUrl: teamsWebhookUrl
+    holdKey: holdKey
+  }
 }
 
 module subscriptionRoles 'app/target-subscription-roles.bicep' = [for (subscriptionId, i) in targetSubscriptionIds: {
@@ -412,3 +535,8 @@ output EVENT_DELIVERY_MODE string = deliveryMode
 output PRE_EVENT_TTL_MINUTES int = preEventTimeToLiveInMinutes
 output POST_EVENT_TTL_MINUTES int = postEventTimeToLiveInMinutes
 output EVENT_MAX_DELIVERY_ATTEMPTS int = maxDeliveryAttempts
+// Empty unless the feature is on. The vault's name is for the operator's `az keyvault` commands.
+output NOTIFY_TOPIC_ENDPOINT string = enableNotifyTopic ? notifyTopic.outputs.endpoint : ''
+output NOTIFY_EMAIL_SENDER string = enableEmailNotifications ? (createEmail ? email.outputs.senderAddress : existingEmailSender) : ''
+output KEY_VAULT_NAME string = createKeyVault ? keyVault.outputs.name : ''
+

@@ -47,6 +47,9 @@ param instanceMemoryMB int
 @description('The toolkit\'s own settings (MAINTENANCE_*, AZURE_RESOURCE_MANAGER_ENDPOINT), merged over the host settings.')
 param appSettings object
 
+@description('Some app settings are Key Vault references: resolve them with the user-assigned identity (App Service would use a system-assigned one, which this app does not have).')
+param resolveKeyVaultReferences bool = false
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -105,6 +108,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    keyVaultReferenceIdentity: resolveKeyVaultReferences ? identityId : null
     siteConfig: {
       minTlsVersion: '1.2'
     }

@@ -30,6 +30,8 @@ from tests.infra.bicep_tree import (
     member_chain,
     named,
     properties,
+    property_key,
+    same,
     string_literal,
     template_paths,
     templates,
@@ -56,6 +58,8 @@ BUILT_IN_ROLES = {
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
     "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
     "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a": "Storage Queue Data Message Sender",
+    "d5a91429-5739-47e2-a06b-3470a27159e7": "EventGrid Data Sender",
+    "4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",
 }
 CANCEL_ROLE_ACTIONS = {
     "Microsoft.Maintenance/applyUpdates/read",
@@ -73,8 +77,20 @@ GUEST_ACTIONS_ROLE_ACTIONS = {
     "Microsoft.HybridCompute/machines/runCommands/write",
     "Microsoft.HybridCompute/machines/runCommands/delete",
 }
+# The custom role for sending e-mail with an Entra identity, as the Azure Communication Services
+# documentation lists it ("Use a custom role to limit permissions granted to the Microsoft Entra
+# Application", in "Assign a role to a Microsoft Entra application for SMTP authentication"). The
+# built-in Communication and Email Service Owner would also do, but manages everything and reads keys.
+EMAIL_SENDER_ROLE_ACTIONS = {
+    "Microsoft.Communication/CommunicationServices/Read",
+    "Microsoft.Communication/CommunicationServices/Write",
+    "Microsoft.Communication/EmailServices/write",
+}
 CANCEL_ROLE = INFRA / "app/maintenance-cancel-role.bicep"
 GUEST_ACTIONS_ROLE = INFRA / "app/guest-actions-role.bicep"
+EMAIL = INFRA / "app/email.bicep"
+NOTIFY_TOPIC = INFRA / "app/notify-topic.bicep"
+KEY_VAULT = INFRA / "app/key-vault.bicep"
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
 # Words that mean a key, a connection string or a secret travels through a template. Compared
@@ -85,6 +101,13 @@ FORBIDDEN = ("listkeys", "listconnectionstrings", "listsecrets", "secret", "acco
 # disabled on the component (checked below); telemetry is sent with the identity's token.
 APP_INSIGHTS_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 APP_INSIGHTS_TYPE = "Microsoft.Insights/components"
+
+# The app settings that carry a secret value (a Teams Workflows URL with its signature, the key that
+# signs the hold links): only ever a Key Vault reference to an entry of the toolkit's vault, which the
+# platform resolves. The reference is the one string allowed to say "secret" (SecretUri=...).
+KEY_VAULT_REFERENCE_SETTINGS = {"MAINTENANCE_TEAMS_WEBHOOK_URL", "MAINTENANCE_HOLD_KEY"}
+KEY_VAULT_REFERENCE = re.compile(r"@Microsoft\.KeyVault\(SecretUri=https://(?P<host>[^/]+)/secrets/(?P<entry>[A-Za-z0-9-]+)/\)")
+KEY_VAULT_ENTRY_TYPE = "Microsoft.KeyVault/vaults/secrets"
 
 # Settings the platform reads rather than the app (handlers/core/settings.py reads the rest).
 PLATFORM_SETTINGS = {"APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
@@ -399,14 +422,14 @@ def test_role_assignments_use_known_roles_or_the_custom_roles() -> None:
             assert call_name(get(definition.value, "name") or definition.value) == "guid", where
             granted.add(f"custom {template.path.relative_to(INFRA).as_posix()}")
         assert literal(template, get(body, "properties", "principalType"), "principalType") == "ServicePrincipal", where
-    custom = {f"custom {path.relative_to(INFRA).as_posix()}" for path in (CANCEL_ROLE, GUEST_ACTIONS_ROLE)}
+    custom = {f"custom {path.relative_to(INFRA).as_posix()}" for path in (CANCEL_ROLE, GUEST_ACTIONS_ROLE, EMAIL)}
     assert granted == set(BUILT_IN_ROLES.values()) | custom, granted
 
 
-def test_the_only_custom_roles_are_the_cancel_and_guest_actions_roles() -> None:
-    # A new custom role needs its own test of what it grants, like the two below.
+def test_the_only_custom_roles_are_the_cancel_guest_actions_and_email_sender_roles() -> None:
+    # A new custom role needs its own test of what it grants, like the three below.
     found = sorted(template.path for template, _ in role_definitions())
-    assert found == sorted([CANCEL_ROLE, GUEST_ACTIONS_ROLE]), found
+    assert found == sorted([CANCEL_ROLE, GUEST_ACTIONS_ROLE, EMAIL]), found
 
 
 def test_custom_roles_use_a_stable_api_version_and_a_guid_name() -> None:
@@ -606,10 +629,29 @@ def _app_insights_setting_nodes(template: Template) -> set[tuple[int, int]]:
     return allowed
 
 
+def _key_vault_nodes(template: Template) -> set[tuple[int, int]]:
+    """Byte ranges allowed to say "secret": the type of a Key Vault entry resource, and a Key Vault
+    reference (@Microsoft.KeyVault(SecretUri=https://<vault>/secrets/<entry>/)) as the value of one
+    of KEY_VAULT_REFERENCE_SETTINGS. Anything else naming a secret still fails."""
+    allowed: set[tuple[int, int]] = set()
+    for declaration in template.resources_of_type(KEY_VAULT_ENTRY_TYPE):
+        type_node = next(child for child in named(declaration.node)[1:] if child.type == "string")
+        allowed |= {(n.start_byte, n.end_byte) for n in walk(type_node)}
+    for node in walk(template.root):
+        if node.type != "object_property" or property_key(node) not in KEY_VAULT_REFERENCE_SETTINGS:
+            continue
+        value = named(node)[-1]
+        values = template.values(value)
+        if value.type == "string" and values and all(
+                isinstance(v, str) and KEY_VAULT_REFERENCE.fullmatch(v) for v in values):
+            allowed |= {(n.start_byte, n.end_byte) for n in walk(value)}
+    return allowed
+
+
 def test_no_keys_connection_strings_or_secrets_in_templates() -> None:
     problems = []
     for template in templates():
-        allowed = _app_insights_setting_nodes(template)
+        allowed = _app_insights_setting_nodes(template) | _key_vault_nodes(template)
         for node, word in _flagged(template):
             if (node.start_byte, node.end_byte) not in allowed:
                 problems.append(f"{template.relative}:{node.start_point[0] + 1}: {word} in {text(node)!r}")
@@ -705,12 +747,52 @@ def test_app_settings_are_identity_based_and_read_by_the_app() -> None:
     authentication = settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]
     assert authentication.startswith("ClientId=") and authentication.endswith(";Authorization=AAD")
 
-    # Every other name is one handlers/core/settings.py reads (a typo would be silently ignored).
-    source = (ROOT / "handlers" / "core" / "settings.py").read_text()
-    known = {node.value for node in ast.walk(ast.parse(source))
-             if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    # The optional ones (notifications, links) are among the alternatives too.
+    for name in ("MAINTENANCE_EVENTGRID_TOPIC_ENDPOINT", "MAINTENANCE_EMAIL_ENDPOINT", "MAINTENANCE_EMAIL_SENDER",
+                 "MAINTENANCE_EMAIL_TO", "MAINTENANCE_TEAMS_WEBHOOK_URL", "MAINTENANCE_HOLD_KEY",
+                 "MAINTENANCE_APPROVAL_MODE"):
+        assert name in settings, f"app setting {name} is never set"
+
+    # Every other name is one the app's settings code reads (a typo would be silently ignored):
+    # handlers/core/settings.py and handlers/core/output_settings.py (notifications, links, checks).
+    known: set[str] = set()
+    for module in ("settings.py", "output_settings.py"):
+        source = (ROOT / "handlers" / "core" / module).read_text()
+        known |= {node.value for node in ast.walk(ast.parse(source))
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str)}
     unread = sorted(set(settings) - known - PLATFORM_SETTINGS)
     assert not unread, f"app settings the app does not read: {unread}"
+
+
+def test_nothing_in_front_of_the_app_blocks_the_anonymous_link_endpoint() -> None:
+    # The hold/approve links are GETs from a mail or Teams client to /api/maintenance/{action},
+    # authorized by the signed token in the link (never a function key): no network rule, no App
+    # Service authentication and no other route prefix may stand in the way.
+    template, site = _function_app()
+    props = get(site.value, "properties")
+    assert literal(template, get(props, "httpsOnly"), "httpsOnly") is True
+    assert get(props, "publicNetworkAccess") is None or \
+        literal(template, get(props, "publicNetworkAccess"), "publicNetworkAccess") == "Enabled"
+    site_config = get(props, "siteConfig")
+    for key in ("ipSecurityRestrictions", "ipSecurityRestrictionsDefaultAction"):
+        assert get(site_config, key) is None, f"{template.relative}: siteConfig.{key} would filter the links"
+    for each in templates():
+        for declaration in each.resources.values():
+            kind = (declaration.type_string or "").split("@")[0]
+            if kind in ("config", "Microsoft.Web/sites/config"):
+                name = literal(each, get(declaration.value, "name"), "config name")
+                assert name not in ("authsettings", "authsettingsV2"), f"{each.relative}: {name} would ask for a login"
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host.get("extensions", {}).get("http", {}).get("routePrefix", "api") == "api"
+    from handlers.core.run_links import ROUTE
+
+    link = registered_functions().get("maintenance_link")
+    assert link is not None, "function_app.py registers no maintenance_link, the links' endpoint"
+
+    triggers = [b.get_dict_repr() for b in link.get_bindings() if b.type == "httpTrigger"]
+    assert len(triggers) == 1, triggers
+    assert str(getattr(triggers[0]["authLevel"], "value", triggers[0]["authLevel"])).lower() == "anonymous"
+    assert triggers[0]["route"] == ROUTE
 
 
 def test_app_setting_defaults_match_the_app_and_the_storage() -> None:
@@ -730,6 +812,427 @@ def test_app_setting_defaults_match_the_app_and_the_storage() -> None:
     dry_run = get(main.variables["appSettings"].value, "MAINTENANCE_DRY_RUN")
     assert dry_run is not None and set(main.values(dry_run)) == {"true", "false"}
     assert literal(main, main.params["dryRun"].value, "default of dryRun") is True
+
+
+# ------------------------------------------------------------------------------------------------
+# Notifications (Event Grid topic, ACS e-mail, Teams) and the hold/approve links
+
+
+NOTIFY_MODULES = {"app/notify-topic.bicep": "enableNotifyTopic", "app/email.bicep": "createEmail",
+                  "app/key-vault.bicep": "createKeyVault"}
+NOTIFY_OUTPUTS = ("NOTIFY_TOPIC_ENDPOINT", "NOTIFY_EMAIL_SENDER", "KEY_VAULT_NAME")
+
+
+def evaluate(template: Template, node: Node, overrides: dict[str, Any] | None = None) -> Any:
+    """What an expression computes from the parameters' defaults (and `overrides`), evaluated the
+    way ARM does: a ternary takes one branch only. Opaque where the deployment decides. Covers
+    what conditions here use: literals, parameters, variables, !, ||, &&, ==, !=, ?:, empty(),
+    union() and object literals."""
+    overrides = overrides or {}
+    kind = node.type
+    if kind == "parenthesized_expression":
+        return evaluate(template, named(node)[0], overrides)
+    if kind == "identifier":
+        name = text(node)
+        if name in overrides:
+            return overrides[name]
+        if name in template.params:
+            param = template.params[name]
+            return evaluate(template, param.value, overrides) if param.has_default else Opaque(name)
+        if name in template.variables:
+            return evaluate(template, template.variables[name].value, overrides)
+        return Opaque(name)
+    if kind in ("string", "number", "boolean", "null", "array"):
+        values = template.values(node)
+        return values[0] if len(values) == 1 else Opaque(text(node))
+    if kind == "object":
+        return {key: evaluate(template, value, overrides) for key, value in properties(node).items()}
+    if kind == "unary_expression":
+        value = evaluate(template, named(node)[0], overrides)
+        return (not value) if text(node.children[0]) == "!" and isinstance(value, bool) else Opaque(text(node))
+    if kind == "binary_expression":
+        left, operator, right = node.children[0], text(node.children[1]), node.children[2]
+        a, b = evaluate(template, left, overrides), evaluate(template, right, overrides)
+        if operator in ("||", "&&") and isinstance(a, bool) and isinstance(b, bool):
+            return (a or b) if operator == "||" else (a and b)
+        if operator in ("==", "!=") and not isinstance(a, Opaque) and not isinstance(b, Opaque):
+            return (a == b) if operator == "==" else (a != b)
+        return Opaque(text(node))
+    if kind == "ternary_expression":
+        condition, when_true, when_false = named(node)
+        chosen = evaluate(template, condition, overrides)
+        if not isinstance(chosen, bool):
+            return Opaque(text(node))
+        return evaluate(template, when_true if chosen else when_false, overrides)
+    if kind == "call_expression" and call_name(node) == "empty":
+        value = evaluate(template, call_arguments(node)[0], overrides)
+        return len(value) == 0 if isinstance(value, str | list | dict) else Opaque(text(node))
+    if kind == "call_expression" and call_name(node) == "union":
+        parts = [evaluate(template, argument, overrides) for argument in call_arguments(node)]
+        if all(isinstance(part, dict) for part in parts):
+            merged: dict[str, Any] = {}
+            for part in parts:
+                merged.update(part)
+            return merged
+    return Opaque(text(node))
+
+
+def _main_module(path: str) -> Declaration:
+    main = load(MAIN)
+    modules = [m for m in main.modules.values() if m.type_string == path]
+    assert len(modules) == 1, f"main.bicep deploys {path} {len(modules)} times"
+    return modules[0]
+
+
+def _module_condition(module: Declaration) -> Node:
+    assert module.value.type == "if_statement", f"module {module.name} is not conditional"
+    return named(module.value)[0]
+
+
+def _function_app_module_body() -> Node:
+    main = load(MAIN)
+    body, _ = main.instances(_main_module("app/function-app.bicep"))[0]
+    return body
+
+
+def _role_of(template: Template, assignment: Node) -> str:
+    role = get(assignment, "properties", "roleDefinitionId")
+    assert role is not None
+    call = template.resolve(role)
+    assert call_name(call) == "subscriptionResourceId", text(call)
+    return BUILT_IN_ROLES[single(template.values(call_arguments(call)[1]), "role id").lower()]
+
+
+def _scope_resource(template: Template, assignment: Node) -> Declaration:
+    scope = get(assignment, "scope")
+    assert scope is not None and scope.type == "identifier", f"{template.relative}: scope {scope}"
+    return template.resources[text(scope)]
+
+
+def _is_inside(node: Node, ancestor: Node) -> bool:
+    current: Node | None = node
+    while current is not None:
+        if same(current, ancestor):
+            return True
+        current = current.parent
+    return False
+
+
+def test_notifications_and_links_are_off_by_default_and_add_nothing() -> None:
+    main = load(MAIN)
+    for name in ("enableNotifyTopic", "enableEmailNotifications", "enableTeamsNotifications", "enableHoldLinks",
+                 "enableKeyVault", "keyVaultPurgeProtection"):
+        param = main.params[name]
+        assert text(named(param.node)[1]) == "bool", f"{name} is not a bool"
+        assert evaluate(main, param.value) is False, f"{name} is on by default"
+        assert param.decorator("description") is not None, f"{name} has no @description"
+    assert evaluate(main, main.params["approvalMode"].value) == "hold"
+    # With the defaults: none of the new modules, no new app setting, no Key Vault identity, empty outputs.
+    for path, condition in NOTIFY_MODULES.items():
+        module = _main_module(path)
+        assert text(_module_condition(module)) == f"({condition})", text(module.value)
+        assert evaluate(main, _module_condition(module)) is False, f"{path} is deployed by default"
+    body = _function_app_module_body()
+    settings = get(body, "params", "appSettings")
+    assert settings is not None and call_name(settings) == "union"
+    assert [text(a) for a in call_arguments(settings)] == ["appSettings", "outputAppSettings"]
+    assert evaluate(main, main.variables["outputAppSettings"].value) == {}
+    resolve = get(body, "params", "resolveKeyVaultReferences")
+    assert resolve is not None and evaluate(main, resolve) is False
+    for output in NOTIFY_OUTPUTS:
+        assert evaluate(main, main.outputs[output].value) == "", f"output {output} is not empty by default"
+    # azd passes the same defaults.
+    parameters = json.loads(PARAMETERS.read_text())["parameters"]
+    for name in ("enableNotifyTopic", "enableEmailNotifications", "emailRecipients", "enableTeamsNotifications",
+                 "enableHoldLinks", "approvalMode", "enableKeyVault", "keyVaultPurgeProtection"):
+        match = re.fullmatch(r"\$\{[A-Z_]+=(.*)\}", parameters[name]["value"])
+        assert match, f"main.parameters.json: {name} is not an azd variable with a default"
+        default = evaluate(main, main.params[name].value)
+        assert match[1] == (str(default).lower() if isinstance(default, bool) else default), name
+    for name in ("teamsWebhookUrl", "holdKey"):
+        assert name not in parameters, f"main.parameters.json must not route {name} through azd's plain .env"
+
+
+def test_each_setting_group_and_its_resources_are_turned_on_together() -> None:
+    main = load(MAIN)
+    settings = main.variables["outputAppSettings"].value
+    switches = [(enable_topic, enable_email, existing, enable_teams, enable_links, mode, enable_vault)
+                for enable_topic in (False, True) for enable_email in (False, True) for existing in ("", "https://x")
+                for enable_teams in (False, True) for enable_links in (False, True) for mode in ("hold", "approve")
+                for enable_vault in (False, True)]
+    body = _function_app_module_body()
+    for topic, email, existing, teams, links, mode, vault in switches:
+        given = {"enableNotifyTopic": topic, "enableEmailNotifications": email, "existingEmailEndpoint": existing,
+                 "enableTeamsNotifications": teams, "enableHoldLinks": links, "approvalMode": mode,
+                 "enableKeyVault": vault}
+        where = f"with {given}"
+        values = evaluate(main, settings, given)
+        assert isinstance(values, dict), where
+        deployed = {path: evaluate(main, _module_condition(_main_module(path)), given) for path in NOTIFY_MODULES}
+        assert ("MAINTENANCE_EVENTGRID_TOPIC_ENDPOINT" in values) is topic is deployed["app/notify-topic.bicep"], where
+        email_keys = {"MAINTENANCE_EMAIL_ENDPOINT", "MAINTENANCE_EMAIL_SENDER", "MAINTENANCE_EMAIL_TO"}
+        assert (email_keys & set(values)) == (email_keys if email else set()), where
+        # New ACS resources only for e-mail without an existing resource.
+        assert deployed["app/email.bicep"] is (email and not existing), where
+        references = KEY_VAULT_REFERENCE_SETTINGS & set(values)
+        assert ("MAINTENANCE_TEAMS_WEBHOOK_URL" in references) is teams, where
+        assert ("MAINTENANCE_HOLD_KEY" in references) is (links or mode == "approve"), where
+        assert ("MAINTENANCE_APPROVAL_MODE" in values) is ("MAINTENANCE_HOLD_KEY" in values), where
+        # A reference needs the vault, and the site must resolve it with its user-assigned identity.
+        if references:
+            assert deployed["app/key-vault.bicep"] is True, where
+        assert deployed["app/key-vault.bicep"] is bool(references or vault), where
+        resolve = get(body, "params", "resolveKeyVaultReferences")
+        assert resolve is not None and evaluate(main, resolve, given) is bool(references), where
+
+
+def test_the_notify_topic_takes_cloud_events_1_0_and_no_keys() -> None:
+    topics = [(t, d) for t in templates() for d in t.resources_of_type("Microsoft.EventGrid/topics")
+              if not d.is_existing]
+    assert len(topics) == 1, topics
+    template, topic = topics[0]
+    assert template.path == NOTIFY_TOPIC
+    props = literal(template, get(topic.value, "properties"), "topic properties")
+    assert props["inputSchema"] == "CloudEventSchemaV1_0", props
+    assert props["disableLocalAuth"] is True, "SAS keys must be off: the app publishes with its identity"
+    assert props["minimumTlsVersionAllowed"] == "1.2"
+    # The app publishes to the endpoint the topic reports.
+    endpoint = template.outputs["endpoint"]
+    assert template.canonical(endpoint.value) == f"{topic.name}.properties.endpoint"
+    main = load(MAIN)
+    values = [v for alternative in main.values(main.variables["outputAppSettings"].value)
+              for k, v in alternative.items() if k == "MAINTENANCE_EVENTGRID_TOPIC_ENDPOINT"]
+    assert values and all(isinstance(v, Opaque) and v.text == "notifyTopic.outputs.endpoint" for v in values), values
+
+
+def test_the_apps_only_role_on_the_notify_topic_is_eventgrid_data_sender() -> None:
+    # Every role assignment scoped to an Event Grid custom topic, in any template.
+    found = []
+    for template, declaration, body, _ in role_assignments():
+        scope = get(body, "scope")
+        if scope is None or scope.type != "identifier" or text(scope) not in template.resources:
+            continue
+        target = template.resources[text(scope)]
+        if (target.type_string or "").split("@")[0] == "Microsoft.EventGrid/topics":
+            found.append((template, declaration, body))
+    assert len(found) == 1, [f"{t.relative}: {d.name}" for t, d, _ in found]
+    template, declaration, body = found[0]
+    assert _role_of(template, body) == "EventGrid Data Sender"
+    principal = get(body, "properties", "principalId")
+    assert principal is not None and text(principal) == "publisherPrincipalId"
+    module = _main_module("app/notify-topic.bicep")
+    instance, _ = load(MAIN).instances(module)[0]
+    given = get(instance, "params", "publisherPrincipalId")
+    assert given is not None and text(given) == "identity.outputs.principalId"
+    assert text(_module_condition(module)) == "(enableNotifyTopic)"
+
+
+def test_email_links_an_azure_managed_domain_to_a_communication_service_without_keys() -> None:
+    template = load(EMAIL)
+    (service,) = template.resources_of_type("Microsoft.Communication/emailServices")
+    (domain,) = template.resources_of_type("Microsoft.Communication/emailServices/domains")
+    (communication,) = template.resources_of_type("Microsoft.Communication/communicationServices")
+    for declaration in (service, domain, communication):
+        assert literal(template, get(declaration.value, "location"), "location") == "global", declaration.name
+        version = (declaration.type_string or "").split("@")[1]
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", version), f"{declaration.name}: api-version {version}"
+    assert text(get(domain.value, "parent") or domain.node) == service.name
+    assert literal(template, get(domain.value, "name"), "domain name") == "AzureManagedDomain"
+    assert literal(template, get(domain.value, "properties", "domainManagement"), "domainManagement") == "AzureManaged"
+    linked = get(communication.value, "properties", "linkedDomains")
+    assert linked is not None and template.canonical(linked) == f"[{domain.name}.id]", text(communication.node)
+    assert literal(template, get(communication.value, "properties", "disableLocalAuth"), "disableLocalAuth") is True
+    # Both in the same data location (a domain links only within its geography).
+    locations = {template.canonical(get(d.value, "properties", "dataLocation") or d.node)
+                 for d in (service, communication)}
+    assert locations == {"dataLocation"}, locations
+    assert template.canonical(template.outputs["endpoint"].value) == f"'https://${{{communication.name}.properties.hostName}}'"
+    assert template.canonical(template.outputs["senderAddress"].value) == \
+        f"'DoNotReply@${{{domain.name}.properties.mailFromSenderDomain}}'"
+
+
+def test_the_email_role_is_the_documented_send_role_on_the_communication_service() -> None:
+    template, definition = role_definition(EMAIL)
+    permissions = literal(template, get(definition.value, "properties", "permissions"), "permissions")
+    assert len(permissions) == 1, permissions
+    actions = permissions[0]["actions"]
+    assert len(actions) == len(set(actions)) and set(actions) == EMAIL_SENDER_ROLE_ACTIONS, actions
+    for action in actions:
+        lowered = action.lower()
+        assert "*" not in action and "listkeys" not in lowered and "delete" not in lowered, action
+        assert lowered.startswith("microsoft.communication/"), action
+    assert not permissions[0].get("notActions") and not permissions[0].get("dataActions")
+    scopes = get(definition.value, "properties", "assignableScopes")
+    assert scopes is not None and template.canonical(scopes) == "[resourceGroup().id]"
+    assignments = template.resources_of_type("Microsoft.Authorization/roleAssignments")
+    assert len(assignments) == 1, assignments
+    assignment = assignments[0].value
+    target = _scope_resource(template, assignment)
+    assert (target.type_string or "").startswith("Microsoft.Communication/communicationServices@"), target.name
+    role = get(assignment, "properties", "roleDefinitionId")
+    assert role is not None and template.canonical(role) == \
+        f"subscriptionResourceId('Microsoft.Authorization/roleDefinitions',{definition.name}.name)"
+    principal = get(assignment, "properties", "principalId")
+    assert principal is not None and text(principal) == "senderPrincipalId"
+    instance, _ = load(MAIN).instances(_main_module("app/email.bicep"))[0]
+    given = get(instance, "params", "senderPrincipalId")
+    assert given is not None and text(given) == "identity.outputs.principalId"
+
+
+def test_email_settings_come_from_the_new_resources_or_the_existing_ones() -> None:
+    main = load(MAIN)
+    groups = [alternative for alternative in main.values(main.variables["outputAppSettings"].value)
+              if "MAINTENANCE_EMAIL_ENDPOINT" in alternative]
+    assert groups
+    seen: dict[str, set[str]] = {"MAINTENANCE_EMAIL_ENDPOINT": set(), "MAINTENANCE_EMAIL_SENDER": set(),
+                                 "MAINTENANCE_EMAIL_TO": set()}
+    for alternative in groups:
+        for name in seen:
+            assert isinstance(alternative[name], Opaque), f"{name} = {alternative[name]!r}"
+            seen[name].add(alternative[name].text)
+    # (The email module is deployed exactly when its outputs are read: see the test after the next.)
+    assert seen == {
+        "MAINTENANCE_EMAIL_ENDPOINT": {"existingEmailEndpoint", "email.outputs.endpoint"},
+        "MAINTENANCE_EMAIL_SENDER": {"existingEmailSender", "email.outputs.senderAddress"},
+        "MAINTENANCE_EMAIL_TO": {"emailRecipients"},
+    }, seen
+
+
+def test_the_teams_url_and_the_hold_key_reach_the_app_only_as_key_vault_references() -> None:
+    from handlers.core.output_settings import APPROVAL_MODES
+
+    main = load(MAIN)
+    vault_module = _main_module("app/key-vault.bicep")
+    body, _ = main.instances(vault_module)[0]
+    name_node = get(body, "params", "name")
+    assert name_node is not None
+    vault_name = single(sorted(set(main.values(name_node))), "vault name")
+    entries = {"MAINTENANCE_TEAMS_WEBHOOK_URL": literal(main, get(body, "params", "teamsWebhookEntryName"), "entry"),
+               "MAINTENANCE_HOLD_KEY": literal(main, get(body, "params", "holdKeyEntryName"), "entry")}
+    seen: dict[str, set[str]] = {name: set() for name in KEY_VAULT_REFERENCE_SETTINGS}
+    for alternative in main.values(main.variables["outputAppSettings"].value):
+        assert isinstance(alternative, dict), alternative
+        for name in KEY_VAULT_REFERENCE_SETTINGS & set(alternative):
+            value = alternative[name]
+            match = KEY_VAULT_REFERENCE.fullmatch(value) if isinstance(value, str) else None
+            assert match, f"{name} is not a Key Vault reference: {value!r}"
+            # https://<the vault this deployment creates><the cloud's Key Vault DNS suffix>/
+            assert match["host"] == f"{vault_name}${{environment().suffixes.keyvaultDns}}", match["host"]
+            seen[name].add(match["entry"])
+        if "MAINTENANCE_APPROVAL_MODE" in alternative:
+            assert alternative["MAINTENANCE_APPROVAL_MODE"] == Opaque("approvalMode")
+    assert seen == {name: {entry} for name, entry in entries.items()}, seen
+    allowed = main.params["approvalMode"].decorator("allowed")
+    assert allowed is not None and tuple(literal(main, call_arguments(allowed)[0], "allowed")) == APPROVAL_MODES
+    # Nothing else sets them: not the always-on settings, not the host settings.
+    assert not KEY_VAULT_REFERENCE_SETTINGS & set(properties(main.variables["appSettings"].value))
+    template, _ = _function_app()
+    config = next(d for d in template.resources.values() if d.type_string == "config")
+    host = call_arguments(get(config.value, "properties") or config.node)[0]
+    assert not KEY_VAULT_REFERENCE_SETTINGS & set(single(template.values(host), "host settings"))
+    # The values themselves, when given to the deployment: @secure() parameters that go to the vault
+    # module only, which writes them into vault entries and nowhere else.
+    for name in ("teamsWebhookUrl", "holdKey"):
+        declaration = main.params[name]
+        assert declaration.decorator("secure") is not None, f"main.bicep: {name} is not @secure()"
+        assert evaluate(main, declaration.value) == "", f"main.bicep: {name} has a default"
+        uses = [n for n in walk(main.root) if n.type == "identifier" and text(n) == name
+                and not same(n, named(declaration.node)[0])]
+        assert uses, name
+        for use in uses:
+            holder = use.parent
+            assert holder is not None and holder.type == "object_property" and property_key(holder) == name \
+                and _is_inside(use, vault_module.node), \
+                f"main.bicep:{use.start_point[0] + 1}: {name} is used outside the vault module"
+    vault_template = load(KEY_VAULT)
+    entry_resources = vault_template.resources_of_type(KEY_VAULT_ENTRY_TYPE)
+    for name in ("teamsWebhookUrl", "holdKey"):
+        declaration = vault_template.params[name]
+        assert declaration.decorator("secure") is not None, f"key-vault.bicep: {name} is not @secure()"
+        uses = [n for n in walk(vault_template.root) if n.type == "identifier" and text(n) == name
+                and not same(n, named(declaration.node)[0])]
+        assert uses and all(any(_is_inside(use, entry.node) for entry in entry_resources) for use in uses), \
+            f"key-vault.bicep: {name} is used outside its vault entry"
+    written = {}
+    for entry in entry_resources:
+        body, _ = vault_template.instances(entry)[0]
+        value = get(body, "properties", "value")
+        assert value is not None and text(value) in ("teamsWebhookUrl", "holdKey"), entry.name
+        written[text(get(body, "name") or body)] = text(value)
+        # Written only when given: an empty value would replace what the operator put there.
+        assert entry.value.type == "if_statement", f"key-vault.bicep: {entry.name} is written unconditionally"
+        assert vault_template.canonical(named(entry.value)[0]) == f"(!empty({text(value)}))", text(entry.value)
+    assert written == {"teamsWebhookEntryName": "teamsWebhookUrl", "holdKeyEntryName": "holdKey"}, written
+    assert not any(text(n) in ("teamsWebhookUrl", "holdKey") for output in vault_template.outputs.values()
+                   for n in walk(output.node) if n.type == "identifier")
+
+
+def test_the_key_vault_is_rbac_only_with_soft_delete_and_the_app_reads_it_with_its_identity() -> None:
+    template = load(KEY_VAULT)
+    vaults = template.resources_of_type("Microsoft.KeyVault/vaults")
+    assert len(vaults) == 1, vaults
+    vault = vaults[0]
+    props = get(vault.value, "properties")
+    assert literal(template, get(props, "enableRbacAuthorization"), "enableRbacAuthorization") is True
+    assert literal(template, get(props, "enableSoftDelete"), "enableSoftDelete") is True
+    assert 7 <= literal(template, get(props, "softDeleteRetentionInDays"), "retention") <= 90
+    assert get(props, "accessPolicies") is None, "RBAC mode: no access policies"
+    purge = get(props, "enablePurgeProtection")
+    assert purge is not None and template.canonical(purge) == "enablePurgeProtection?true:null", text(vault.node)
+    assignments = template.resources_of_type("Microsoft.Authorization/roleAssignments")
+    assert len(assignments) == 1, assignments
+    assignment = assignments[0].value
+    assert _scope_resource(template, assignment).name == vault.name
+    assert _role_of(template, assignment) == "Key Vault Secrets User"
+    principal = get(assignment, "properties", "principalId")
+    assert principal is not None and text(principal) == "readerPrincipalId"
+    main = load(MAIN)
+    module = _main_module("app/key-vault.bicep")
+    instance, _ = main.instances(module)[0]
+    given = get(instance, "params", "readerPrincipalId")
+    assert given is not None and text(given) == "identity.outputs.principalId"
+    given = get(instance, "params", "enablePurgeProtection")
+    assert given is not None and text(given) == "keyVaultPurgeProtection"
+    # The site resolves references with the user-assigned identity (it has no system-assigned one),
+    # and is created after the vault and the app's role on it.
+    site_template, site = _function_app()
+    identity = get(site.value, "properties", "keyVaultReferenceIdentity")
+    assert identity is not None and site_template.canonical(identity) == "resolveKeyVaultReferences?identityId:null"
+    identities = get(site.value, "identity", "userAssignedIdentities")
+    assert identities is not None and site_template.canonical(identities) == "{'${identityId}':{}}"
+    depends = get(_function_app_module_body(), "dependsOn")
+    assert depends is not None and "keyVault" in {text(n) for n in named(depends)}, "the app must wait for the vault"
+    # The vault the references point to is the one this module creates (its name), in this cloud.
+    reference_uri = main.variables["keyVaultUri"].value
+    assert single(sorted(set(main.values(reference_uri))), "keyVaultUri") == \
+        f"https://{single(sorted(set(main.values(get(instance, 'params', 'name') or instance))), 'name')}" \
+        "${environment().suffixes.keyvaultDns}/"
+
+
+def test_outputs_of_conditional_modules_are_read_only_where_the_module_is_deployed() -> None:
+    # ARM evaluates only the branch a ternary takes, so `condition ? module.outputs.x : ...` is safe
+    # exactly when the condition is the module's own.
+    main = load(MAIN)
+    conditional = {name: module for name, module in main.modules.items() if module.value.type == "if_statement"}
+    checked = 0
+    for node in walk(main.root):
+        chain = member_chain(node)
+        if not chain or len(chain) < 3 or chain[0] not in conditional or chain[1] != "outputs":
+            continue
+        if node.parent is not None and node.parent.type == "member_expression":
+            continue  # the whole chain is checked once
+        module_condition = main.canonical(named(_module_condition(conditional[chain[0]]))[0])
+        guard: Node | None = node.parent
+        child = node
+        while guard is not None and not (guard.type == "ternary_expression" and same(named(guard)[1], child)):
+            child = guard
+            guard = guard.parent
+        assert guard is not None, f"main.bicep:{node.start_point[0] + 1}: {text(node)} is read unguarded"
+        assert main.canonical(named(guard)[0]) == module_condition, \
+            f"main.bicep:{node.start_point[0] + 1}: {text(node)} is read when {text(named(guard)[0])}, " \
+            f"the module exists when {module_condition}"
+        checked += 1
+    assert checked >= 5, checked
 
 
 # ------------------------------------------------------------------------------------------------
