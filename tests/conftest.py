@@ -4,10 +4,12 @@ Functions host stand-in that calls the registered functions as the real host doe
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -133,3 +135,28 @@ def wait_for_fallback_verdict(event: dict[str, Any], safety_seconds: int) -> Non
     cutoff = datetime.fromisoformat(str(event["data"]["cancellationCutOffDateTime"]))
     visible = cutoff - timedelta(seconds=safety_seconds) + timedelta(seconds=min(60.0, safety_seconds / 2))
     time.sleep(max(0.0, (visible - datetime.now(UTC)).total_seconds()) + 1)
+
+
+@pytest.fixture
+def probe_server() -> Iterator[dict[str, Any]]:
+    """A loopback application endpoint answering the statuses in `answers`, one per request (the
+    last one for every request after them)."""
+    state: dict[str, Any] = {"answers": [200], "requests": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the base class's name
+            answers = state["answers"]
+            self.send_response(answers[min(state["requests"], len(answers) - 1)])
+            state["requests"] += 1
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/health"
+    yield state
+    server.shutdown()
+    server.server_close()

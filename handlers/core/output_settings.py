@@ -133,14 +133,20 @@ def _addresses(reader: Reader) -> tuple[str, ...]:
     return tuple(dict.fromkeys(addresses))
 
 
+def _secret(reader: Reader, name: str) -> str | None:
+    """A secret setting's value; never a Key Vault reference: the platform resolves one before the
+    app sees it, so seeing one means the resolution failed (and the value must not be used)."""
+    value = reader.raw(name)
+    if value is not None and value.startswith("@Microsoft.KeyVault("):
+        raise SettingsError(name, "is an unresolved Key Vault reference: give the app's identity Key Vault "
+                            "Secrets User on the vault and check the entry exists (the portal shows the reason)")
+    return value
+
+
 def _teams_url(reader: Reader) -> str | None:
-    value = reader.raw("MAINTENANCE_TEAMS_WEBHOOK_URL")
+    value = _secret(reader, "MAINTENANCE_TEAMS_WEBHOOK_URL")
     if value is None:
         return None
-    if value.startswith("@Microsoft.KeyVault("):
-        # The platform resolves a Key Vault reference before the app sees it; seeing one means it failed.
-        raise SettingsError("MAINTENANCE_TEAMS_WEBHOOK_URL", "is an unresolved Key Vault reference: give the "
-                            "app's identity Key Vault Secrets User on the vault (the portal shows the reason)")
     parts = urlsplit(value)
     if parts.scheme != "https" or not parts.netloc or parts.fragment:
         raise SettingsError("MAINTENANCE_TEAMS_WEBHOOK_URL", "is not an https URL (a Teams Workflows webhook's "
@@ -149,12 +155,9 @@ def _teams_url(reader: Reader) -> str | None:
 
 
 def _key(reader: Reader) -> bytes | None:
-    value = reader.raw("MAINTENANCE_HOLD_KEY")
+    value = _secret(reader, "MAINTENANCE_HOLD_KEY")
     if value is None:
         return None
-    if value.startswith("@Microsoft.KeyVault("):
-        raise SettingsError("MAINTENANCE_HOLD_KEY", "is an unresolved Key Vault reference: give the app's "
-                            "identity Key Vault Secrets User on the vault")
     try:
         key = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):

@@ -9,8 +9,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -75,31 +74,6 @@ def resumed_at(event: dict[str, object]) -> str:
 
 def instance_views(emulator: AzureEmulator, vm: str) -> int:
     return emulator.count("GET", path_contains=f"{vm}/instanceView")
-
-
-@pytest.fixture
-def probe_server() -> Iterator[dict[str, Any]]:
-    """A loopback application endpoint answering the statuses in `answers`, one per request (the
-    last one for every request after them)."""
-    state: dict[str, Any] = {"answers": [200], "requests": 0}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the base class's name
-            answers = state["answers"]
-            self.send_response(answers[min(state["requests"], len(answers) - 1)])
-            state["requests"] += 1
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/health"
-    yield state
-    server.shutdown()
-    server.server_close()
 
 
 def test_a_vm_running_before_and_stopped_after_is_a_rollback_candidate(

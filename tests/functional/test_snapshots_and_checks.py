@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -30,28 +27,6 @@ def run_row(event: dict[str, object]) -> dict[str, object]:
     row = get_runtime().ledger.get_run(run_of(event))
     assert row is not None
     return row
-
-
-@pytest.fixture
-def probe_server() -> Iterator[dict[str, object]]:
-    """A loopback 'ready for patching' endpoint whose answer the test sets."""
-    state: dict[str, object] = {"status": 200}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the base class's name
-            self.send_response(int(state["status"]))  # type: ignore[call-overload]
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/ready"
-    yield state
-    server.shutdown()
-    server.server_close()
 
 
 def test_all_disks_snapshotted_incrementally_with_tags(
@@ -167,7 +142,7 @@ def test_http_probe(
     if status is None:  # nothing listens there
         url = url.replace(url.split(":")[2].split("/")[0], "9")
     else:
-        probe_server["status"] = status
+        probe_server["answers"] = [status]
     monkeypatch.setenv("MAINTENANCE_PRE_CHECKS", "http-probe")
     monkeypatch.setenv("MAINTENANCE_HTTP_PROBE_URL", url)
     monkeypatch.setenv("MAINTENANCE_HTTP_PROBE_TIMEOUT_SECONDS", "2")
