@@ -210,3 +210,38 @@ def test_links_are_refused_when_the_app_has_no_key_and_for_a_run_it_does_not_kno
     assert host.call_http("GET", "/api/maintenance/delete").status_code == 404
     response = host.call_http("POST", "/api/maintenance/hold", body=b"x" * 5000)
     assert response.status_code == 400
+
+
+def test_an_approval_before_the_preparation_ends_lets_the_phase_decide_itself(
+    host: FunctionsHost, emulator: AzureEmulator, links_on: None, one_vm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAINTENANCE_APPROVAL_MODE", "approve")
+    monkeypatch.setenv("MAINTENANCE_TEAMS_WEBHOOK_URL", "https://127.0.0.1:9/teams/unused")
+    pre = make_event("pre", subscriptions=(SUB_A,))
+    emulator.add_run(run_of(pre), [one_vm])
+    host.deliver_event("pre_maintenance", pre)
+
+    status, page = follow(host, link(pre, "approve"))
+    assert status == 200 and "as soon as its preparation is done" in page
+    queued = get_runtime().work_queue().peek_messages(max_messages=32)
+    assert len(queued) == 1, "the pre phase's own message only: no verdict is queued before it waits"
+    host.run_queues()
+
+    recorded = row(pre)
+    assert recorded["Verdict"] == "ready" and "AwaitingApprovalSince" not in recorded
+    assert get_runtime().ledger.get_phase(run_of(pre), "pre")["Status"] == "completed"  # type: ignore[index]
+
+
+def test_a_hold_after_a_ready_verdict_does_not_cancel_when_cancel_on_failure_is_off(
+    host: FunctionsHost, emulator: AzureEmulator, links_on: None, one_vm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAINTENANCE_CANCEL_ON_FAILURE", "false")
+    pre = make_event("pre", subscriptions=(SUB_A,))
+    emulator.add_run(run_of(pre), [one_vm])
+    host.deliver_event("pre_maintenance", pre)
+    host.run_queues()
+
+    status, page = follow(host, link(pre))
+
+    assert status == 200 and "MAINTENANCE_CANCEL_ON_FAILURE is false" in page
+    assert emulator.run_status(run_of(pre)) != "Cancelled" and "HeldAt" in row(pre)

@@ -26,6 +26,7 @@ from handlers.core.events import EventKind, MaintenanceEvent
 from handlers.core.logs import run_logger
 from handlers.core.status import Verdict
 from handlers.core.work import Step, WorkMessage, send_work
+from handlers.ledger.alerts import AlertKind, raise_alert
 from handlers.phases.pre.cancel import send_cancel
 from handlers.phases.pre.state import PreWork
 from handlers.phases.signals import DeferredError
@@ -65,11 +66,16 @@ def hold_run(runtime: Runtime, row: dict[str, Any], *, now: datetime) -> Answer:
     log.warning("the run was held through the hold link")
     latest = runtime.ledger.get_run(event.correlation_id) or row
     if latest.get("Verdict") == Verdict.READY.value and latest.get("CancelOutcome") != "accepted":
+        if not runtime.settings.cancel_on_failure:
+            return Answer(True, "The hold is recorded, but this app does not cancel runs "
+                                "(MAINTENANCE_CANCEL_ON_FAILURE is false): the run goes ahead.")
         outcome = send_cancel(runtime, event, HELD_REASON, log)
         runtime.ledger.update_run(event.correlation_id, {"CancelOutcome": outcome, "Verdict": Verdict.FAILED.value,
                                                          "FailingReasons": HELD_REASON})
         if outcome == "accepted":
             return Answer(True, "The run is held: it was ready, and it has been cancelled now.")
+        raise_alert(runtime.ledger, event.correlation_id, AlertKind.CANCEL_NOT_MADE,
+                    f"the run was held after its ready verdict and the cancel did not go through: {outcome}")
         return Answer(True, f"The hold is recorded, but the cancel did not go through ({outcome}). "
                             "Check the run in the Azure portal.")
     return Answer(True, "The run is held: it will be cancelled at its verdict, before the cutoff.")
@@ -85,9 +91,13 @@ def approve_run(runtime: Runtime, row: dict[str, Any], *, now: datetime) -> Answ
     if row.get("ApprovedAt") or row.get("Verdict") == Verdict.READY.value:
         return Answer(False, "The run is approved already.")
     runtime.ledger.update_run(event.correlation_id, {"ApprovedAt": now, "ApprovedVia": "approve link"})
-    run_logger(event.correlation_id).info("the run was approved through the approve link; deciding it now")
-    send_work(runtime.work_queue(), WorkMessage(event, Step.VERDICT))
-    return Answer(True, "The run is approved: its checks decide it now, and it goes ahead if they pass.")
+    log = run_logger(event.correlation_id)
+    if (runtime.ledger.get_run(event.correlation_id) or {}).get("AwaitingApprovalSince"):
+        log.info("the run was approved through the approve link; deciding it now")
+        send_work(runtime.work_queue(), WorkMessage(event, Step.VERDICT))
+        return Answer(True, "The run is approved: its checks decide it now, and it goes ahead if they pass.")
+    log.info("the run was approved through the approve link before its preparation ended")
+    return Answer(True, "The run is approved: it is decided on its checks as soon as its preparation is done.")
 
 
 def held_after_ready(runtime: Runtime, event: MaintenanceEvent) -> bool:
@@ -117,7 +127,12 @@ def await_approval(run: PhaseRun[PreWork]) -> None:
         return  # the verdict at the deadline: no approval is a failing check
     run.log.info("waiting for a person to approve the run (MAINTENANCE_APPROVAL_MODE=approve) until %s",
                  deadline.isoformat())
+    # Written, then the approval read again; `approve_run` writes the approval, then reads this:
+    # whichever comes second queues the verdict (a second verdict message finds the first's claim).
     runtime.ledger.update_run(event.correlation_id, {"AwaitingApprovalSince": runtime.clock.utcnow()})
+    if (runtime.ledger.get_run(event.correlation_id) or {}).get("ApprovedAt"):
+        run.log.info("approved while this phase began to wait: the verdict is queued")
+        send_work(runtime.work_queue(), WorkMessage(event, Step.VERDICT))
     if run.scope is Scope.WHOLE:
         run.end(Ended.DISPATCHED, awaiting_approval=True, dispatched=True)
         return
