@@ -35,7 +35,9 @@ from handlers.runtime import Runtime
 
 TYPE_PREFIX = "Azure.ScheduledEvents."
 PARTITION_PREFIX = "platform-"
-CHANGES = ("new", "updated", "started", "vanished", "hook-succeeded", "hook-failed", "approved")
+CHANGES = ("new", "updated", "started", "vanished", "hook-succeeded", "hook-failed", "approved",
+           "end-hook-succeeded", "end-hook-failed")
+_FAILED_HOOKS = ("hook-failed", "end-hook-failed")
 _FORBIDDEN_KEY_CHARACTERS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
 _WRITE_ATTEMPTS = 8
 
@@ -99,8 +101,9 @@ def record_platform_event(runtime: Runtime, event: func.EventGridEvent | func.Cl
     row = record_change(runtime.clients.ledger_table(), change)
     extra = {"vm_name": change.vm_name, "event_id": change.event_id}
     prefix = f"[{change.vm_name}/{change.event_id}] {row.get('EventType') or 'scheduled event'}"
-    if change.change == "hook-failed":
-        log.warning("%s: hooks failed on the VM: %s", prefix, "; ".join(change.hook_failures) or "?", extra=extra)
+    if change.change in _FAILED_HOOKS:
+        what = "end hooks" if change.change == "end-hook-failed" else "hooks"
+        log.warning("%s: %s failed on the VM: %s", prefix, what, "; ".join(change.hook_failures) or "?", extra=extra)
     elif change.change == "vanished" and row.get("DurationSeconds") is not None:
         log.info("%s: over after %s s of maintenance", prefix, row["DurationSeconds"], extra=extra)
     else:
@@ -144,7 +147,7 @@ def parse_platform_event(event: func.EventGridEvent | func.CloudEvent) -> Platfo
         resource_id=_text(data, "resourceId"),
         document_incarnation=incarnation if isinstance(incarnation, int) and not isinstance(incarnation, bool)
         else None,
-        hook_failures=_hook_failures(data.get("hookResults")) if change == "hook-failed" else (),
+        hook_failures=_hook_failures(data.get("hookResults")) if change in _FAILED_HOOKS else (),
     )
 
 
@@ -199,6 +202,9 @@ def merge_row(existing: Mapping[str, Any] | None, change: PlatformChange) -> dic
     if change.change in ("hook-succeeded", "hook-failed"):
         row["HookOutcome"] = "failed" if change.change == "hook-failed" else "succeeded"
         row["HookFailures"] = truncate_utf16("; ".join(change.hook_failures))
+    if change.change in ("end-hook-succeeded", "end-hook-failed"):  # run when the event ended (agent)
+        row["EndHookOutcome"] = "failed" if change.change == "end-hook-failed" else "succeeded"
+        row["EndHookFailures"] = truncate_utf16("; ".join(change.hook_failures))
     if change.document_incarnation is not None:
         row["DocumentIncarnation"] = max(int(old.get("DocumentIncarnation") or 0), change.document_incarnation)
     vanished = row.get("VanishedAt") or old.get("VanishedAt")

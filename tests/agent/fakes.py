@@ -117,6 +117,7 @@ class ScheduledEventsServer(_Server):
         self.requests: list[Request] = []
         self.approvals: list[Any] = []  # parsed POST bodies
         self.override: tuple[int, bytes] | None = None  # answer every scheduled-events call with this
+        self.instance_status = 200  # e.g. 500: the VM-name lookup fails
         self.delay = 0.0
         super().__init__()
 
@@ -130,7 +131,7 @@ class ScheduledEventsServer(_Server):
 
     def add_event(self, event_type: str = "Reboot", *, resources: list[str] | None = None,
                   not_before: timedelta = timedelta(minutes=15), status: str = "Scheduled",
-                  event_id: str | None = None, duration: int = -1) -> str:
+                  event_id: str | None = None, duration: int = -1, source: str = "Platform") -> str:
         event_id = event_id or str(uuid.uuid4()).upper()
         with self.lock:
             self.events[event_id] = {
@@ -141,11 +142,27 @@ class ScheduledEventsServer(_Server):
                 "EventStatus": status,
                 "NotBefore": rfc1123(datetime.now(UTC) + not_before) if status == "Scheduled" else "",
                 "Description": f"{event_type} planned by the platform",
-                "EventSource": "Platform",
+                "EventSource": source,
                 "DurationInSeconds": duration,
             }
             self.incarnation += 1
         return event_id
+
+    def update(self, event_id: str, *, drop: tuple[str, ...] = (), **fields: Any) -> None:
+        """Change an event's fields (`drop` removes keys), as a new incarnation."""
+        with self.lock:
+            event = self.events[event_id]
+            event.update(fields)
+            for name in drop:
+                event.pop(name, None)
+            self.incarnation += 1
+
+    def document(self) -> dict[str, Any]:
+        with self.lock:
+            return {"DocumentIncarnation": self.incarnation, "Events": [dict(e) for e in self.events.values()]}
+
+    def instance_requests(self) -> int:
+        return sum(1 for r in self.requests if r.path.startswith("/metadata/instance/"))
 
     def start(self, event_id: str) -> None:
         with self.lock:
@@ -179,6 +196,8 @@ class ScheduledEventsServer(_Server):
             with self.lock:
                 document = {"DocumentIncarnation": self.incarnation, "Events": list(self.events.values())}
             return 200, "application/json", json.dumps(document).encode()
+        if parts.path.startswith("/metadata/instance/") and self.instance_status != 200:
+            return self.instance_status, "application/json", b'{"error":"Internal server error"}'
         if parts.path.startswith("/metadata/instance/compute/") and query.get("format") == ["text"]:
             value = {"name": self.vm_name, "resourceId": self.resource_id}.get(parts.path.rsplit("/", 1)[-1])
             if value:

@@ -290,8 +290,8 @@ def test_a_malformed_document_is_logged_and_skipped(
         clock.advance(1)
         agent.run_once()
     assert [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()] == [
-        "Scheduled Events endpoint unavailable: malformed document skipped: DocumentIncarnation must be an "
-        "integer, got 'three'; retrying with backoff (next in 1.0 s)"]
+        "Scheduled Events endpoint unavailable: malformed document skipped, the last good view kept: "
+        "DocumentIncarnation must be an integer, got 'three'; retrying with backoff (next in 1.0 s)"]
     imds.override = None
     clock.advance(2)
     event_id = imds.add_event("Reboot")

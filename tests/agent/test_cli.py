@@ -36,10 +36,16 @@ def test_check_config_prints_the_effective_settings(
     tmp_path: Path, base_config: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "config.json"
-    path.write_text(json.dumps(base_config | {"events": {"Reboot": {"approval": "approve"}}}))
+    path.write_text(json.dumps(base_config | {
+        "events": {"Reboot": {"approval": "approve", "end_hooks": [{"name": "undo", "command": "true"}]}},
+        "approval_rules": [{"name": "short-freeze", "event_types": ["Freeze"], "duration_under_seconds": 9,
+                            "approval": "approve-immediately"}],
+        "must_go_alone": ["vm-db"]}))
     assert main(["--config", str(path), "--check-config"]) == 0
     out = capsys.readouterr().out
-    assert "Reboot: hooks none; approval approve" in out and "forwarding: http://127.0.0.1" in out
+    assert "Reboot: hooks none; end hooks undo (300 s); approval approve" in out
+    assert "approval_rules[0] short-freeze: type Freeze, duration under 9 s -> approve-immediately" in out
+    assert "must_go_alone: vm-db" in out and "forwarding: http://127.0.0.1" in out
 
 
 def test_the_service_runs_and_stops_cleanly_on_sigterm(

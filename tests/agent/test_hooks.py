@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from scheduled_events_agent.agent import utcnow
@@ -43,6 +44,8 @@ def test_environment_and_stdin(tmp_path: Path) -> None:
         "SCHEDULED_EVENT_SOURCE": "Platform", "SCHEDULED_EVENT_DURATION_SECONDS": "5",
         "SCHEDULED_EVENT_DESCRIPTION": "Host server is undergoing maintenance.",
         "SCHEDULED_EVENT_DOCUMENT_INCARNATION": "7", "SCHEDULED_EVENT_VM_NAME": "vm-a",
+        "SCHEDULED_EVENT_HOOK_PHASE": "scheduled", "SCHEDULED_EVENT_FIRST_SEEN_STATUS": "Scheduled",
+        "SCHEDULED_EVENT_DEADLINE": "",
     }
     assert json.loads(call["stdin"]) == dict(EVENT.raw)
 
@@ -93,6 +96,19 @@ def test_stopping_the_agent_interrupts_a_running_hook() -> None:
     result = hook_runner.run(Hook("long", ("/bin/sleep", "30"), 60), EVENT, env())
     assert result.status == "interrupted"
     assert time.monotonic() - started < 5
+
+
+def test_a_deadline_cuts_a_hook_short_and_its_own_timeout_still_applies() -> None:
+    started = time.monotonic()
+    cut = runner(grace=0.2).run(Hook("drain", ("/bin/sleep", "30"), 300), EVENT, env(),
+                                deadline=utcnow() + timedelta(seconds=0.4))
+    assert cut.status == "cut-short" and time.monotonic() - started < 3
+    # A deadline further away than the hook's own timeout: an ordinary timeout.
+    timed_out = runner(grace=0.2).run(Hook("drain", ("/bin/sleep", "30"), 0.3), EVENT, env(),
+                                      deadline=utcnow() + timedelta(minutes=10))
+    assert timed_out.status == "timed-out"
+    missed = runner().run(Hook("late", ("/bin/true",), 10), EVENT, env(), deadline=utcnow() - timedelta(seconds=1))
+    assert missed.status == "cut-short" and "not started" in missed.output and missed.exit_code is None
 
 
 def _alive(pid: int) -> bool:

@@ -7,7 +7,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from scheduled_events_agent.document import MalformedDocumentError, parse_document, parse_rfc1123
+from scheduled_events_agent.document import (
+    MalformedDocumentError,
+    parse_document,
+    parse_event,
+    parse_not_before,
+    parse_rfc1123,
+)
 from scheduled_events_agent.state import STATE_FILE, EventRecord, StateLockedError, StateStore
 
 DOCUMENT = {
@@ -76,6 +82,8 @@ def test_documented_document_parses() -> None:
     ("<html>", "not JSON"),
     ("[]", "not a JSON object"),
     ('{"Events": []}', "DocumentIncarnation"),
+    ('{"DocumentIncarnation": 99}', "Events is missing"),
+    ('{"DocumentIncarnation": 99, "Events": null}', "Events must be a list"),
     ('{"DocumentIncarnation": 1, "Events": {}}', "Events must be a list"),
     ('{"DocumentIncarnation": 1, "Events": [{"EventType": "Reboot", "EventStatus": "Scheduled"}]}',
      "Events[0].EventId"),
@@ -85,6 +93,27 @@ def test_documented_document_parses() -> None:
 def test_malformed_documents_say_what_is_wrong(body: str, words: str) -> None:
     with pytest.raises(MalformedDocumentError, match=words.replace("[", r"\[").replace("]", r"\]")):
         parse_document(body)
+
+
+def test_resources_null_or_missing_is_told_apart_from_a_list() -> None:
+    base = {"EventId": "x", "EventType": "Reboot", "EventStatus": "Scheduled"}
+    assert parse_event({**base, "Resources": ["vm-a"]}).resources_listed
+    assert not parse_event({**base, "Resources": None}).resources_listed
+    assert not parse_event(base).resources_listed
+    assert parse_event({**base, "Resources": []}).resources == ()
+
+
+@pytest.mark.parametrize("value", [
+    "Tue, 01 Dec 2026 10:00:00 GMT", "2026-12-01T10:00:00Z", "2026-12-01T10:00:00+00:00",
+    "2026-12-01T12:00:00+02:00", "2026-12-01T10:00:00", "2026-12-01T10:00:00.0000000Z", "2026-12-01T10:00:00.0Z",
+])
+def test_not_before_in_rfc1123_or_iso8601(value: str) -> None:
+    assert parse_not_before(value) == datetime(2026, 12, 1, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("value", ["", "soon", "Tue, 99 Foo", "2026-13-01T10:00:00Z"])
+def test_unreadable_not_before(value: str) -> None:
+    assert parse_not_before(value) is None
 
 
 def test_rfc1123() -> None:

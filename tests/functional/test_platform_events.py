@@ -135,6 +135,23 @@ def test_hook_failures_are_recorded_and_logged(host: FunctionsHost, caplog: pyte
     assert f"[{VM}/{EVENT_ID}] Reboot: hooks failed on the VM: drain: failed (exit 3)" in caplog.text
 
 
+def test_end_hook_outcomes_are_recorded_beside_the_start_hooks(
+    host: FunctionsHost, caplog: pytest.LogCaptureFixture
+) -> None:
+    deliver(forwarded("new", T0))
+    deliver(forwarded("hook-succeeded", T0 + timedelta(seconds=3)))
+    deliver(forwarded("vanished", T0 + timedelta(seconds=60)))
+    with caplog.at_level(logging.WARNING, logger="maintenance.platform"):
+        deliver(forwarded("end-hook-failed", T0 + timedelta(seconds=70), hook_results=[
+            {"name": "start-app", "status": "failed", "exitCode": 1}]))
+    row = only_row()
+    assert (row["HookOutcome"], row["EndHookOutcome"]) == ("succeeded", "failed")
+    assert row["EndHookFailures"] == "start-app: failed (exit 1)" and row["LastChange"] == "end-hook-failed"
+    assert f"[{VM}/{EVENT_ID}] Reboot: end hooks failed on the VM: start-app: failed (exit 1)" in caplog.text
+    deliver(forwarded("end-hook-succeeded", T0 + timedelta(seconds=80)))
+    assert only_row()["EndHookOutcome"] == "succeeded"
+
+
 def test_the_event_grid_schema_is_accepted_too(host: FunctionsHost) -> None:
     raw = forwarded("new", T0)
     event = func.EventGridEvent(id=raw["id"], data=raw["data"], topic="/subscriptions/s/topics/se", subject=EVENT_ID,

@@ -101,7 +101,21 @@ def _describe(config: AgentConfig) -> str:
     for name, entry in sorted(config.events.items()):
         hooks = ", ".join(f"{hook.name} ({hook.timeout_seconds:g} s)" for hook in entry.hooks) or "none"
         first = ", only if first resource" if entry.approve_only_if_first_resource else ""
-        lines.append(f"{name}: hooks {hooks}; approval {config.approval_for(name)}{first}")
+        ends = ", ".join(f"{hook.name} ({hook.timeout_seconds:g} s)" for hook in entry.end_hooks)
+        started = "" if entry.run_hooks_for_started_events else "; not for events already started"
+        lines.append(f"{name}: hooks {hooks}{started}; end hooks {ends or 'none'}; "
+                     f"approval {config.approval_for(name)}{first}")
+    for index, rule in enumerate(config.approval_rules):
+        match = [f"type {'/'.join(rule.event_types)}" if rule.event_types else "",
+                 f"source {'/'.join(rule.sources)}" if rule.sources else "",
+                 f"duration under {rule.duration_under_seconds} s" if rule.duration_under_seconds is not None else ""]
+        first = ", only if first resource" if rule.only_if_first_resource else ""
+        lines.append(f"approval_rules[{index}] {rule.name}: {', '.join(m for m in match if m) or 'every event'} "
+                     f"-> {rule.approval}{first}")
+    if config.must_go_alone:
+        lines.append(f"must_go_alone: {', '.join(config.must_go_alone)}")
+    lines.append(f"notice_margin_seconds: {config.notice_margin_seconds:g}; events naming no VM: "
+                 f"{'this VM' if config.missing_resources_mean_this_vm else 'not this VM'}")
     forwarding = config.forwarding
     lines.append(f"forwarding: {forwarding.endpoint} ({forwarding.auth})" if forwarding else "forwarding: off")
     return "\n".join(lines)

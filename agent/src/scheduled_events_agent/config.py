@@ -13,22 +13,23 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .config_reader import ConfigError, Section
+
+__all__ = ["AgentConfig", "ApprovalRule", "ConfigError", "EventTypeConfig", "ForwardingConfig", "Hook",
+           "load_config", "parse_config"]
+
 EVENT_TYPES = ("Freeze", "Reboot", "Redeploy", "Preempt", "Terminate")
-APPROVALS = ("approve", "wait")
+EVENT_SOURCES = ("Platform", "User")
+# approve: once this VM's hooks succeeded; approve-immediately: at once, hooks run meanwhile.
+APPROVE = "approve"
+APPROVE_IMMEDIATELY = "approve-immediately"
+WAIT = "wait"
+APPROVALS = (APPROVE, APPROVE_IMMEDIATELY, WAIT)
 AUTH_MODES = ("managed-identity", "default", "key")
 DEFAULT_CONFIG_PATH = "/etc/scheduled-events-agent/config.json"
 DEFAULT_STATE_DIR = "/var/lib/scheduled-events-agent"
 DEFAULT_SCHEDULED_EVENTS_URL = "http://169.254.169.254/metadata/scheduledevents"
 DEFAULT_INSTANCE_METADATA_URL = "http://169.254.169.254/metadata/instance"
-
-
-class ConfigError(ValueError):
-    """A configuration value we cannot use; `key` names it (dotted path)."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        self.key = key
-        self.problem = problem
-        super().__init__(f"config {key}: {problem}" if key else f"config: {problem}")
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,32 @@ class EventTypeConfig:
     """What to do for one event type. `approval` None means the top-level default."""
 
     hooks: tuple[Hook, ...] = ()
+    # Run once when an event whose hooks ran vanishes (it happened, or Azure cancelled it).
+    end_hooks: tuple[Hook, ...] = ()
     approval: str | None = None
     approve_only_if_first_resource: bool = False
+    # An event already Started when its hooks could first run (no notice: a host failure).
+    run_hooks_for_started_events: bool = True
+
+
+@dataclass(frozen=True)
+class ApprovalRule:
+    """One entry of `approval_rules`: the first rule matching an event decides its approval.
+
+    Empty `event_types`/`sources` match any; `duration_under_seconds` matches 0 <= duration < it,
+    never an unknown duration (-1).
+    """
+
+    name: str
+    approval: str
+    event_types: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    duration_under_seconds: int | None = None
+    only_if_first_resource: bool = False
+
+    @property
+    def matches_everything(self) -> bool:
+        return not self.event_types and not self.sources and self.duration_under_seconds is None
 
 
 @dataclass(frozen=True)
@@ -77,11 +102,20 @@ class AgentConfig:
     # Microsoft documents that the first call can take up to two minutes (the service starts).
     first_poll_timeout_seconds: float = 120.0
     backoff_initial_seconds: float = 1.0
-    backoff_max_seconds: float = 15.0
-    default_approval: str = "wait"
+    # Near the poll interval: a Preempt gives 30 s of notice.
+    backoff_max_seconds: float = 2.0
+    default_approval: str = WAIT
     events: Mapping[str, EventTypeConfig] = field(default_factory=lambda: MappingProxyType({}))
+    approval_rules: tuple[ApprovalRule, ...] = ()
+    # VMs an approval must never release together with other VMs (approval releases all listed).
+    must_go_alone: tuple[str, ...] = ()
+    missing_resources_mean_this_vm: bool = False
+    # Hooks before NotBefore must end this much earlier; no approval is sent later than that.
+    notice_margin_seconds: float = 1.0
+    # A lower DocumentIncarnation served this long without a break is taken as a restarted counter.
+    incarnation_reset_seconds: float = 60.0
     forwarding: ForwardingConfig | None = None
-    hook_workers: int = 4
+    hook_workers: int = 4  # accepted for old config files; every event's hooks get their own thread
     kill_grace_seconds: float = 5.0
     stop_grace_seconds: float = 20.0
     vanished_retention_days: float = 7.0
@@ -109,7 +143,7 @@ def load_config(path: str | Path) -> AgentConfig:
 
 def parse_config(raw: Any) -> AgentConfig:
     """Validate a config mapping (as read from JSON)."""
-    top = _Section(raw, "")
+    top = Section(raw, "")
     config = AgentConfig(
         state_dir=Path(top.text("state_dir", DEFAULT_STATE_DIR)),
         scheduled_events_url=top.url("scheduled_events_url", DEFAULT_SCHEDULED_EVENTS_URL),
@@ -121,9 +155,16 @@ def parse_config(raw: Any) -> AgentConfig:
         http_timeout_seconds=top.number("http_timeout_seconds", 10.0, 0.05, 300),
         first_poll_timeout_seconds=top.number("first_poll_timeout_seconds", 120.0, 0.05, 600),
         backoff_initial_seconds=top.number("backoff_initial_seconds", 1.0, 0.01, 600),
-        backoff_max_seconds=top.number("backoff_max_seconds", 15.0, 0.01, 3600),
-        default_approval=top.choice("default_approval", "wait", APPROVALS),
+        # An old file setting only the initial delay above the new default cap keeps working.
+        backoff_max_seconds=top.number("backoff_max_seconds",
+                                       max(2.0, top.number("backoff_initial_seconds", 1.0, 0.01, 600)), 0.01, 3600),
+        default_approval=top.choice("default_approval", WAIT, APPROVALS),
         events=MappingProxyType(_events(top)),
+        approval_rules=_rules(top),
+        must_go_alone=top.texts("must_go_alone"),
+        missing_resources_mean_this_vm=top.flag("missing_resources_mean_this_vm", False),
+        notice_margin_seconds=top.number("notice_margin_seconds", 1.0, 0, 600),
+        incarnation_reset_seconds=top.number("incarnation_reset_seconds", 60.0, 1, 86400),
         forwarding=_forwarding(top),
         hook_workers=int(top.number("hook_workers", 4, 1, 32, integer=True)),
         kill_grace_seconds=top.number("kill_grace_seconds", 5.0, 0, 300),
@@ -137,7 +178,7 @@ def parse_config(raw: Any) -> AgentConfig:
     return config
 
 
-def _events(top: _Section) -> dict[str, EventTypeConfig]:
+def _events(top: Section) -> dict[str, EventTypeConfig]:
     section = top.section("events")
     if section is None:
         return {}
@@ -147,21 +188,48 @@ def _events(top: _Section) -> dict[str, EventTypeConfig]:
             raise ConfigError(f"events.{name}", f"unknown event type; valid: {', '.join(EVENT_TYPES)}")
         entry = section.section(name)
         assert entry is not None
-        hooks_raw = entry.get("hooks", [])
-        if not isinstance(hooks_raw, list):
-            raise ConfigError(f"events.{name}.hooks", "must be a list of hooks")
-        hooks = tuple(_hook(item, f"events.{name}.hooks[{index}]") for index, item in enumerate(hooks_raw))
         result[name] = EventTypeConfig(
-            hooks=hooks,
+            hooks=tuple(_hook(item, key) for item, key in _hook_list(entry, "hooks")),
+            end_hooks=tuple(_hook(item, key) for item, key in _hook_list(entry, "end_hooks")),
             approval=entry.choice("approval", None, APPROVALS),
             approve_only_if_first_resource=entry.flag("approve_only_if_first_resource", False),
+            run_hooks_for_started_events=entry.flag("run_hooks_for_started_events", True),
         )
         entry.reject_unknown()
     return result
 
 
+def _hook_list(entry: Section, name: str) -> list[tuple[Any, str]]:
+    if entry.has(name) and not isinstance(entry.get(name), list):
+        raise ConfigError(entry.key(name), "must be a list of hooks")
+    return entry.items(name)
+
+
+def _rules(top: Section) -> tuple[ApprovalRule, ...]:
+    rules: list[ApprovalRule] = []
+    for item, key in top.items("approval_rules"):
+        entry = Section(item, key)
+        duration = entry.get("duration_under_seconds")
+        rule = ApprovalRule(
+            name=entry.text("name", key),
+            approval=entry.choice("approval", None, APPROVALS),
+            event_types=entry.texts("event_types", allowed=EVENT_TYPES),
+            sources=entry.texts("sources", allowed=EVENT_SOURCES),
+            duration_under_seconds=None if duration is None else
+            int(entry.number("duration_under_seconds", 0, 1, 86400, integer=True)),
+            only_if_first_resource=entry.flag("only_if_first_resource", False),
+        )
+        if rule.approval is None:
+            raise ConfigError(f"{key}.approval", f"required: one of {', '.join(APPROVALS)}")
+        entry.reject_unknown()
+        if rules and rules[-1].matches_everything:
+            raise ConfigError(key, f"never applies: {rules[-1].name} before it matches every event")
+        rules.append(rule)
+    return tuple(rules)
+
+
 def _hook(raw: Any, key: str) -> Hook:
-    entry = _Section(raw, key)
+    entry = Section(raw, key)
     command = entry.get("command")
     argv: tuple[str, ...]
     if isinstance(command, str) and command.strip():
@@ -181,7 +249,7 @@ def _hook(raw: Any, key: str) -> Hook:
     return hook
 
 
-def _forwarding(top: _Section) -> ForwardingConfig | None:
+def _forwarding(top: Section) -> ForwardingConfig | None:
     section = top.section("forwarding")
     if section is None:
         return None
@@ -206,77 +274,3 @@ def _forwarding(top: _Section) -> ForwardingConfig | None:
     )
     section.reject_unknown()
     return forwarding
-
-
-class _Section:
-    """Typed reads from one JSON object, remembering which keys were used."""
-
-    def __init__(self, raw: Any, prefix: str) -> None:
-        if not isinstance(raw, dict):
-            raise ConfigError(prefix, "must be a JSON object")
-        self._raw: dict[str, Any] = raw
-        self._prefix = prefix
-        self._used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self._prefix}.{name}" if self._prefix else name
-
-    def keys(self) -> list[str]:
-        self._used.update(self._raw)
-        return list(self._raw)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        self._used.add(name)
-        value = self._raw.get(name, default)
-        return default if value is None else value
-
-    def section(self, name: str) -> _Section | None:
-        value = self.get(name)
-        return None if value is None else _Section(value, self.key(name))
-
-    def text(self, name: str, default: str | None) -> str:
-        value = self.get(name, default)
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(self.key(name), "required: a non-empty string")
-        return value.strip()
-
-    def optional_text(self, name: str) -> str | None:
-        value = self.get(name)
-        if value is None or value == "":
-            return None
-        if not isinstance(value, str):
-            raise ConfigError(self.key(name), "must be a string")
-        return value.strip() or None
-
-    def url(self, name: str, default: str | None) -> str:
-        value = self.text(name, default).rstrip("/")
-        if not value.startswith(("http://", "https://")):
-            raise ConfigError(self.key(name), f"must be an http:// or https:// URL, got {value!r}")
-        return value
-
-    def number(self, name: str, default: float, low: float, high: float, *, integer: bool = False) -> float:
-        value = self.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or (integer and value != int(value)):
-            raise ConfigError(self.key(name), f"must be {'an integer' if integer else 'a number'} from {low} to {high}")
-        if not low <= value <= high:
-            raise ConfigError(self.key(name), f"must be from {low} to {high}, got {value}")
-        return float(value)
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self.get(name, default)
-        if not isinstance(value, bool):
-            raise ConfigError(self.key(name), "must be true or false")
-        return value
-
-    def choice(self, name: str, default: str | None, allowed: tuple[str, ...]) -> Any:
-        value = self.get(name, default)
-        if value is None:
-            return None
-        if value not in allowed:
-            raise ConfigError(self.key(name), f"must be one of {', '.join(allowed)}; got {value!r}")
-        return value
-
-    def reject_unknown(self) -> None:
-        unknown = sorted(set(self._raw) - self._used)
-        if unknown:
-            raise ConfigError(self.key(unknown[0]), f"unknown key; valid keys here: {', '.join(sorted(self._used))}")

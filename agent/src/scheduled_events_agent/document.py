@@ -3,11 +3,14 @@
 Shape (api-version 2020-07-01): ``{"DocumentIncarnation": int, "Events": [{"EventId",
 "EventType", "ResourceType", "Resources", "EventStatus", "NotBefore", "Description",
 "EventSource", "DurationInSeconds"}]}``. `NotBefore` is RFC 1123 and empty once started.
+The endpoint always sends `Events` (an empty list when nothing is scheduled): a document without
+it is malformed, not "every event is over".
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,6 +29,8 @@ class ScheduledEvent:
     status: str
     resource_type: str = ""
     resources: tuple[str, ...] = ()
+    # False when `Resources` was null or missing: the event names no VM at all.
+    resources_listed: bool = True
     not_before: str = ""
     description: str = ""
     source: str = ""
@@ -35,7 +40,7 @@ class ScheduledEvent:
 
     @property
     def not_before_time(self) -> datetime | None:
-        return parse_rfc1123(self.not_before)
+        return parse_not_before(self.not_before)
 
     @property
     def started(self) -> bool:
@@ -70,7 +75,9 @@ def parse_document(body: bytes | str) -> Document:
     incarnation = raw.get("DocumentIncarnation")
     if isinstance(incarnation, bool) or not isinstance(incarnation, int):
         raise MalformedDocumentError(f"DocumentIncarnation must be an integer, got {incarnation!r}")
-    events_raw = raw.get("Events", [])
+    if "Events" not in raw:
+        raise MalformedDocumentError("Events is missing")
+    events_raw = raw["Events"]
     if not isinstance(events_raw, list):
         raise MalformedDocumentError("Events must be a list")
     events = tuple(parse_event(item, index) for index, item in enumerate(events_raw))
@@ -95,6 +102,7 @@ def parse_event(raw: Any, index: int = 0) -> ScheduledEvent:
             raise MalformedDocumentError(f"{where}.{name} is missing")
         return value
 
+    listed = raw.get("Resources") is not None
     resources = raw.get("Resources") or []
     if not isinstance(resources, list) or not all(isinstance(item, str) for item in resources):
         raise MalformedDocumentError(f"{where}.Resources must be a list of strings")
@@ -109,6 +117,7 @@ def parse_event(raw: Any, index: int = 0) -> ScheduledEvent:
         status=text("EventStatus", required=True),
         resource_type=text("ResourceType"),
         resources=tuple(resources),
+        resources_listed=listed,
         not_before=text("NotBefore"),
         description=text("Description"),
         source=text("EventSource"),
@@ -117,13 +126,42 @@ def parse_event(raw: Any, index: int = 0) -> ScheduledEvent:
     )
 
 
+def parse_not_before(value: str) -> datetime | None:
+    """`NotBefore` as an aware UTC datetime: RFC 1123 (what the endpoint sends) or ISO 8601.
+
+    None when empty (the event started) or unreadable.
+    """
+    return parse_rfc1123(value) or parse_iso8601(value)
+
+
 def parse_rfc1123(value: str) -> datetime | None:
     """`Mon, 19 Sep 2016 18:29:47 GMT` → aware UTC datetime; None when empty or unreadable."""
     if not value:
         return None
     try:
         parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+# Python 3.10's fromisoformat takes neither "Z" nor fractions other than 3 or 6 digits (.NET sends 7).
+_ISO_FRACTION = re.compile(r"\.(\d+)")
+
+
+def parse_iso8601(value: str) -> datetime | None:
+    """`2026-04-11T22:26:58Z` (fraction and offset optional; no offset means UTC); None otherwise."""
+    text = value.strip()
+    if len(text) < 10 or not text[:4].isdigit():
+        return None
+    text = _ISO_FRACTION.sub(lambda match: "." + match.group(1)[:6].ljust(6, "0"), text, count=1)
+    if text[-1] in "Zz":
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)

@@ -2,6 +2,10 @@
 
 Output goes to a temporary file rather than a pipe: a hook that leaves a background child
 holding its stdout open would otherwise keep us waiting for EOF long after the hook exited.
+
+Hooks that prepare for an event may be given a deadline (NotBefore less a margin): each hook's
+timeout shrinks to what is left of the notice, and one still running then is killed and counts
+as failed, so the agent never approves an event after its hooks overran the notice.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ OUTPUT_TAIL = 2000
 SUCCEEDED = "succeeded"
 FAILED = "failed"  # non-zero exit
 TIMED_OUT = "timed-out"
+CUT_SHORT = "cut-short"  # killed (or not started) because the notice before NotBefore ran out
 INTERRUPTED = "interrupted"  # the agent stopped (or died) while it ran
 NOT_STARTED = "error"  # could not be started (missing executable, permissions)
 SKIPPED = "skipped"  # an earlier hook of the event failed
@@ -55,9 +60,22 @@ class HookResult:
         return f"{self.name}: {self.status}{code}"
 
 
-def hook_environment(event: ScheduledEvent, *, vm_name: str, incarnation: int) -> dict[str, str]:
-    """The SCHEDULED_EVENT_* variables a hook sees (on top of the agent's own environment)."""
-    return {
+def hook_environment(
+    event: ScheduledEvent,
+    *,
+    vm_name: str,
+    incarnation: int | None,
+    phase: str = "scheduled",
+    first_seen_status: str = "",
+    deadline: datetime | None = None,
+    end: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The SCHEDULED_EVENT_* variables a hook sees (on top of the agent's own environment).
+
+    `phase` is scheduled, started (already under way when the hooks could first run) or end;
+    `end` holds the end hooks' extra variables (LAST_STATUS, VANISHED_AT, START_HOOKS).
+    """
+    env = {
         "SCHEDULED_EVENT_ID": event.event_id,
         "SCHEDULED_EVENT_TYPE": event.event_type,
         "SCHEDULED_EVENT_STATUS": event.status,
@@ -67,9 +85,14 @@ def hook_environment(event: ScheduledEvent, *, vm_name: str, incarnation: int) -
         "SCHEDULED_EVENT_SOURCE": event.source,
         "SCHEDULED_EVENT_DURATION_SECONDS": str(event.duration_seconds),
         "SCHEDULED_EVENT_DESCRIPTION": event.description,
-        "SCHEDULED_EVENT_DOCUMENT_INCARNATION": str(incarnation),
+        "SCHEDULED_EVENT_DOCUMENT_INCARNATION": "" if incarnation is None else str(incarnation),
         "SCHEDULED_EVENT_VM_NAME": vm_name,
+        "SCHEDULED_EVENT_HOOK_PHASE": phase,
+        "SCHEDULED_EVENT_FIRST_SEEN_STATUS": first_seen_status or event.status,
+        "SCHEDULED_EVENT_DEADLINE": deadline.isoformat() if deadline else "",
     }
+    env.update({f"SCHEDULED_EVENT_{name}": value for name, value in (end or {}).items()})
+    return env
 
 
 class HookRunner:
@@ -80,18 +103,31 @@ class HookRunner:
         self._now = now
         self.cancel = threading.Event()
 
-    def run_all(self, hooks: Sequence[Hook], event: ScheduledEvent, env: Mapping[str, str]) -> list[HookResult]:
+    def run_all(self, hooks: Sequence[Hook], event: ScheduledEvent, env: Mapping[str, str], *,
+                deadline: datetime | None = None) -> list[HookResult]:
         """Run hooks in order; after the first failure the rest are skipped (like `set -e`)."""
         results: list[HookResult] = []
         for hook in hooks:
             if results and not results[-1].succeeded:
                 results.append(HookResult(name=hook.name, status=SKIPPED))
                 continue
-            results.append(self.run(hook, event, env))
+            results.append(self.run(hook, event, env, deadline=deadline))
         return results
 
-    def run(self, hook: Hook, event: ScheduledEvent, env: Mapping[str, str]) -> HookResult:
-        started_at = self._now().isoformat()
+    def run(self, hook: Hook, event: ScheduledEvent, env: Mapping[str, str], *,
+            deadline: datetime | None = None) -> HookResult:
+        now = self._now()
+        started_at = now.isoformat()
+        timeout, cut = hook.timeout_seconds, False
+        if deadline is not None:
+            left = (deadline - now).total_seconds()
+            if left <= 0:
+                log.warning("[%s] hook %s not started: no notice left (deadline %s)", event.event_id, hook.name,
+                            deadline.isoformat())
+                return HookResult(name=hook.name, status=CUT_SHORT, started_at=started_at,
+                                  output=f"not started: the deadline {deadline.isoformat()} (NotBefore less the "
+                                         f"margin) had passed")
+            timeout, cut = min(timeout, left), left < timeout
         started = time.monotonic()
         with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as output:
             stdin.write(event.to_json().encode())
@@ -105,7 +141,7 @@ class HookRunner:
                 log.error("[%s] hook %s could not start: %s", event.event_id, hook.name, exc)
                 return HookResult(name=hook.name, status=NOT_STARTED, started_at=started_at,
                                   output=str(exc)[-OUTPUT_TAIL:])
-            status, exit_code = self._wait(process, hook, event)
+            status, exit_code = self._wait(process, hook, event, timeout, cut)
             output.seek(0)
             text = output.read().decode("utf-8", "replace")[-OUTPUT_TAIL:]
         result = HookResult(name=hook.name, status=status, exit_code=exit_code, started_at=started_at,
@@ -117,8 +153,9 @@ class HookRunner:
                         result.duration_seconds, text.strip()[-500:] or "(none)")
         return result
 
-    def _wait(self, process: subprocess.Popen[bytes], hook: Hook, event: ScheduledEvent) -> tuple[str, int | None]:
-        deadline = time.monotonic() + hook.timeout_seconds
+    def _wait(self, process: subprocess.Popen[bytes], hook: Hook, event: ScheduledEvent, timeout: float,
+              cut: bool) -> tuple[str, int | None]:
+        deadline = time.monotonic() + timeout
         while True:
             # Short waits so a stop request (cancel) is noticed promptly.
             try:
@@ -129,6 +166,10 @@ class HookRunner:
             if self.cancel.is_set():
                 log.warning("[%s] hook %s interrupted: the agent is stopping", event.event_id, hook.name)
                 return INTERRUPTED, self._kill_group(process)
+            if time.monotonic() >= deadline and cut:
+                log.warning("[%s] hook %s cut short after %.1f s: the notice before NotBefore ran out; killing its "
+                            "process group", event.event_id, hook.name, timeout)
+                return CUT_SHORT, self._kill_group(process)
             if time.monotonic() >= deadline:
                 log.warning("[%s] hook %s timed out after %g s; killing its process group",
                             event.event_id, hook.name, hook.timeout_seconds)

@@ -1,8 +1,8 @@
 """What the agent remembers across restarts, in one JSON file in the state directory.
 
-Per event: when it was first seen, its last known JSON, its hooks' progress and results, and
-the approval decision. A hook is marked running (and the file written) *before* it starts, so
-an agent killed mid-hook finds it on restart and never runs it a second time.
+Per event: when it was first seen, its last known JSON, its hooks' and end hooks' progress and
+results, and the approval decision. Hooks are marked running (and the file written) *before* the
+first one starts, so an agent killed mid-hook finds them on restart and never runs them again.
 """
 
 from __future__ import annotations
@@ -29,8 +29,22 @@ HOOKS_RUNNING = "running"
 HOOKS_SUCCEEDED = "succeeded"
 HOOKS_FAILED = "failed"
 HOOKS_NONE = "none"  # no hooks configured for the event's type
-HOOKS_SKIPPED = "skipped"  # first seen already started: too late for preparation
+HOOKS_SKIPPED = "skipped"  # already Started and run_hooks_for_started_events is off
 HOOKS_NOT_THIS_VM = "not-this-vm"  # the event is for other VMs of the availability set / scale set
+# Start hooks in one of these count as run: the event's end hooks follow when it vanishes.
+HOOKS_DONE = (HOOKS_SUCCEEDED, HOOKS_FAILED, HOOKS_NONE)
+
+# EventRecord.hooks_phase: the event's status when its hooks started
+PHASE_SCHEDULED = "scheduled"  # with notice: approval may follow
+PHASE_STARTED = "started"  # no notice (host failure) or the agent was not running: no approval
+PHASE_END = "end"  # the event vanished (EventRecord.end_hooks)
+
+# EventRecord.end_hooks ("" until the event vanishes; stays "" when its start hooks never ran)
+END_PENDING = "pending"
+END_RUNNING = "running"
+END_SUCCEEDED = "succeeded"
+END_FAILED = "failed"
+END_NONE = "none"  # no end hooks configured for the event's type
 
 # EventRecord.approval
 APPROVAL_PENDING = "pending"
@@ -40,6 +54,8 @@ APPROVAL_NOT_FIRST = "not-first-resource"
 APPROVAL_HOOKS_FAILED = "hooks-failed"
 APPROVAL_NOT_NEEDED = "not-needed"  # started or vanished before we could
 APPROVAL_NOT_THIS_VM = "not-this-vm"
+APPROVAL_MUST_GO_ALONE = "must-go-alone"  # names a must_go_alone VM together with others
+APPROVAL_TOO_LATE = "too-late"  # NotBefore (less the margin) passed before we could approve
 
 
 class StateLockedError(RuntimeError):
@@ -52,11 +68,16 @@ class EventRecord:
     event: dict[str, Any]  # last JSON seen from the endpoint
     first_seen_at: str
     status: str
+    first_seen_status: str = ""
     started_seen_at: str | None = None
     vanished_at: str | None = None
     hooks: str = HOOKS_PENDING
+    hooks_phase: str = ""
     hooks_started_at: str | None = None
     hook_results: list[dict[str, Any]] = field(default_factory=list)
+    end_hooks: str = ""
+    end_hooks_started_at: str | None = None
+    end_hook_results: list[dict[str, Any]] = field(default_factory=list)
     approval: str = APPROVAL_PENDING
     approval_detail: str = ""
     approved_at: str | None = None
@@ -87,10 +108,12 @@ class AgentState:
         return cls(last_incarnation=raw.get("last_incarnation"), events=events)
 
     def prune(self, now: datetime, retention: timedelta, *, keep: Collection[str] = ()) -> list[str]:
-        """Forget events that vanished longer ago than `retention` (except `keep`); returns their ids."""
+        """Forget events that vanished longer ago than `retention` (except `keep` and those whose
+        end hooks are still to run); returns their ids."""
         cutoff = (now - retention).isoformat()
         gone = [key for key, record in self.events.items()
-                if record.vanished_at and record.vanished_at < cutoff and key not in keep]
+                if record.vanished_at and record.vanished_at < cutoff and key not in keep
+                and record.end_hooks not in (END_PENDING, END_RUNNING)]
         for key in gone:
             del self.events[key]
         return gone
