@@ -12,6 +12,10 @@
 - `maintenance_work_poison` / `maintenance_events_poison`: the messages of those two queues that
   failed on every attempt (the host moves them to `<queue>-poison`): alerted and recorded, and
   what can still be saved is (a verdict before the cutoff, one more try of an event).
+
+Each function takes the invocation's `context` and runs its handler in it (`invocation`): the
+threads a handler hands work to then log under the invocation, and its spans are children of the
+host's (see README, Telemetry).
 """
 
 from __future__ import annotations
@@ -32,71 +36,79 @@ app = func.FunctionApp()
 
 @app.function_name("pre_maintenance")
 @app.event_grid_trigger(arg_name="event")
-def pre_maintenance(event: func.EventGridEvent) -> None:
+def pre_maintenance(event: func.EventGridEvent, context: func.Context) -> None:
     from handlers.edge.intake import accept_event_grid_event
-    from handlers.runtime import get_runtime
+    from handlers.runtime import get_runtime, invocation
 
-    accept_event_grid_event(get_runtime(), event, expected=EventKind.PRE)
+    with invocation(context):
+        accept_event_grid_event(get_runtime(), event, expected=EventKind.PRE)
 
 
 @app.function_name("post_maintenance")
 @app.event_grid_trigger(arg_name="event")
-def post_maintenance(event: func.EventGridEvent) -> None:
+def post_maintenance(event: func.EventGridEvent, context: func.Context) -> None:
     from handlers.edge.intake import accept_event_grid_event
-    from handlers.runtime import get_runtime
+    from handlers.runtime import get_runtime, invocation
 
-    accept_event_grid_event(get_runtime(), event, expected=EventKind.POST)
+    with invocation(context):
+        accept_event_grid_event(get_runtime(), event, expected=EventKind.POST)
 
 
 @app.function_name("maintenance_worker")
 @app.queue_trigger(arg_name="message", queue_name=WORK_QUEUE, connection="AzureWebJobsStorage")
-def maintenance_worker(message: func.QueueMessage) -> None:
+def maintenance_worker(message: func.QueueMessage, context: func.Context) -> None:
     from handlers.edge.worker import run_work_message
-    from handlers.runtime import get_runtime
+    from handlers.runtime import get_runtime, invocation
 
-    run_work_message(get_runtime(), message)
+    with invocation(context):
+        run_work_message(get_runtime(), message)
 
 
 @app.function_name("maintenance_events_queue")
 @app.queue_trigger(arg_name="message", queue_name=EVENTS_QUEUE, connection="AzureWebJobsStorage")
-def maintenance_events_queue(message: func.QueueMessage) -> None:
+def maintenance_events_queue(message: func.QueueMessage, context: func.Context) -> None:
     from handlers.edge.intake import accept_queue_delivery
-    from handlers.runtime import get_runtime
+    from handlers.runtime import get_runtime, invocation
 
-    accept_queue_delivery(get_runtime(), message.get_body())
+    with invocation(context):
+        accept_queue_delivery(get_runtime(), message.get_body())
 
 
 @app.function_name("scheduled_event")
 @app.event_grid_trigger(arg_name="event")
-def scheduled_event(event: func.EventGridEvent) -> None:
+def scheduled_event(event: func.EventGridEvent, context: func.Context) -> None:
     from handlers.edge.platform_events import record_platform_event
-    from handlers.runtime import get_runtime
+    from handlers.runtime import get_runtime, invocation
 
-    record_platform_event(get_runtime(), event)
+    with invocation(context):
+        record_platform_event(get_runtime(), event)
 
 
 @app.function_name("maintenance_link")
 @app.route(route="maintenance/{action}", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
-def maintenance_link(request: func.HttpRequest) -> func.HttpResponse:
+def maintenance_link(request: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     from handlers.edge.run_link import answer_link
-    from handlers.runtime import get_runtime
+    from handlers.runtime import get_runtime, invocation
 
-    return answer_link(get_runtime(), request)
+    with invocation(context):
+        return answer_link(get_runtime(), request)
 
 
 @app.function_name("maintenance_work_poison")
 @app.queue_trigger(arg_name="message", queue_name=f"{WORK_QUEUE}-poison", connection="AzureWebJobsStorage")
-def maintenance_work_poison(message: func.QueueMessage) -> None:
+def maintenance_work_poison(message: func.QueueMessage, context: func.Context) -> None:
     from handlers.edge.poison import handle_work_poison
-    from handlers.runtime import get_runtime
+    from handlers.runtime import get_runtime, invocation
 
-    handle_work_poison(get_runtime(), message)
+    with invocation(context):
+        handle_work_poison(get_runtime(), message)
 
 
 @app.function_name("maintenance_events_poison")
 @app.queue_trigger(arg_name="message", queue_name=f"{EVENTS_QUEUE}-poison", connection="AzureWebJobsStorage")
-def maintenance_events_poison(message: func.QueueMessage) -> None:
+def maintenance_events_poison(message: func.QueueMessage, context: func.Context) -> None:
     from handlers.edge.poison import handle_events_poison
-    from handlers.runtime import get_runtime
+    from handlers.runtime import get_runtime, invocation
 
-    handle_events_poison(get_runtime(), message)
+    with invocation(context):
+        handle_events_poison(get_runtime(), message)

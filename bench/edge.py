@@ -86,7 +86,7 @@ def _measure(azurite: Azurite) -> dict[str, Any]:
         body = base64.b64encode(json.dumps(malformed, separators=(",", ":")).encode())
         table_before = proxy.stats["table"].forwarded
         started = time.perf_counter()
-        host.functions["maintenance_events_queue"].get_user_function()(func.QueueMessage(body=body))
+        host.call("maintenance_events_queue", func.QueueMessage(body=body))
         results["refusals"] = {"events": MALFORMED, "seconds": time.perf_counter() - started,
                                "table_requests": proxy.stats["table"].forwarded - table_before,
                                "recorded": _rejected_rows(runtime.get_runtime())}

@@ -7,7 +7,9 @@ handed to their function as the Python worker builds them, kept invisible while 
 at half of `message_visibility`), deleted on success, made visible again `retry_visibility` seconds
 after a failure, and moved to `<queue>-poison` after `max_dequeue_count` attempts. Storage errors
 of the host's own calls are logged, not raised, as the host's listener does: a message whose delete
-failed is delivered again once its visibility timeout ends.
+failed is delivered again once its visibility timeout ends. Each call is made as the Python
+worker makes it (`emulator.invocations`): a function that declares a `context` gets one, and the
+calling thread's invocation id is set for the call.
 
 Also a process: `python -m emulator.functions_host --connection-string CS` (see `main`).
 """
@@ -36,6 +38,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsE
 from azure.functions.queue import QueueMessage as WorkerQueueMessage
 from azure.storage.queue import ExponentialRetry, QueueClient, QueueServiceClient
 
+from .invocations import invoking
 from .message_lease import MessageLease, error_code, message_lost, whole_seconds
 
 log = logging.getLogger("functions-host")
@@ -72,6 +75,7 @@ class Invocation:
     seconds: float = 0.0
     message_id: str | None = None  # queue-triggered invocations only
     dequeue_count: int | None = None
+    invocation_id: str = ""
 
 
 @dataclass
@@ -298,21 +302,30 @@ class FunctionsHost:
                 return
             log.error("message %s: %s failed, it will be delivered again: %s", message_id, what, exc)
 
+    def call(self, function_name: str, argument: Any) -> Any:
+        """Call one function with its trigger's value as the worker does (its `context`, the
+        invocation id of the calling thread), outside the queues; raises what it raises."""
+        user_function: Callable[..., Any] = self.functions[function_name].get_user_function()
+        with invoking(user_function, function_name) as (_, kwargs):
+            return user_function(argument, **kwargs)
+
     def _invoke(self, function_name: str, argument: Any, message: Any = None, *,
                 result: list[Any] | None = None) -> bool:
-        user_function: Callable[[Any], Any] = self.functions[function_name].get_user_function()
+        user_function: Callable[..., Any] = self.functions[function_name].get_user_function()
         started = datetime.now(UTC)
         error: Exception | None = None
-        try:
-            returned = user_function(argument)
-            if result is not None:
-                result.append(returned)
-        except Exception as exc:
-            log.warning("function %s failed: %s", function_name, exc)
-            error = exc
+        with invoking(user_function, function_name) as (invocation_id, kwargs):
+            try:
+                returned = user_function(argument, **kwargs)
+                if result is not None:
+                    result.append(returned)
+            except Exception as exc:
+                log.warning("function %s failed: %s", function_name, exc)
+                error = exc
         invocation = Invocation(
             function_name, error is None, error, _since(started),
             message_id=getattr(message, "id", None), dequeue_count=getattr(message, "dequeue_count", None),
+            invocation_id=invocation_id,
         )  # fmt: skip
         with self._lock:
             self.invocations.append(invocation)

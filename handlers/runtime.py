@@ -1,10 +1,11 @@
 """The composition root: settings, clients and ledger, built once per worker process.
 
 `function_app.py` asks `get_runtime()` on every invocation. The first call reads and validates
-the settings and builds nothing else until a client is needed; later calls reuse it (and so the
-warm connection pools and cached tokens) for as long as the app settings stay the same. Tools
-that run the functions outside the Functions host (the demo, the tests, the rehearsal CLI) call
-`configure()` first to plug in their own transport or credential.
+the settings, starts the telemetry when APPLICATIONINSIGHTS_CONNECTION_STRING is set
+(`handlers.adapters.monitor`) and builds nothing else until a client is needed; later calls reuse
+it (and so the warm connection pools and cached tokens) for as long as the app settings stay the
+same. Tools that run the functions outside the Functions host (the demo, the tests, the
+rehearsal CLI) call `configure()` first to plug in their own transport or credential.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from handlers.adapters.clients import ClientFactory
 from handlers.adapters.operations import Progress
 from handlers.core.clock import Clock, Ticker
 from handlers.core.settings import Settings
+from handlers.core.telemetry import invocation
 from handlers.ledger import Ledger
 
-# Environment variables that feed Settings or the credential chain.
+# `invocation(context)` is the scope each function of function_app.py runs its handler in.
+__all__ = ["Runtime", "configure", "get_runtime", "invocation", "reset"]
+
+# Environment variables that feed Settings, the credential chain or the telemetry.
 _WATCHED_PREFIXES = ("MAINTENANCE_", "AZURE_", "AzureWebJobsStorage", "AzureFunctionsJobHost__", "IDENTITY_", "MSI_",
-                     "WEBSITE_HOSTNAME")
+                     "WEBSITE_HOSTNAME", "APPLICATIONINSIGHTS_")
 
 
 class Runtime:
@@ -67,10 +72,16 @@ def get_runtime() -> Runtime:
     env = _watched_environment()
     with _lock:
         if _current is None or env != _current_env:
-            settings = Settings.from_env(dict(env))
+            env_map = dict(env)
+            settings = Settings.from_env(env_map)
             # The SDKs log every request and response at INFO: thousands of lines per run, and
             # CPU spent formatting them. Our own log lines say what was done.
             logging.getLogger("azure").setLevel(settings.sdk_log_level.upper())
+            if env_map.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+                # Only then: the OpenTelemetry SDK and the distro are no part of a run without it.
+                from handlers.adapters.monitor import start_telemetry
+
+                start_telemetry(env_map)
             clients = ClientFactory(settings, transport=_transport, credential=_credential, clock=_clock)
             _current = Runtime(settings, clients)
             _current_env = env

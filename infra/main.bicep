@@ -223,6 +223,7 @@ var names = {
   functionApp: 'func-mt-${resourceToken}'
   logAnalytics: 'log-mt-${resourceToken}'
   applicationInsights: 'appi-mt-${resourceToken}'
+  queryPack: 'pack-mt-${resourceToken}'
   alerts: 'mt-${resourceToken}'
   systemTopic: empty(systemTopicName) ? 'evgt-mt-${resourceToken}' : systemTopicName
   newConfiguration: empty(newConfigurationName) ? 'mc-${environmentName}' : newConfigurationName
@@ -334,6 +335,7 @@ module monitoring 'app/monitoring.bicep' = {
   params: {
     logAnalyticsName: names.logAnalytics
     applicationInsightsName: names.applicationInsights
+    queryPackName: names.queryPack
     location: location
     tags: allTags
     publisherPrincipalId: identity.outputs.principalId

@@ -12,6 +12,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestE
 from azure.core.pipeline import PipelineResponse
 
 from handlers.core.status import Outcome
+from handlers.core.telemetry import about
 
 Progress = Callable[[str, int, int], None]  # (stage "sent" | "done", count so far, total)
 _TERMINAL_OK = {"succeeded"}
@@ -78,8 +79,14 @@ class Pending:
 
 def done(operation: Operation, sent_at: datetime, finished: datetime,
          log: logging.LoggerAdapter[Any]) -> OperationResult:
-    log.info("%s succeeded for %s", operation.action, operation.resource_id)
+    log.info("%s succeeded for %s", operation.action, operation.resource_id,
+             extra=about_operation(operation, Outcome.SUCCEEDED))
     return result(operation, Outcome.SUCCEEDED, "", sent_at, finished)
+
+
+def about_operation(operation: Operation, outcome: str | None = None, reason: str = "") -> dict[str, str]:
+    """The telemetry attributes of a log line about `operation` (and how it ended)."""
+    return about(resource_id=operation.resource_id, action=operation.action, outcome=outcome, reason=reason)
 
 
 def result(

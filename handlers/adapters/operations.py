@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import ExitStack
 from datetime import datetime
 from typing import Any
@@ -46,6 +46,7 @@ from handlers.adapters.operation import (
     OperationResult,
     Pending,
     Progress,
+    about_operation,
     describe_error,
     done,
     raw_response,
@@ -53,6 +54,7 @@ from handlers.adapters.operation import (
     uncertain,
 )
 from handlers.adapters.waiting import follow, retry_after, wait_for
+from handlers.core import telemetry
 from handlers.core.ids import subscription_of
 from handlers.core.status import Outcome
 
@@ -77,7 +79,7 @@ class Dispatch:
         self.results: dict[str, OperationResult] = {}
         self.pending: list[Pending] = []
         self._lanes_open, self._lane_workers = lanes, lane_workers
-        self._lanes: dict[str, ThreadPoolExecutor] = {}
+        self._lanes: dict[str, telemetry.InvocationPool] = {}
         self._in_flight: deque[Future[list[_Sent]]] = deque()
 
     @property
@@ -91,7 +93,7 @@ class Dispatch:
         scope = subscription_of(task[0].resource_id)
         if scope not in self._lanes:
             self._lanes[scope] = self._lanes_open.enter_context(
-                ThreadPoolExecutor(max_workers=self._lane_workers, thread_name_prefix="send"))
+                telemetry.InvocationPool(max_workers=self._lane_workers, thread_name_prefix="send"))
         self._in_flight.append(self._lanes[scope].submit(self._send_task, task))
 
     def settle_done(self, *, wait: bool = False) -> None:
@@ -108,7 +110,12 @@ class Dispatch:
                 self.submit(task)
 
     def _send_task(self, task: Sequence[Operation]) -> list[_Sent]:
-        return [self._send(operation) for operation in task]
+        sent = []
+        for operation in task:
+            # The request's span and log lines say which machine and action they are about.
+            with telemetry.scope(resource_id=operation.resource_id, action=operation.action):
+                sent.append(self._send(operation))
+        return sent
 
     def _send(self, operation: Operation) -> _Sent:
         """Send one request; keep only what waiting needs (a fleet's responses would be megabytes)."""
@@ -135,7 +142,8 @@ class Dispatch:
         clock = self.clients.clock
         for operation, followed, first_poll, sent_at, error in sent:
             if error:
-                self.log.warning("%s failed for %s: %s", operation.action, operation.resource_id, error)
+                self.log.warning("%s failed for %s: %s", operation.action, operation.resource_id, error,
+                                 extra=about_operation(operation, Outcome.FAILED, error))
                 self.finish(operation, result(operation, Outcome.FAILED, error, sent_at, clock.utcnow()))
             elif followed is None:
                 self.finish(operation, done(operation, sent_at, clock.utcnow(), self.log))

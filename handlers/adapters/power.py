@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from handlers.adapters.operations import (
     describe_error,
     raw_response,
 )
+from handlers.core.telemetry import InvocationPool
 
 # Our action names -> the SDK's long-running operations. Nothing else in the toolkit changes a VM.
 _OPERATIONS = {"start": "begin_start", "deallocate": "begin_deallocate", "power-off": "begin_power_off"}
@@ -111,7 +111,7 @@ def read_vm_statuses(
 
     if not machines:
         return {}
-    with ThreadPoolExecutor(max_workers=min(parallelism, len(machines)), thread_name_prefix="view") as pool:
+    with InvocationPool(max_workers=min(parallelism, len(machines)), thread_name_prefix="view") as pool:
         return dict(pool.map(read, machines))
 
 

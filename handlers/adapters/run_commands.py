@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,6 +34,7 @@ from handlers.adapters.operations import (
     raw_response,
 )
 from handlers.core.bounds import truncate_utf16
+from handlers.core.telemetry import InvocationPool
 
 OUTPUT_KEEP_CHARS = 4096  # the last 4 KB of a script's output (and of its error stream) are kept
 _NO_RETRIES = {"retry_total": 0}  # 429s still wait and retry (their own budget): nothing ran
@@ -165,5 +165,5 @@ def delete_run_commands(clients: ClientFactory, targets: Sequence[tuple[RunMachi
 
     if not targets:
         return 0
-    with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(targets))), thread_name_prefix="delete") as pool:
+    with InvocationPool(max_workers=max(1, min(parallelism, len(targets))), thread_name_prefix="delete") as pool:
         return sum(1 for ok in pool.map(delete, targets) if not ok)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +28,7 @@ from handlers.adapters.operations import Operation, raw_response
 from handlers.core.ids import name_of, parse_arm_id, resource_group_of, subscription_of
 from handlers.core.keys import run_key
 from handlers.core.settings import Settings
+from handlers.core.telemetry import InvocationPool
 from handlers.ledger.records import SnapshotRecord
 
 MARKER_TAG = "maintenance-toolkit"
@@ -133,7 +133,7 @@ def read_storage_profiles(
         )
 
     updated = dict(views)
-    with ThreadPoolExecutor(max_workers=min(parallelism, len(missing)), thread_name_prefix="vm-get") as pool:
+    with InvocationPool(max_workers=min(parallelism, len(missing)), thread_name_prefix="vm-get") as pool:
         for key, view in pool.map(read, missing):
             if view is not None:
                 updated[key] = view

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from azure.core.exceptions import AzureError
@@ -13,6 +12,7 @@ from azure.core.exceptions import AzureError
 from handlers.adapters.clients import ClientFactory
 from handlers.adapters.operations import describe_error
 from handlers.core.ids import subscription_of
+from handlers.core.telemetry import InvocationPool
 
 
 def merge_tags(clients: ClientFactory, changes: Sequence[tuple[str, Mapping[str, str]]], *, parallelism: int,
@@ -31,5 +31,5 @@ def merge_tags(clients: ClientFactory, changes: Sequence[tuple[str, Mapping[str,
 
     if not changes:
         return {}
-    with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(changes))), thread_name_prefix="tags") as pool:
+    with InvocationPool(max_workers=max(1, min(parallelism, len(changes))), thread_name_prefix="tags") as pool:
         return {key: error for key, error in pool.map(merge, changes) if error}

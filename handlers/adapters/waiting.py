@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -28,11 +27,13 @@ from handlers.adapters.operation import (
     Operation,
     OperationResult,
     Pending,
+    about_operation,
     describe_error,
     done,
     result,
     uncertain,
 )
+from handlers.core import telemetry
 from handlers.core.status import Outcome
 
 
@@ -58,8 +59,14 @@ def wait_for(
     clock = clients.clock
     arm = clients.arm()
     pending, results = sending.pending, sending.results
+
+    def advance(item: Pending) -> tuple[Pending, tuple[str, str]]:
+        # The poll's span and log lines say which machine and action they are about.
+        with telemetry.scope(resource_id=item.operation.resource_id, action=item.operation.action):
+            return item, _advance(arm, item, interval, clock.now, log)
+
     # Threads start as polls need them (follow-ups may come later than the first requests).
-    with ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="poll") as pool:
+    with telemetry.InvocationPool(max_workers=max(1, parallelism), thread_name_prefix="poll") as pool:
         while pending or sending.busy:
             if cancelled():
                 return
@@ -67,12 +74,11 @@ def wait_for(
                 sending.settle_done(wait=True)  # requests already on their way: their answers count
                 for item in pending:
                     op = item.operation
-                    log.warning("%s of %s still running at the deadline %s", op.action, op.resource_id,
-                                deadline.isoformat())
                     last = f"; last error: {item.last_error}" if item.last_error else ""
-                    results[op.key] = result(op, Outcome.TIMED_OUT,
-                                              f"still running at the deadline {deadline.isoformat()}{last}",
-                                              item.sent_at, None)
+                    detail = f"still running at the deadline {deadline.isoformat()}{last}"
+                    log.warning("%s of %s still running at the deadline %s", op.action, op.resource_id,
+                                deadline.isoformat(), extra=about_operation(op, Outcome.TIMED_OUT, detail))
+                    results[op.key] = result(op, Outcome.TIMED_OUT, detail, item.sent_at, None)
                 pending.clear()
                 report()
                 return
@@ -85,12 +91,13 @@ def wait_for(
                 clock.sleep(min(soonest, interval, 1.0) if sending.busy else min(soonest, interval))
                 continue
             ended: list[tuple[Pending, OperationResult]] = []
-            for item, (state, detail) in pool.map(lambda i: (i, _advance(arm, i, interval, clock.now, log)), due):
+            for item, (state, detail) in pool.map(advance, due):
                 op = item.operation
                 if state == "succeeded":
                     ended.append((item, done(op, item.sent_at, clock.utcnow(), log)))
                 elif state == "failed":
-                    log.warning("%s failed for %s: %s", op.action, op.resource_id, detail)
+                    log.warning("%s failed for %s: %s", op.action, op.resource_id, detail,
+                                extra=about_operation(op, Outcome.FAILED, detail))
                     ended.append((item, result(op, Outcome.FAILED, detail, item.sent_at, clock.utcnow())))
             gone = {id(item) for item, _ in ended}
             pending[:] = [item for item in pending if id(item) not in gone]

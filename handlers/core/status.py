@@ -26,6 +26,15 @@ class PreAction(StrEnum):
     SKIP = "skip"
 
 
+class CancelOutcome(StrEnum):
+    """Of a cancel request, as its log lines say (`maintenance.outcome` of action `cancel`)."""
+
+    REQUESTED = "requested"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    MISSED = "missed"  # the cutoff had passed
+
+
 class Verdict(StrEnum):
     READY = "ready"
     FAILED = "failed"

@@ -19,6 +19,7 @@ from typing import Any
 
 import azure.functions as func
 
+from handlers.core import telemetry
 from handlers.core.bounds import bounded_json, bounded_text
 from handlers.core.errors import InvalidEventError, UnsupportedEventTypeError
 from handlers.core.events import EventKind, MaintenanceEvent, parse_event, parse_function_event
@@ -140,6 +141,11 @@ def _screen(runtime: Runtime, event: MaintenanceEvent, now: datetime) -> Mainten
 
 
 def _accept(runtime: Runtime, event: MaintenanceEvent, now: datetime) -> str:
+    with telemetry.scope(correlation_id=event.correlation_id, phase=event.kind.value):
+        return _accept_in_scope(runtime, event, now)
+
+
+def _accept_in_scope(runtime: Runtime, event: MaintenanceEvent, now: datetime) -> str:
     run_log = run_logger(event.correlation_id)
     if event.kind is EventKind.PRE:
         late = late_pre_reason(runtime.ledger, event, now)
@@ -159,11 +165,13 @@ def _accept(runtime: Runtime, event: MaintenanceEvent, now: datetime) -> str:
         return "duplicate"
     send_work(runtime.work_queue(), WorkMessage(event))
     runtime.ledger.mark_queued(event.correlation_id, event.kind.value)
+    accepted = "accepted" if outcome is AcceptOutcome.NEW else "requeued"
     run_log.info(
         "%s event accepted (window %s to %s, subscriptions %s); work queued",
         event.kind.value, event.start.isoformat(), event.end.isoformat(), ",".join(event.subscription_ids),
+        extra=telemetry.about(action="accept", outcome=accepted),
     )
-    return "accepted" if outcome is AcceptOutcome.NEW else "requeued"
+    return accepted
 
 
 def _refusal(exc: InvalidEventError, event_id: Any, raw: str) -> _Refusal:

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import azure.functions as func
 
+from handlers.core import telemetry
 from handlers.core.bounds import bounded_text
 from handlers.core.events import EventKind
 from handlers.core.logs import RunLogger, run_logger
@@ -36,13 +37,14 @@ def handle_work_poison(runtime: Runtime, message: func.QueueMessage | bytes | st
         return
     event = work.event
     log = run_logger(event.correlation_id)
-    raise_alert(runtime.ledger, event.correlation_id, AlertKind.POISON_MESSAGE,
-                f"{work.describe()} failed on every attempt and is in the poison queue", step=work.step.value,
-                phase=work.ledger_phase)
-    if event.kind is EventKind.PRE:
-        _save_the_verdict(runtime, work, log)
-    else:
-        _name_what_is_left_running(runtime, work, log)
+    with telemetry.scope(correlation_id=event.correlation_id, phase=event.kind.value):
+        raise_alert(runtime.ledger, event.correlation_id, AlertKind.POISON_MESSAGE,
+                    f"{work.describe()} failed on every attempt and is in the poison queue", step=work.step.value,
+                    phase=work.ledger_phase)
+        if event.kind is EventKind.PRE:
+            _save_the_verdict(runtime, work, log)
+        else:
+            _name_what_is_left_running(runtime, work, log)
 
 
 def handle_events_poison(runtime: Runtime, message: func.QueueMessage | bytes | str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import azure.functions as func
 
+from handlers.core import telemetry
 from handlers.core.bounds import bounded_text
 from handlers.core.errors import InvalidEventError, UnsupportedEventTypeError
 from handlers.core.events import EventKind
@@ -58,6 +59,11 @@ def run_work_message(runtime: Runtime, message: func.QueueMessage | bytes | str)
         _drop_unreadable(runtime, body, f"message.resume: the {work.event.kind.value} phase has no step "
                                         f"{work.resume!r}")
         return None
+    with telemetry.scope(correlation_id=work.event.correlation_id, phase=work.event.kind.value):
+        return _run(runtime, work, dequeue_count)
+
+
+def _run(runtime: Runtime, work: WorkMessage, dequeue_count: int) -> dict[str, Any] | None:
     log = run_logger(work.event.correlation_id)
     if work.step is Step.VERDICT:
         return _verdict(runtime, work, dequeue_count, log)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 from handlers.core.bounds import RAW_PAYLOAD_UNITS, truncate_utf16
 from handlers.core.clock import system_utcnow
 from handlers.core.keys import digest, machine_row_key, run_key
+from handlers.core.telemetry import InvocationPool
 from handlers.ledger.phases import (
     _MAX_EVENT_ID,
     PHASE_LEASE,
@@ -161,7 +161,7 @@ class Ledger(PhaseRows):
         yield work(chunks[0])
         if len(chunks) == 1:
             return
-        pool = ThreadPoolExecutor(max_workers=min(_LEDGER_WRITERS, len(chunks) - 1), thread_name_prefix="ledger")
+        pool = InvocationPool(max_workers=min(_LEDGER_WRITERS, len(chunks) - 1), thread_name_prefix="ledger")
         try:
             futures = [pool.submit(work, chunk) for chunk in chunks[1:]]
             for future in futures:

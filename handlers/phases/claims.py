@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+from handlers.core import telemetry
 from handlers.core.logs import RunLogger
 from handlers.core.work import WorkMessage, send_work
 from handlers.ledger import LeaseLostError, PhaseBusy, PhaseClaim, PhaseStatus
@@ -60,7 +61,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._duties: list[Callable[[], bool]] = []
-        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._thread = telemetry.thread(self._beat, name="heartbeat")
 
     @property
     def claim(self) -> PhaseClaim:

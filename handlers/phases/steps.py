@@ -13,7 +13,10 @@ step, what the steps themselves never branch on:
 - **queue steps**: a step that begins `in_new_message` runs in an invocation of its own: the loop
   hands the rest of the phase to a work message that resumes there, so no invocation has to hold
   one step's long wait and the next one's too. A step that runs out of its invocation's time
-  raises `ContinueLater` to be resumed the same way.
+  raises `ContinueLater` to be resumed the same way;
+- **telemetry**: each step runs in a span named after it, whose attributes say the run, phase,
+  step and how it ended (`StepOutcome`); the step's log lines and the spans of its Azure calls
+  carry the same (`handlers.core.telemetry`).
 
 Adding a step is one new module with its function(s) and one `Step(...)` line in the phase's list.
 """
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from azure.core.exceptions import AzureError
 
 from handlers.adapters.operations import describe_error
+from handlers.core import telemetry
 from handlers.core.events import MaintenanceEvent
 from handlers.core.logs import RunLogger
 from handlers.core.work import WorkMessage
@@ -38,6 +42,8 @@ from handlers.phases.signals import ContinueLater, DeferredError
 from handlers.runtime import Runtime
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from handlers.phases.claims import Heartbeat
 
 S = TypeVar("S")
@@ -52,6 +58,17 @@ class Scope(StrEnum):
 
 
 EVERYWHERE = frozenset(Scope)
+
+
+class StepOutcome(StrEnum):
+    """How a step ended (its span's `maintenance.outcome`)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # a dry run, and the step changes resources
+    PREVIEWED = "previewed"  # a dry run ran its preview
+    ENDED_PHASE = "ended the phase"  # and why (`Ended`)
+    HANDED_OVER = "handed over"  # to another invocation (or another worker took the phase over)
 
 
 class Ended(StrEnum):
@@ -125,20 +142,35 @@ def run_steps(steps: Sequence[Step[S]], run: PhaseRun[S], *, resume: str = "") -
             return
         if step.in_new_message and index > start:
             raise ContinueLater(step.name, f"{step.name} runs in an invocation of its own")
-        action = step.run
-        if run.dry_run and step.changes:
-            if step.preview is None:
-                run.log.info("dry run: step %s skipped (it changes resources)", step.name)
-                continue
-            action = step.preview
-        try:
-            action(run)
-        except (LeaseLostError, ContinueLater, DeferredError):
+        with telemetry.step_span(step.name, phase=step.phase) as span:
+            span.set_attribute(telemetry.OUTCOME, _run_step(step, run, span))
+
+
+def _run_step(step: Step[S], run: PhaseRun[S], span: Span) -> str:
+    """Run one step (or its preview, in a dry run); how it ended, for its span."""
+    action = step.run
+    if run.dry_run and step.changes:
+        if step.preview is None:
+            run.log.info("dry run: step %s skipped (it changes resources)", step.name)
+            return StepOutcome.SKIPPED.value
+        action = step.preview
+    try:
+        action(run)
+    except (LeaseLostError, ContinueLater, DeferredError) as exc:
+        # Not failures: the phase goes on in another invocation (or another worker has it).
+        span.set_attribute(telemetry.OUTCOME, StepOutcome.HANDED_OVER.value)
+        span.set_attribute(telemetry.REASON, f"{type(exc).__name__}: {exc}")
+        raise
+    except Exception as exc:
+        telemetry.failed(span, exc)
+        span.set_attribute(telemetry.OUTCOME, StepOutcome.FAILED.value)
+        if step.essential:
             raise
-        except Exception as exc:
-            if step.essential:
-                raise
-            _record_failure(run, step, exc)
+        _record_failure(run, step, exc)
+        return StepOutcome.FAILED.value
+    if run.ended:
+        return f"{StepOutcome.ENDED_PHASE.value}: {run.ended.value}"
+    return (StepOutcome.PREVIEWED if action is step.preview else StepOutcome.SUCCEEDED).value
 
 
 NO_INVOCATION_END = datetime.max.replace(tzinfo=UTC)

@@ -90,6 +90,10 @@ var hostSettings = {
   // send with the identity's Entra ID token instead.
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // host.json's telemetryMode is OpenTelemetry: the Python worker then configures the Azure
+  // Monitor OpenTelemetry distro itself and streams the app's logs and spans, with their
+  // attributes, to Application Insights, and the host does not forward them a second time.
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {

@@ -34,7 +34,7 @@ def queued_work(host: FunctionsHost) -> int:
 
 def deliver_to_queue_function(host: FunctionsHost, body: bytes) -> None:
     """The events-queue function as the host calls it (raises if the invocation would fail)."""
-    host.functions["maintenance_events_queue"].get_user_function()(func.QueueMessage(id="m", body=body))
+    host.call("maintenance_events_queue", func.QueueMessage(id="m", body=body))
 
 
 def refused_field(row: dict[str, Any]) -> str:
@@ -137,8 +137,7 @@ def test_events_delivered_to_a_storage_queue(
     text = json.dumps(pre if shape == "object" else [pre])
     body = base64.b64encode(text.encode()).decode() if encoding == "base64" else text
 
-    function = host.functions["maintenance_events_queue"].get_user_function()
-    function(func.QueueMessage(id="m1", body=body.encode()))
+    host.call("maintenance_events_queue", func.QueueMessage(id="m1", body=body.encode()))
     host.run_queues()
 
     assert emulator.actions(vm) == ["start"]
@@ -160,8 +159,7 @@ def test_cloudevents_schema_is_handled_like_event_grid(host: FunctionsHost, emul
 
 
 def test_unreadable_queue_message_is_recorded_not_retried(host: FunctionsHost) -> None:
-    function = host.functions["maintenance_events_queue"].get_user_function()
-    function(func.QueueMessage(id="m2", body=b"definitely not an event"))
+    host.call("maintenance_events_queue", func.QueueMessage(id="m2", body=b"definitely not an event"))
 
     rows = rejected_rows()
     assert len(rows) == 1 and "message" in rows[0]["Reason"]
@@ -179,7 +177,7 @@ def test_a_work_message_with_an_unknown_step_is_recorded_not_retried(
     from handlers.core.work import Step, WorkMessage
 
     body = {**json.loads(WorkMessage(parse_event(make_event("pre")), Step.VERDICT).to_json()), **step}
-    host.functions["maintenance_worker"].get_user_function()(func.QueueMessage(id="m3", body=json.dumps(body).encode()))
+    host.call("maintenance_worker", func.QueueMessage(id="m3", body=json.dumps(body).encode()))
 
     rows = rejected_rows()
     assert len(rows) == 1 and field in rows[0]["Reason"]

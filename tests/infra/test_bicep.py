@@ -111,6 +111,7 @@ KEY_VAULT_ENTRY_TYPE = "Microsoft.KeyVault/vaults/secrets"
 
 # Settings the platform reads rather than the app (handlers/core/settings.py reads the rest).
 PLATFORM_SETTINGS = {"APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+                     "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY",
                      "AzureWebJobsStorage__credential", "AzureWebJobsStorage__blobServiceUri"}
 FLEX_REJECTED_SETTINGS = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
                           "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "WEBSITE_CONTENTSHARE", "AzureWebJobsStorage"}
@@ -668,6 +669,35 @@ def test_no_output_carries_a_key_connection_string_or_secret() -> None:
             if output.decorator("secure") is not None:
                 problems.append(f"{template.relative}: output {output.name} is @secure()")
     assert not problems, "\n".join(problems)
+
+
+def test_the_app_s_telemetry_goes_to_application_insights_through_opentelemetry() -> None:
+    settings = _app_settings()
+    assert settings["PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"] == "true"
+    assert json.loads((ROOT / "host.json").read_text()).get("telemetryMode") == "OpenTelemetry"
+    requirements = (ROOT / "requirements.txt").read_text()
+    assert re.search(r"^azure-monitor-opentelemetry>=", requirements, re.MULTILINE)
+
+
+def test_the_saved_queries_are_the_readme_s_and_read_the_app_s_attributes() -> None:
+    from handlers.core import telemetry
+    from handlers.core.status import CancelOutcome, Outcome
+
+    template = (INFRA / "app" / "monitoring.bicep").read_text()
+    assert "'Microsoft.OperationalInsights/queryPacks/queries@2019-09-01'" in template
+    saved = [body.strip() for body in re.findall(r"body: '''(.*?)'''", template, re.DOTALL)]
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("\n## Telemetry\n"):readme.index("\n## Settings\n")]
+    documented = [block.strip() for block in re.findall(r"```kusto\n(.*?)```", section, re.DOTALL)]
+    assert len(saved) == 3 and saved == documented
+
+    names = {value for key, value in vars(telemetry).items()
+             if key.isupper() and isinstance(value, str) and value.startswith("maintenance.")}
+    read = {name for query in saved for name in re.findall(r'customDimensions\["([^"]+)"\]', query)}
+    assert read and read <= names, read - names
+    _, cancelled, failed_starts = saved
+    assert f'"{CancelOutcome.CANCELLED}"' in cancelled
+    assert f'"{Outcome.FAILED}"' in failed_starts and f'"{Outcome.TIMED_OUT}"' in failed_starts
 
 
 def test_storage_and_app_insights_accept_only_entra_id() -> None:

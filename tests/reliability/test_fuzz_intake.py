@@ -446,8 +446,7 @@ def test_event_grid_functions_refuse_malformed_events(
 
 
 def _queue_function(host: FunctionsHost) -> Callable[[bytes], None]:
-    function = host.functions["maintenance_events_queue"].get_user_function()
-    return lambda body: function(func.QueueMessage(id="fuzz", body=body))
+    return lambda body: host.call("maintenance_events_queue", func.QueueMessage(id="fuzz", body=body))
 
 
 # Mostly events that fit many to a message; now and then a large one, which can make the message too large.

@@ -113,3 +113,19 @@ def test_the_readme_lists_each_phase_s_steps_in_order() -> None:
             if line.startswith(("| pre | `", "| post | `"))]
     listed = [(cells[1].strip(), cells[2].strip().strip("`")) for cells in rows]
     assert listed == [("pre", s.name) for s in pre.STEPS] + [("post", s.name) for s in post.STEPS]
+
+
+def test_every_thread_under_handlers_carries_its_invocation() -> None:
+    """A pool or thread of its own loses the invocation's telemetry context (the step's span, the
+    run's attributes, the Functions invocation id): handlers start theirs through
+    handlers/core/telemetry.py (`InvocationPool`, `telemetry.thread`), which carries it."""
+    own = HANDLERS / "core" / "telemetry.py"
+    found = []
+    for path in HANDLERS.rglob("*.py"):
+        if path == own:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
+            if name in ("ThreadPoolExecutor", "ProcessPoolExecutor", "Thread", "Timer"):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
+    assert found == []

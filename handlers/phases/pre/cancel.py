@@ -12,7 +12,8 @@ from handlers.adapters.cancellation import cancel_run
 from handlers.adapters.operations import describe_error
 from handlers.core.events import MaintenanceEvent
 from handlers.core.logs import RunLogger
-from handlers.core.status import Verdict
+from handlers.core.status import CancelOutcome, Verdict
+from handlers.core.telemetry import about
 from handlers.ledger.alerts import AlertKind, raise_alert
 from handlers.phases.run_end import PhaseEnd, phase_ended
 from handlers.runtime import Runtime
@@ -31,9 +32,11 @@ def send_cancel(runtime: Runtime, event: MaintenanceEvent, reason: str, log: Run
     now = runtime.clock.utcnow()
     if now >= event.cancellation_cutoff:
         log.error("the run could NOT be cancelled: the cancellation cutoff %s has passed, and it will go ahead "
-                  "despite: %s", event.cancellation_cutoff.isoformat(), reason)
+                  "despite: %s", event.cancellation_cutoff.isoformat(), reason,
+                  extra=about(action="cancel", outcome=CancelOutcome.MISSED, reason=reason))
         return "missed (cutoff passed)"
-    log.warning("cancelling the run: %s", reason)
+    log.warning("cancelling the run: %s", reason, extra=about(action="cancel", outcome=CancelOutcome.REQUESTED,
+                                                              reason=reason))
     # The retry policy may keep trying until the cutoff, not after it (a late cancel is ignored).
     budget = max(1.0, (event.cancellation_cutoff - now).total_seconds())
     try:
@@ -42,7 +45,8 @@ def send_cancel(runtime: Runtime, event: MaintenanceEvent, reason: str, log: Run
                             timeout=budget, retry_backoff_max=min(10.0, max(1.0, budget / 4)))
     except (AzureError, ValueError) as exc:
         detail = describe_error(exc) if isinstance(exc, AzureError) else str(exc)
-        log.error("cancel request failed: %s", detail)
+        log.error("cancel request failed: %s", detail,
+                  extra=about(action="cancel", outcome=CancelOutcome.FAILED, reason=reason))
         try:
             runtime.ledger.update_run(event.correlation_id, {"CancelOutcome": f"failed: {detail}"})
         except Exception as record_error:
@@ -50,7 +54,8 @@ def send_cancel(runtime: Runtime, event: MaintenanceEvent, reason: str, log: Run
         if retry_later and runtime.clock.seconds_until(event.cancellation_cutoff) > RETRY_LEFT.total_seconds():
             raise
         return f"failed: {detail}"
-    log.warning("run cancelled (HTTP %d, status %s)", result.status_code, result.status)
+    log.warning("run cancelled (HTTP %d, status %s)", result.status_code, result.status,
+                extra=about(action="cancel", outcome=CancelOutcome.CANCELLED, reason=reason))
     return "accepted"
 
 
