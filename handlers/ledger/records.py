@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -139,3 +140,9 @@ class LedgerTable(Protocol):
     def submit_transaction(self, operations: Any, **kwargs: Any) -> Any: ...
 
 
+def stored_json(text: Any, default: Any) -> Any:
+    """A JSON column of a row (a summary, the failed updates) parsed; `default` when empty or unreadable."""
+    try:
+        return json.loads(text) if isinstance(text, str) and text else default
+    except ValueError:
+        return default

@@ -16,7 +16,6 @@ it for each channel is `handlers.phases.notify`'s job. Milestones, in the order 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +28,7 @@ from handlers.core.run_links import make_link
 from handlers.core.status import Verdict
 from handlers.core.tag_values import tag_is_set
 from handlers.ledger import MachineRecord
+from handlers.ledger.records import stored_json
 from handlers.runtime import Runtime
 
 TYPE_PREFIX = "UpdateManagerToolkit.Run."
@@ -193,10 +193,5 @@ def post_notices(event: MaintenanceEvent, row: Mapping[str, Any], machines: Sequ
 
 
 def _json(value: Any) -> dict[str, Any]:
-    if isinstance(value, str) and value:
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return {}
-        return parsed if isinstance(parsed, dict) else {}
-    return {}
+    parsed = stored_json(value, {})
+    return parsed if isinstance(parsed, dict) else {}

@@ -20,6 +20,7 @@ from handlers.core.events import MaintenanceEvent
 from handlers.core.ids import configuration_name_of, name_of
 from handlers.core.status import Outcome
 from handlers.ledger import Ledger, MachineRecord, SnapshotRecord
+from handlers.ledger.records import stored_json
 from handlers.phases.post.health import FAILED, PASSED, rollback_snapshot_ids
 from handlers.phases.post.report_html import render_html
 from handlers.phases.post.restore import started_by_toolkit
@@ -91,7 +92,7 @@ def build_report(ledger: Ledger, correlation_id: str, *, generated_at: datetime,
     for snapshot in (snapshot_rows := ledger.list_snapshots(correlation_id)):
         snapshots.setdefault(snapshot.vm_id.lower(), []).append(snapshot)
     rollback = rollback_snapshot_ids(snapshot_rows)
-    errors = {**_json(run.get("StepErrors"), {}), **dict(step_errors or {})}
+    errors = {**stored_json(run.get("StepErrors"), {}), **dict(step_errors or {})}
     rows = [_machine(record, snapshots.get(record.resource_id.lower(), []),
                      rollback.get(record.resource_id.lower(), [])) for record in machines]
     configuration_id = correlation_id.split("/providers/Microsoft.Maintenance/applyUpdates/", 1)[0]
@@ -108,7 +109,7 @@ def build_report(ledger: Ledger, correlation_id: str, *, generated_at: datetime,
             "failing_reasons": [r for r in str(run.get("FailingReasons") or "").splitlines() if r],
             "step_errors": errors, "dry_run": dry_run,
             "pre_ended": str(run.get("PreEndedHow") or ""), "post_ended": str(run.get("PostEndedHow") or ""),
-            "health": _json(run.get("HealthSummary"), None),  # None: not checked
+            "health": stored_json(run.get("HealthSummary"), None),  # None: not checked
         },
         "counts": _counts(rows),
         "machines": rows,
@@ -136,7 +137,7 @@ def _machine(record: MachineRecord, snapshots: list[SnapshotRecord], rollback: l
             "window_exceeded": bool(record.patch_window_exceeded), "error": record.patch_error,
             "started_at": _iso(record.patch_started_at), "finished_at": _iso(record.patch_finished_at),
             "duration_seconds": _seconds(record.patch_started_at, record.patch_finished_at),
-            "failed_updates": _json(record.patch_failed_updates, []),
+            "failed_updates": stored_json(record.patch_failed_updates, []),
         },
         "restore_action": record.restore_action, "restore_outcome": record.restore_outcome,
         "restore_detail": record.restore_detail,
@@ -193,10 +194,3 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else (str(value) if value else None)
-
-
-def _json(text: Any, default: Any) -> Any:
-    try:
-        return json.loads(text) if isinstance(text, str) and text else default
-    except ValueError:
-        return default
