@@ -185,8 +185,8 @@ def run_child(mode: str, size: int, scale: float, profile: Profile, env: dict[st
         command = _child_command(mode, size, scale, profile, args, out) + (extra or [])
         began = time.perf_counter()
         try:
-            proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                                  timeout=args.child_timeout)
+            proc = subprocess.run(command, cwd=REPO, env=env,  # noqa: S603 - our own argv (_child_command), no shell
+                                  capture_output=True, text=True, timeout=args.child_timeout)
         except subprocess.TimeoutExpired:
             return {"mode": mode, "size": size, "time_scale": scale,
                     "error": f"timed out after {args.child_timeout:.0f} s"}
@@ -243,8 +243,8 @@ def cold_import(runs: int) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAINTENANCE_")}
     timings = []
     for _ in range(max(runs, 1)):
-        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=120)
+        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,  # noqa: S603 - fixed code, no shell
+                              capture_output=True, text=True, timeout=120)
         if proc.returncode == 0:
             timings.append(float(proc.stdout.strip().splitlines()[-1]))
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import function_app"], cwd=REPO, env=env,

@@ -267,7 +267,9 @@ def app_version() -> dict[str, Any]:
 
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10).stdout.strip()
+            done = subprocess.run(["git", *args], cwd=repo,  # noqa: S603, S607 - the developer's git, fixed subcommands
+                                  capture_output=True, text=True, timeout=10)
+            return done.stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 
+from . import authorization
 from .clock import EmulatorClock
 from .disk_api import DiskApi
 from .disks import OS_DISK_KINDS, make_disks
@@ -36,6 +37,7 @@ class AzureEmulator(DiskApi, RunCommandApi, PatchApi, TagApi, ArmService):
     `script_behaviour`, `clear_script_behaviours`, `run_command_executions`, `run_commands`,
     `set_arc_status`; `add_vm(os_type=)`, `add_arc_machine(os_type=, status=)`. Update Manager's results
     in Resource Graph: `add_patch_result`, `set_patch_status` (patches.py); the Tags API: `tag_changes`.
+    RBAC: `grant`, `actions_called` (authorization.py).
     """
 
     def __init__(
@@ -54,6 +56,13 @@ class AzureEmulator(DiskApi, RunCommandApi, PatchApi, TagApi, ArmService):
     def transport(self) -> EmulatorTransport:
         """A new azure-core transport answering from this emulator's state."""
         return EmulatorTransport(self)
+
+    def grant(self, scope: str, actions: Collection[str]) -> None:
+        """Assign a role's `actions` at `scope` (a subscription, group or resource id; "/" for all).
+        From the first grant on, an ARM request no grant covers gets ARM's 403 AuthorizationFailed
+        (authorization.py); `actions_called` counts what every request asked for."""
+        with self.lock:
+            self.grants = authorization.grant(self.grants, scope, actions)
 
     # ----- seeding the world ------------------------------------------------------------------
 

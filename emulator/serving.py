@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Mapping
 
-from . import compute, graph, maintenance, routes, run_commands, snapshots, tags
+from . import authorization, compute, graph, maintenance, routes, run_commands, snapshots, tags
 from .clock import EmulatorClock
 from .faults import AFTER_MODES, BEFORE_MODES, strike
 from .ids import key
@@ -122,14 +122,19 @@ class ArmService(EmulatorModel):
         return reply
 
     def _answer(self, request: ArmRequest, route: routes.Route | None, now: float) -> Reply:
-        authorization = request.header("authorization") or ""
-        if not authorization.lower().startswith("bearer ") or not authorization[7:].strip():
+        bearer = request.header("authorization") or ""
+        if not bearer.lower().startswith("bearer ") or not bearer[7:].strip():
             challenge = 'Bearer authorization_uri="https://login.windows.net/", error="invalid_token"'
             return error_reply(401, _NO_BEARER, {"WWW-Authenticate": challenge})
         if "api-version" not in request.query:
             return error_reply(400, _NO_API_VERSION)
         if route is None:
             return not_found(request)
+        action, refusal = authorization.refused(self.grants, route, request.path)
+        if action:
+            self.actions_called[action] += 1
+        if refusal is not None:
+            return refusal
         headers: dict[str, str] = {}
         wait = self._throttle(route, now, headers)
         if wait is not None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from .clock import EmulatorClock
 from .disks import Disk
@@ -17,6 +18,9 @@ from .patch_model import PatchResult
 from .power import ArcMachine, Operation, VirtualMachine
 from .run_command_model import RunCommandStore
 from .snapshot_model import DiskOperation, Snapshot, settle_snapshots
+
+if TYPE_CHECKING:
+    from .authorization import Grant
 
 FAILABLE_OPERATIONS = frozenset(
     {"start", "deallocate", "powerOff", "instanceView", "get", "cancel", "graph", "token"}
@@ -139,6 +143,9 @@ class EmulatorModel:
         self.subscriptions: dict[str, tuple[str, str]] = {}
         self.readable_subscriptions: set[str] | None = None
         self.graph_lag = 0.0
+        # RBAC (authorization.py): None checks nothing; the actions every ARM request asked for.
+        self.grants: list[Grant] | None = None
+        self.actions_called: Counter[str] = Counter()
         # Update Manager's installation results (patch_model.py), by result id (lower).
         self.patch_results: dict[str, PatchResult] = {}
         # Tags API: the changes accepted, and each changed machine's tags over time (key -> [(t, tags)],

@@ -105,7 +105,7 @@ param systemTopicLocation string = ''
 ])
 param deliveryMode string = 'function'
 
-@description('Create the event subscriptions. false on the first pass (the functions do not exist yet); true on the second pass of a plain az deployment. azd leaves it false and creates them from its postdeploy hook (infra/subscriptions.bicep).')
+@description('The second pass: create the event subscriptions and assign the custom roles. false on the first pass (the functions do not exist yet, the new role definitions are still replicating); true on the second pass of a plain az deployment. azd leaves it false and does the second pass from its postdeploy hook (infra/subscriptions.bicep).')
 param deployEventSubscriptions bool = false
 
 @description('Minutes Event Grid keeps retrying a pre event (it fires 30-40 minutes before the window; a cancel is honoured until about 10 minutes before).')
@@ -384,12 +384,20 @@ module eventGridTopic 'app/event-grid-topic.bicep' = {
   ]
 }
 
-module cancelRole 'app/maintenance-cancel-role.bicep' = {
-  name: 'mt-cancel-role-${resourceToken}'
+// Every custom role, and the app's roles on its targets: definitions (and Reader) on the first pass,
+// the custom roles' assignments on the second (app/custom-roles.bicep says why).
+module customRoles 'app/custom-roles.bicep' = {
+  name: 'mt-custom-roles-${resourceToken}'
   scope: resourceGroup(configurationSubscriptionId, configurationResourceGroupName)
   params: {
-    maintenanceConfigurationName: configurationName
     principalId: identity.outputs.principalId
+    assign: deployEventSubscriptions
+    maintenanceConfigurationName: configurationName
+    targetSubscriptionIds: targetSubscriptionIds
+    targetResourceGroupIds: targetResourceGroupIds
+    includeSnapshotActions: snapshotDisks != 'none'
+    enableGuestActions: enableGuestActions
+    communicationServiceId: createEmail ? email.outputs.communicationServiceId : ''
   }
   dependsOn: [
     newConfiguration
@@ -449,7 +457,6 @@ module email 'app/email.bicep' = if (createEmail) {
     communicationServiceName: names.communicationService
     dataLocation: emailDataLocation
     tags: allTags
-    senderPrincipalId: identity.outputs.principalId
   }
 }
 
@@ -467,34 +474,6 @@ module keyVault 'app/key-vault.bicep' = if (createKeyVault) {
     holdKey: holdKey
   }
 }
-
-module subscriptionRoles 'app/target-subscription-roles.bicep' = [for (subscriptionId, i) in targetSubscriptionIds: {
-  name: take('mt-roles-${resourceToken}-sub-${i}', 64)
-  scope: subscription(subscriptionId)
-  params: {
-    principalId: identity.outputs.principalId
-    includeSnapshotRole: snapshotDisks != 'none'
-  }
-}]
-
-// The custom guest-actions role is defined in, and assigned on, each target subscription: a second
-// deployment per subscription beside subscriptionRoles. Target resource groups get no such role.
-module guestActionsRoles 'app/guest-actions-role.bicep' = [for (subscriptionId, i) in targetSubscriptionIds: if (enableGuestActions) {
-  name: take('mt-guest-role-${resourceToken}-sub-${i}', 64)
-  scope: subscription(subscriptionId)
-  params: {
-    principalId: identity.outputs.principalId
-  }
-}]
-
-module resourceGroupRoles 'app/target-resource-group-roles.bicep' = [for (resourceGroupId, i) in targetResourceGroupIds: {
-  name: take('mt-roles-${resourceToken}-rg-${i}', 64)
-  scope: resourceGroup(split(resourceGroupId, '/')[2], split(resourceGroupId, '/')[4])
-  params: {
-    principalId: identity.outputs.principalId
-    includeSnapshotRole: snapshotDisks != 'none'
-  }
-}]
 
 // Second pass only (see the top of this file). azd creates the same subscriptions, with the same
 // names, from infra/subscriptions.bicep in its postdeploy hook.
@@ -537,6 +516,13 @@ output EVENT_DELIVERY_MODE string = deliveryMode
 output PRE_EVENT_TTL_MINUTES int = preEventTimeToLiveInMinutes
 output POST_EVENT_TTL_MINUTES int = postEventTimeToLiveInMinutes
 output EVENT_MAX_DELIVERY_ATTEMPTS int = maxDeliveryAttempts
+// What the second pass assigns (app/custom-roles.bicep).
+output MAINTENANCE_CONFIGURATION_NAME string = configurationName
+output ROLE_TARGET_SUBSCRIPTION_IDS array = targetSubscriptionIds
+output ROLE_TARGET_RESOURCE_GROUP_IDS array = targetResourceGroupIds
+output ROLE_SNAPSHOT_ACTIONS bool = snapshotDisks != 'none'
+output ROLE_GUEST_ACTIONS bool = enableGuestActions
+output ROLE_EMAIL_RESOURCE_ID string = createEmail ? email.outputs.communicationServiceId : ''
 // Empty unless the feature is on. The vault's name is for the operator's `az keyvault` commands.
 output NOTIFY_TOPIC_ENDPOINT string = enableNotifyTopic ? notifyTopic.outputs.endpoint : ''
 output NOTIFY_EMAIL_SENDER string = enableEmailNotifications ? (createEmail ? email.outputs.senderAddress : existingEmailSender) : ''

@@ -1,7 +1,9 @@
-// Second pass for azd: the Event Grid subscriptions to the functions, once their code is deployed.
-// infra/hooks/postdeploy.sh deploys this into the system topic's resource group with the values
-// main.bicep output (azd keeps them in the environment). It creates exactly what main.bicep
-// creates with deployEventSubscriptions=true: same module, same subscription names.
+// Second pass for azd: the Event Grid subscriptions to the functions, once their code is deployed,
+// and the assignments of the custom roles, once their definitions (first pass) have replicated.
+// infra/hooks/postdeploy.sh deploys this into the system topic's resource group (the maintenance
+// configuration's) with the values main.bicep output (azd keeps them in the environment). It
+// creates exactly what main.bicep creates with deployEventSubscriptions=true: same modules, same
+// names.
 targetScope = 'resourceGroup'
 
 @description('Name of the maintenance configuration\'s system topic (main.bicep output SYSTEM_TOPIC_NAME).')
@@ -40,6 +42,41 @@ param postEventTimeToLiveInMinutes int = 1440
 @minValue(1)
 @maxValue(30)
 param maxDeliveryAttempts int = 30
+
+@description('Principal (object) id of the app identity (output MANAGED_IDENTITY_PRINCIPAL_ID).')
+param principalId string
+
+@description('Name of the maintenance configuration, in this resource group (output MAINTENANCE_CONFIGURATION_NAME).')
+param maintenanceConfigurationName string
+
+@description('Target subscription ids (output ROLE_TARGET_SUBSCRIPTION_IDS).')
+param targetSubscriptionIds array = []
+
+@description('Target resource group ids (output ROLE_TARGET_RESOURCE_GROUP_IDS).')
+param targetResourceGroupIds array = []
+
+@description('Snapshots on (output ROLE_SNAPSHOT_ACTIONS).')
+param includeSnapshotActions bool = true
+
+@description('In-guest actions on (output ROLE_GUEST_ACTIONS).')
+param enableGuestActions bool = true
+
+@description('The toolkit\'s Communication Services resource, or empty (output ROLE_EMAIL_RESOURCE_ID).')
+param communicationServiceId string = ''
+
+module customRoles 'app/custom-roles.bicep' = {
+  name: 'mt-custom-roles-hook'
+  params: {
+    principalId: principalId
+    assign: true
+    maintenanceConfigurationName: maintenanceConfigurationName
+    targetSubscriptionIds: targetSubscriptionIds
+    targetResourceGroupIds: targetResourceGroupIds
+    includeSnapshotActions: includeSnapshotActions
+    enableGuestActions: enableGuestActions
+    communicationServiceId: communicationServiceId
+  }
+}
 
 module eventSubscriptions 'app/event-subscriptions.bicep' = {
   name: 'mt-event-subscriptions-hook'

@@ -33,6 +33,7 @@ from handlers.core.ids import subscription_of
 from handlers.core.logs import run_logger
 from handlers.core.settings import Settings
 from handlers.ledger import Ledger
+from handlers.phases.pre.cancel import cutoff_of
 from handlers.runtime import Runtime
 from tools.memory_table import MemoryTable
 from tools.report import print_table, snapshot_summary, verdict_lines
@@ -143,8 +144,7 @@ def _build_event(args: argparse.Namespace, arm_endpoint: str) -> MaintenanceEven
 
 
 def _deadline(event: MaintenanceEvent, runtime: Any) -> str:
-    assert event.cancellation_cutoff is not None
-    deadline = event.cancellation_cutoff - timedelta(seconds=runtime.settings.cutoff_safety_seconds)
+    deadline = cutoff_of(event) - timedelta(seconds=runtime.settings.cutoff_safety_seconds)
     return f"{deadline:%H:%M:%S} UTC ({(deadline - datetime.now(UTC)).total_seconds() / 60:.0f} min from now)"
 
 

@@ -30,6 +30,10 @@ from azure.core.rest import HttpRequest
 from handlers.adapters.clients import ClientFactory
 
 _EMAIL_WAIT_SECONDS = 30.0
+# What sending e-mail with an Entra identity needs on the Communication Services resource (the ACS
+# documentation's custom role; infra/app/email-sender-role.bicep).
+EMAIL_SEND = ("Microsoft.Communication/CommunicationServices/Read",
+              "Microsoft.Communication/CommunicationServices/Write", "Microsoft.Communication/EmailServices/write")
 _NAMESPACE = uuid.UUID("6f0c8f4e-3d1b-4a51-9b8e-1f7a3c2d5e90")  # this toolkit's notices
 _SECRETS = re.compile(r"(?i)(sig|sp|sv|code|token)=[^&\s'\"]+")
 

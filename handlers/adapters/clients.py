@@ -29,6 +29,7 @@ from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient, Te
 from handlers.adapters.pacing import PacedTransport
 from handlers.adapters.retries import ThrottleAwareRetryPolicy
 from handlers.core.clock import SYSTEM_CLOCK, Clock
+from handlers.core.errors import SettingsError
 
 if TYPE_CHECKING:
     from azure.mgmt.compute import ComputeManagementClient
@@ -158,10 +159,10 @@ class ClientFactory:
         if storage.connection_string:
             service = BlobServiceClient.from_connection_string(storage.connection_string, **options)
         else:
-            assert storage.blob_service_uri is not None
+            uri = _service_uri(storage.blob_service_uri, "blob")
             with self._lock:
                 credential = self._storage_cred()
-            service = BlobServiceClient(storage.blob_service_uri, credential=credential, **options)
+            service = BlobServiceClient(uri, credential=credential, **options)
         return service.get_container_client(name)
 
     def channel(self, kind: str, endpoint: str = "") -> Any:
@@ -231,8 +232,8 @@ class ClientFactory:
                 if storage.connection_string:
                     service = TableServiceClient.from_connection_string(storage.connection_string, **options)
                 else:
-                    assert storage.table_service_uri is not None
-                    service = TableServiceClient(storage.table_service_uri, credential=self._storage_cred(), **options)
+                    uri = _service_uri(storage.table_service_uri, "table")
+                    service = TableServiceClient(uri, credential=self._storage_cred(), **options)
                 self._table = service.create_table_if_not_exists(name)
             return self._table
 
@@ -250,8 +251,8 @@ class ClientFactory:
                 if storage.connection_string:
                     service = QueueServiceClient.from_connection_string(storage.connection_string, **settings)
                 else:
-                    assert storage.queue_service_uri is not None
-                    service = QueueServiceClient(storage.queue_service_uri, credential=self._storage_cred(), **settings)
+                    uri = _service_uri(storage.queue_service_uri, "queue")
+                    service = QueueServiceClient(uri, credential=self._storage_cred(), **settings)
                 client = service.get_queue_client(name, message_encode_policy=encode)
                 _ensure_queue(client)
                 self._queues[name] = client
@@ -292,6 +293,13 @@ class ClientFactory:
             "user_agent": USER_AGENT,
             "transport": self._arm_transport(),
         }
+
+
+def _service_uri(uri: str | None, service: str) -> str:
+    """A storage endpoint for identity-based access (settings require the table and queue ones)."""
+    if uri is None:
+        raise SettingsError(f"AzureWebJobsStorage__{service}ServiceUri", "required when AzureWebJobsStorage is not set")
+    return uri
 
 
 def _ensure_queue(client: QueueClient) -> None:

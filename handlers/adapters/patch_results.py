@@ -22,6 +22,10 @@ from handlers.core.reading import parse_time
 
 RESULT_TYPES = ("microsoft.compute/virtualmachines/patchinstallationresults",
                 "microsoft.hybridcompute/machines/patchinstallationresults")
+# Resource Graph shows a machine's results only to an identity that can read them (Reader has both).
+PATCH_RESULTS_READ = ("Microsoft.ResourceGraph/resources/read",
+                      "Microsoft.Compute/virtualMachines/patchInstallationResults/read",
+                      "Microsoft.HybridCompute/machines/patchInstallationResults/read")
 FINAL_STATUSES = frozenset({"succeeded", "failed", "completedwithwarnings"})
 _RESULTS_QUERY = """patchinstallationresources
 | where type in~ ({types})

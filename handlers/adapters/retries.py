@@ -62,6 +62,6 @@ class ThrottleAwareRetryPolicy(RetryPolicy):
     def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
         retry_after = self.get_retry_after(response) if response is not None else None
         if retry_after and response.http_response.status_code == 429:
-            transport.sleep(retry_after * (1 + random.random() / 2))
+            transport.sleep(retry_after * (1 + random.random() / 2))  # noqa: S311 - jitter, not security
             return
         super().sleep(settings, transport, response)

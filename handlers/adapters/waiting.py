@@ -137,7 +137,8 @@ def _check(item: Pending, interval: float, now: Callable[[], float],
            log: logging.LoggerAdapter[Any]) -> tuple[str, str]:
     """Read the resource back and decide: reached, on its way, or send the request again."""
     op = item.operation
-    assert op.check is not None
+    if op.check is None:  # an operation is only ever put into "check" when it has one
+        raise RuntimeError(f"{op.action} of {op.resource_id} is waiting on a read-back it does not have")
     state, detail = op.check()
     if state == DONE:
         return "succeeded", ""

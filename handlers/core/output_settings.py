@@ -76,11 +76,10 @@ def read_notify(reader: Reader) -> NotifySettings:
     email = {"MAINTENANCE_EMAIL_ENDPOINT": endpoint, "MAINTENANCE_EMAIL_SENDER": sender,
              "MAINTENANCE_EMAIL_TO": ",".join(to) or None}
     if any(email.values()):
-        missing = [name for name, value in email.items() if not value]
-        if missing:
+        if not (endpoint and sender and email["MAINTENANCE_EMAIL_TO"]):
+            missing = [name for name, value in email.items() if not value]
             raise SettingsError(missing[0], "required when any of MAINTENANCE_EMAIL_ENDPOINT, "
                                 "MAINTENANCE_EMAIL_SENDER and MAINTENANCE_EMAIL_TO is set (e-mail needs all three)")
-        assert endpoint is not None and sender is not None
         endpoint = reader.check_https("MAINTENANCE_EMAIL_ENDPOINT", endpoint)
         if not _ADDRESS.fullmatch(sender):
             raise SettingsError("MAINTENANCE_EMAIL_SENDER", f"{sender!r} is not an e-mail address like "

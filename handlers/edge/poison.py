@@ -21,7 +21,7 @@ from handlers.core.status import Outcome, PreAction
 from handlers.core.work import Step, WorkMessage, send_work
 from handlers.ledger import PhaseStatus
 from handlers.ledger.alerts import AlertKind, raise_alert
-from handlers.phases.pre.cancel import fail_closed
+from handlers.phases.pre.cancel import cutoff_of, fail_closed
 from handlers.phases.pre.fan_out import verdict_delay
 from handlers.phases.run_end import PhaseEnd, phase_ended
 from handlers.runtime import Runtime
@@ -74,8 +74,7 @@ def _save_the_verdict(runtime: Runtime, work: WorkMessage, log: RunLogger) -> No
         pre = None
     if pre is not None and pre.get("Status") == PhaseStatus.COMPLETED.value:
         return
-    assert event.cancellation_cutoff is not None
-    if runtime.clock.utcnow() >= event.cancellation_cutoff:
+    if runtime.clock.utcnow() >= cutoff_of(event):
         raise_alert(runtime.ledger, event.correlation_id, AlertKind.UNCHECKED_RUN,
                     "the pre phase failed on every attempt and the cutoff has passed: the run goes ahead unchecked")
         phase_ended(runtime, event, "pre", PhaseEnd.FAILED, {"unchecked": True})

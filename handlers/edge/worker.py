@@ -26,7 +26,7 @@ from handlers.phases import post, pre
 from handlers.phases.claims import Claimed, Heartbeat, run_claimed
 from handlers.phases.post import run_post
 from handlers.phases.pre import run_pre
-from handlers.phases.pre.cancel import RETRY_LEFT, fail_closed
+from handlers.phases.pre.cancel import RETRY_LEFT, cutoff_of, fail_closed
 from handlers.phases.pre.fan_out import lanes_finished
 from handlers.phases.run_end import PhaseEnd
 from handlers.phases.steps import Ended, PhaseRun
@@ -105,8 +105,7 @@ def _verdict(runtime: Runtime, work: WorkMessage, dequeue_count: int, log: RunLo
             return None
         return run_claimed(runtime, work, dequeue_count=dequeue_count, log=log, work=decide)
     except Exception as exc:
-        assert event.cancellation_cutoff is not None
-        if runtime.clock.seconds_until(event.cancellation_cutoff) > RETRY_LEFT.total_seconds():
+        if runtime.clock.seconds_until(cutoff_of(event)) > RETRY_LEFT.total_seconds():
             raise  # a retry still comes in time
         log.error("the verdict failed with no time left for a retry before the cutoff: %s", exc)
         return fail_closed(runtime, event, f"the verdict could not be reached: {type(exc).__name__}: {exc}", log)

@@ -108,8 +108,10 @@ def guest_key(record: MachineRecord, step: str) -> str:
 
 
 def machine_of(record: MachineRecord) -> RunMachine:
+    """The machine a ledger row is about (rows are written from parsed ids, so one always is)."""
     machine = describe_machine(record.resource_id)
-    assert machine is not None  # rows are written from parsed ids
+    if machine is None:
+        raise ValueError(f"the ledger row names no machine id we recognise: {record.resource_id!r}")
     return machine
 
 

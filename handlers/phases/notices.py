@@ -91,8 +91,8 @@ def pre_received(runtime: Runtime, event: MaintenanceEvent, machines: Sequence[R
             "toStart": len(off), "approvalMode": settings.hold.mode}
     links: list[tuple[str, str]] = []
     hold = settings.hold
-    if hold.enabled and cutoff is not None:
-        assert hold.key is not None and hold.public_url is not None
+    # `hold.enabled`, spelled out so the type checker knows the key and the URL are set.
+    if hold.key is not None and hold.public_url is not None and cutoff is not None:
         action = "approve" if hold.mode == "approve" else "hold"
         links.append(("Approve this run" if action == "approve" else "Hold this run",
                       make_link(hold.key, hold.public_url, correlation_id=event.correlation_id, action=action,

@@ -35,6 +35,7 @@ from handlers.adapters.channels import (
 )
 from handlers.adapters.inventory import MachineKind, get_vm_views
 from handlers.adapters.operations import describe_error
+from handlers.core.errors import SettingsError
 from handlers.core.events import MaintenanceEvent
 from handlers.core.logs import RunLogger, run_logger
 from handlers.phases.notices import Notice, post_notices, pre_received, verdict_notices
@@ -123,19 +124,27 @@ def _send(runtime: Runtime, event: MaintenanceEvent, notice: Notice, channel: st
     settings, clients = runtime.settings.notify, runtime.clients
     title = (DRY_RUN_LABEL if dry else "") + notice.title
     if channel == "eventgrid":
-        assert settings.eventgrid_endpoint is not None
+        endpoint = _setting(settings.eventgrid_endpoint, "MAINTENANCE_EVENTGRID_TOPIC_ENDPOINT")
         cloud_event = CloudEventNotice(
             type=notice.event_type, source=event.maintenance_configuration_id, subject=event.correlation_id,
             data={**notice.data, "dryRun": dry}, time=runtime.clock.utcnow(),
             id=notice_id(event.correlation_id, notice.milestone, channel))
-        return publish_events(clients, settings.eventgrid_endpoint, [cloud_event])
+        return publish_events(clients, endpoint, [cloud_event])
     if channel == "email":
-        assert settings.email_endpoint is not None and settings.email_sender is not None
-        return send_email(clients, settings.email_endpoint, sender=settings.email_sender, to=settings.email_to,
+        endpoint = _setting(settings.email_endpoint, "MAINTENANCE_EMAIL_ENDPOINT")
+        sender = _setting(settings.email_sender, "MAINTENANCE_EMAIL_SENDER")
+        return send_email(clients, endpoint, sender=sender, to=settings.email_to,
                           notice=_email(notice, title), operation_id=notice_id(event.correlation_id,
                                                                                notice.milestone, channel))
-    assert settings.teams_webhook_url is not None
-    return post_card(clients, settings.teams_webhook_url, adaptive_card(notice, title))
+    return post_card(clients, _setting(settings.teams_webhook_url, "MAINTENANCE_TEAMS_WEBHOOK_URL"),
+                     adaptive_card(notice, title))
+
+
+def _setting(value: str | None, name: str) -> str:
+    """A channel's setting (`NotifySettings.channels` lists only channels whose settings are set)."""
+    if value is None:
+        raise SettingsError(name, "not set, and its notification channel needs it")
+    return value
 
 
 def _email(notice: Notice, title: str) -> EmailNotice:

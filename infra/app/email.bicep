@@ -1,11 +1,8 @@
 // E-mail of the run milestones through Azure Communication Services (azure-communication-email
 // EmailClient(endpoint, credential) with the app's identity): an Email Communication Services
 // resource with an Azure managed domain (sender DoNotReply@<guid>.azurecomm.net, no DNS to verify),
-// a Communication Services resource linked to that domain with local auth (access keys) off, and a
-// custom role with only what the ACS documentation lists for sending with a Microsoft Entra identity
-// (CommunicationServices read and write, EmailServices write), assigned to the app on that
-// Communication Services resource. The built-in Communication and Email Service Owner would do it
-// too, but it also manages both resources and reads their keys. See infra/README.md, "E-mail".
+// and a Communication Services resource linked to that domain with local auth (access keys) off.
+// The app's role on it is email-sender-role.bicep's. See infra/README.md, "E-mail".
 
 @description('Name of the Email Communication Services resource.')
 param emailServiceName string
@@ -18,9 +15,6 @@ param dataLocation string
 
 @description('Tags for the resources.')
 param tags object
-
-@description('Principal (object) id of the app\'s user-assigned identity, the sender.')
-param senderPrincipalId string
 
 resource emailService 'Microsoft.Communication/emailServices@2025-05-01' = {
   name: emailServiceName
@@ -54,40 +48,6 @@ resource communicationService 'Microsoft.Communication/communicationServices@202
       domain.id
     ]
     disableLocalAuth: true
-  }
-}
-
-resource senderRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
-  name: guid(subscription().id, resourceGroup().id, 'maintenance-email-sender')
-  properties: {
-    roleName: 'Maintenance e-mail sender (${subscription().subscriptionId}/${resourceGroup().name})'
-    description: 'Send e-mail through a Communication Services resource with a Microsoft Entra identity (the custom email role of the Azure Communication Services documentation). Used by the Update Manager maintenance toolkit.'
-    type: 'CustomRole'
-    permissions: [
-      {
-        actions: [
-          'Microsoft.Communication/CommunicationServices/Read'
-          'Microsoft.Communication/CommunicationServices/Write'
-          'Microsoft.Communication/EmailServices/write'
-        ]
-        notActions: []
-      }
-    ]
-    assignableScopes: [
-      resourceGroup().id
-    ]
-  }
-}
-
-var senderRoleDefinitionId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', senderRole.name)
-
-resource sender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(communicationService.id, senderPrincipalId, senderRoleDefinitionId)
-  scope: communicationService
-  properties: {
-    principalId: senderPrincipalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: senderRoleDefinitionId
   }
 }
 

@@ -1,4 +1,4 @@
-// The Function App on the Flex Consumption plan (Linux, Python 3.11), running as the user-assigned
+// The Function App on the Flex Consumption plan (Linux, Python 3.12; the code supports 3.11 too), running as the user-assigned
 // identity for everything: host storage, the deployment package, Application Insights and Azure.
 // No storage keys: the host reaches its storage through AzureWebJobsStorage__* identity settings.
 // Flex Consumption takes the runtime from functionAppConfig and rejects FUNCTIONS_WORKER_RUNTIME,
@@ -133,7 +133,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: '3.12'
       }
     }
   }
@@ -147,3 +147,20 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
 output id string = functionApp.id
 output name string = functionApp.name
 output defaultHostName string = functionApp.properties.defaultHostName
+
+// No FTP or SCM (Kudu) basic-auth publishing: azd and the Flex deployment container use Entra ID.
+resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}

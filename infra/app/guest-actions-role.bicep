@@ -1,9 +1,9 @@
 // Least privilege for in-guest actions (stop services before patching, start them after, operator
 // scripts): a custom role with only what a managed Run Command needs, on Azure VMs and on
 // Arc-enabled servers, assigned to the app identity on one target subscription. Virtual Machine
-// Contributor holds the same run-command actions but also deletes VMs and resets passwords: this
-// role does not lean on it, so it stays right when that assignment is replaced.
-// main.bicep deploys this once per target subscription, only when enableGuestActions is true.
+// Contributor holds the same run-command actions but also deletes VMs and resets passwords; the
+// toolkit assigns it nowhere. custom-roles.bicep deploys this once per target subscription, only
+// when enableGuestActions is true.
 //
 // One definition per subscription, shared by every toolkit deployment that targets it: its name
 // is guid(subscription, fixed string) and its roleName carries the subscription id (role names
@@ -13,6 +13,9 @@ targetScope = 'subscription'
 
 @description('Principal (object) id of the app\'s user-assigned identity.')
 param principalId string
+
+@description('Assign the role (the second pass). false: write its definition only.')
+param assign bool
 
 resource guestActionsRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(subscription().id, 'maintenance-guest-actions')
@@ -40,17 +43,13 @@ resource guestActionsRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' =
   }
 }
 
-// Referring to the definition makes the assignment depend on it: ARM sends the assignment's PUT
-// only after the definition's PUT has succeeded, and the definition is usually readable by then.
-// Not always: on a first deployment the assignment can still fail with RoleDefinitionDoesNotExist
-// while the new definition replicates. Nothing in this template or its hooks retries that (the
-// postdeploy hook's retries are for the event subscriptions only): deploy again; every name here
-// is deterministic, so a second run updates the definition in place and creates the assignment.
-// (principalType lets the assignment of a just-created identity skip the directory lookup that
-// fails with PrincipalNotFound while the identity replicates.)
+// Replication: the definition is written on the first pass and assigned on the second (assign,
+// see infra/README.md, "Custom roles and replication"). Referring to the definition's symbol still
+// orders the two within a pass. (principalType lets the assignment of a just-created identity skip
+// the directory lookup that fails with PrincipalNotFound while the identity replicates.)
 var guestActionsRoleId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', guestActionsRole.name)
 
-resource guestActionsAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+resource guestActionsAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (assign) {
   name: guid(subscription().id, principalId, guestActionsRoleId)
   properties: {
     principalId: principalId

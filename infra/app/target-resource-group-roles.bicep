@@ -1,40 +1,67 @@
-// The app identity's roles on one target resource group (machines, disks or snapshots there);
-// the same roles as target-subscription-roles.bicep, at a narrower scope:
-// - Reader: Resource Graph and instance views (Resource Graph only shows what the identity can read);
-// - Virtual Machine Contributor: start, deallocate, power off;
-// - Tag Contributor: stamp the run's time and patch status on each machine after a run (the Tags
-//   API's merge: no write access to the VM itself);
-// - Disk Snapshot Contributor: the toolkit's snapshots (left out when snapshots are off).
-
+// The app identity's roles on one target resource group (machines, disks or snapshots there): the
+// same roles as target-subscription-roles.bicep, at a narrower scope (README, "Roles"):
+// - Reader (built-in): Resource Graph (the machines of a run, their power states, disks, tags,
+//   patch results) and instance views. Resource Graph shows only what the identity can read, so
+//   without it a run finds no machines rather than failing. Reader writes and acts on nothing.
+// - Maintenance machine operator (custom, the actions in roles/machine-operator.json): start,
+//   deallocate and power off VMs, merge tags on machines (the Tags API), and with snapshots on,
+//   create and delete snapshots. It replaces Virtual Machine Contributor (which also deletes VMs,
+//   resets their passwords and runs commands on them), Tag Contributor and Disk Snapshot
+//   Contributor (which also lists the keys of every storage account in the subscription).
+//
+// One definition per resource group, assignable there only: its name is guid(subscription, group,
+// fixed string) and its roleName carries both (role names are unique within a tenant).
+//
+// Replication: the definition is written on the first pass and assigned on the second (assign,
+// see infra/README.md, "Custom roles and replication"): by then it has replicated, and no run can
+// arrive before the second pass, which creates the event subscriptions.
 @description('Principal (object) id of the app\'s user-assigned identity.')
 param principalId string
 
-@description('Also grant Disk Snapshot Contributor (MAINTENANCE_SNAPSHOT_DISKS is not none).')
-param includeSnapshotRole bool
+@description('Also grant creating and deleting snapshots (MAINTENANCE_SNAPSHOT_DISKS is not none).')
+param includeSnapshotActions bool
 
-var roleIds = {
-  reader: 'acdd72a7-3385-48ef-bd42-f606fba81ae7'
-  virtualMachineContributor: '9980e02c-c2be-4d73-94e8-173b1dc7cf3c'
-  diskSnapshotContributor: '7efff54f-a5b4-42b5-a1c5-5411624893ce'
-  tagContributor: '4a9ae827-6dc8-4573-8ac7-8239d42aa03f'
-}
+@description('Assign the custom role (the second pass). false: write its definition only.')
+param assign bool
 
-var assignedRoleIds = includeSnapshotRole ? [
-  roleIds.reader
-  roleIds.virtualMachineContributor
-  roleIds.tagContributor
-  roleIds.diskSnapshotContributor
-] : [
-  roleIds.reader
-  roleIds.virtualMachineContributor
-  roleIds.tagContributor
-]
+var readerRoleDefinitionId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'acdd72a7-3385-48ef-bd42-f606fba81ae7')
+var operator = loadJsonContent('roles/machine-operator.json')
 
-resource assignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for roleId in assignedRoleIds: {
-  name: guid(resourceGroup().id, principalId, subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId))
+resource readerAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(resourceGroup().id, principalId, readerRoleDefinitionId)
   properties: {
     principalId: principalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
+    roleDefinitionId: readerRoleDefinitionId
   }
-}]
+}
+
+resource operatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(subscription().id, resourceGroup().id, 'maintenance-machine-operator')
+  properties: {
+    roleName: 'Maintenance machine operator (${subscription().subscriptionId}/${resourceGroup().name})'
+    description: 'Start, deallocate and power off virtual machines, merge tags on machines, and (with snapshots on) create and delete disk snapshots: what the Update Manager maintenance toolkit changes on the machines of a run.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: includeSnapshotActions ? concat(operator.actions, operator.snapshotActions) : operator.actions
+        notActions: []
+      }
+    ]
+    assignableScopes: [
+      resourceGroup().id
+    ]
+  }
+}
+
+var operatorRoleDefinitionId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', operatorRole.name)
+
+resource operatorAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (assign) {
+  name: guid(resourceGroup().id, principalId, operatorRoleDefinitionId)
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: operatorRoleDefinitionId
+    description: 'Machines of the Update Manager maintenance toolkit: start, stop, tags, snapshots.'
+  }
+}

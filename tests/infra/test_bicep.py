@@ -49,9 +49,6 @@ FUNCTION_FOR_EVENT = {PRE: "pre_maintenance", POST: "post_maintenance"}
 
 BUILT_IN_ROLES = {
     "acdd72a7-3385-48ef-bd42-f606fba81ae7": "Reader",
-    "9980e02c-c2be-4d73-94e8-173b1dc7cf3c": "Virtual Machine Contributor",
-    "4a9ae827-6dc8-4573-8ac7-8239d42aa03f": "Tag Contributor",
-    "7efff54f-a5b4-42b5-a1c5-5411624893ce": "Disk Snapshot Contributor",
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
@@ -61,11 +58,7 @@ BUILT_IN_ROLES = {
     "d5a91429-5739-47e2-a06b-3470a27159e7": "EventGrid Data Sender",
     "4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",
 }
-CANCEL_ROLE_ACTIONS = {
-    "Microsoft.Maintenance/applyUpdates/read",
-    "Microsoft.Maintenance/applyUpdates/write",
-    "Microsoft.Maintenance/maintenanceConfigurations/read",
-}
+CANCEL_ROLE_ACTIONS = {"Microsoft.Maintenance/applyUpdates/write"}
 # The custom role for in-guest actions: managed Run Commands on VMs and Arc-enabled servers, and
 # reading Arc machines (DOMAIN.md section 11). Nothing that changes or deletes a machine itself.
 GUEST_ACTIONS_ROLE_ACTIONS = {
@@ -89,6 +82,10 @@ EMAIL_SENDER_ROLE_ACTIONS = {
 CANCEL_ROLE = INFRA / "app/maintenance-cancel-role.bicep"
 GUEST_ACTIONS_ROLE = INFRA / "app/guest-actions-role.bicep"
 EMAIL = INFRA / "app/email.bicep"
+EMAIL_ROLE = INFRA / "app/email-sender-role.bicep"
+CUSTOM_ROLES = INFRA / "app/custom-roles.bicep"
+# The machine operator role, one definition per target subscription and per target resource group.
+OPERATOR_ROLES = (INFRA / "app/target-subscription-roles.bicep", INFRA / "app/target-resource-group-roles.bicep")
 NOTIFY_TOPIC = INFRA / "app/notify-topic.bicep"
 KEY_VAULT = INFRA / "app/key-vault.bicep"
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
@@ -423,14 +420,15 @@ def test_role_assignments_use_known_roles_or_the_custom_roles() -> None:
             assert call_name(get(definition.value, "name") or definition.value) == "guid", where
             granted.add(f"custom {template.path.relative_to(INFRA).as_posix()}")
         assert literal(template, get(body, "properties", "principalType"), "principalType") == "ServicePrincipal", where
-    custom = {f"custom {path.relative_to(INFRA).as_posix()}" for path in (CANCEL_ROLE, GUEST_ACTIONS_ROLE, EMAIL)}
+    custom = {f"custom {path.relative_to(INFRA).as_posix()}"
+              for path in (CANCEL_ROLE, GUEST_ACTIONS_ROLE, EMAIL_ROLE, *OPERATOR_ROLES)}
     assert granted == set(BUILT_IN_ROLES.values()) | custom, granted
 
 
-def test_the_only_custom_roles_are_the_cancel_guest_actions_and_email_sender_roles() -> None:
-    # A new custom role needs its own test of what it grants, like the three below.
+def test_the_only_custom_roles_are_the_cancel_guest_actions_machine_operator_and_email_sender_roles() -> None:
+    # A new custom role needs its own test of what it grants, like those below and in test_least_privilege.py.
     found = sorted(template.path for template, _ in role_definitions())
-    assert found == sorted([CANCEL_ROLE, GUEST_ACTIONS_ROLE, EMAIL]), found
+    assert found == sorted([CANCEL_ROLE, GUEST_ACTIONS_ROLE, EMAIL_ROLE, *OPERATOR_ROLES]), found
 
 
 def test_custom_roles_use_a_stable_api_version_and_a_guid_name() -> None:
@@ -457,7 +455,9 @@ def test_the_cancel_role_grants_only_what_a_cancel_needs() -> None:
     assignment = next(
         d for d in template.resources_of_type("Microsoft.Authorization/roleAssignments")
     )
-    scope = get(assignment.value, "scope")
+    # Only on the second pass (test_least_privilege.py checks the condition).
+    body, _ = template.instances(assignment)[0]
+    scope = get(body, "scope")
     assert scope is not None and scope.type == "identifier"
     target = template.resources[text(scope)]
     assert target.is_existing
@@ -500,8 +500,8 @@ def test_the_guest_actions_role_grants_only_run_commands_and_reading_arc_machine
 
 
 def test_the_guest_actions_role_is_assigned_to_the_app_identity_on_each_target_subscription_when_enabled() -> None:
-    main = load(MAIN)
-    modules = [m for m in main.modules.values() if m.type_string == "app/guest-actions-role.bicep"]
+    roles = load(CUSTOM_ROLES)
+    modules = [m for m in roles.modules.values() if m.type_string == "guest-actions-role.bicep"]
     assert len(modules) == 1, modules
     module = modules[0]
     # [for (subscriptionId, i) in targetSubscriptionIds: if (enableGuestActions) {...}]
@@ -509,26 +509,34 @@ def test_the_guest_actions_role_is_assigned_to_the_app_identity_on_each_target_s
     head, iterable, body = named(module.value)[0], named(module.value)[1], named(module.value)[-1]
     assert text(iterable) == "targetSubscriptionIds"
     assert body.type == "if_statement", "the role and its assignment must depend on enableGuestActions"
-    assert main.canonical(named(body)[0]) == "(enableGuestActions)", text(named(body)[0])
-    instance, _ = main.instances(module)[0]
+    assert roles.canonical(named(body)[0]) == "(enableGuestActions)", text(named(body)[0])
+    instance, _ = roles.instances(module)[0]
     scope = get(instance, "scope")
     loop_variable = text(named(head)[0]) if head.type == "for_loop_parameters" else text(head)
-    assert scope is not None and main.canonical(scope) == f"subscription({loop_variable})", text(scope or instance)
+    assert scope is not None and roles.canonical(scope) == f"subscription({loop_variable})", text(scope or instance)
     principal = get(instance, "params", "principalId")
-    assert principal is not None and main.canonical(principal) == "identity.outputs.principalId"
+    assert principal is not None and roles.canonical(principal) == "principalId"
+    main = load(MAIN)
+    (custom,) = [m for m in main.modules.values() if m.type_string == "app/custom-roles.bicep"]
+    given, _ = main.instances(custom)[0]
+    expected_params = {"principalId": "identity.outputs.principalId", "enableGuestActions": "enableGuestActions",
+                       "targetSubscriptionIds": "targetSubscriptionIds"}
+    for param, expected in expected_params.items():
+        node = get(given, "params", param)
+        assert node is not None and main.canonical(node) == expected, (param, node and text(node))
 
     template, definition = role_definition(GUEST_ACTIONS_ROLE)
     assignments = template.resources_of_type("Microsoft.Authorization/roleAssignments")
     assert len(assignments) == 1, assignments
-    assignment = assignments[0]
-    assert get(assignment.value, "scope") is None, "assigned on the subscription the module is deployed to"
-    principal_type = literal(template, get(assignment.value, "properties", "principalType"), "principalType")
+    assignment, _ = template.instances(assignments[0])[0]
+    assert get(assignment, "scope") is None, "assigned on the subscription the module is deployed to"
+    principal_type = literal(template, get(assignment, "properties", "principalType"), "principalType")
     assert principal_type == "ServicePrincipal"
-    principal_id = get(assignment.value, "properties", "principalId")
+    principal_id = get(assignment, "properties", "principalId")
     assert principal_id is not None and text(principal_id) == "principalId"
     # The role id refers to the definition's symbol, not a string: that reference is what makes
     # ARM create the definition before the assignment.
-    role = get(assignment.value, "properties", "roleDefinitionId")
+    role = get(assignment, "properties", "roleDefinitionId")
     assert role is not None
     symbols = {text(node) for node in walk(template.resolve(role)) if node.type == "identifier"}
     assert definition.name in symbols, \
@@ -575,27 +583,6 @@ def test_role_assignment_names_are_guid_of_scope_principal_and_role() -> None:
         assert principal is not None and principal_arg == template.canonical(principal, env), where
         role = get(body, "properties", "roleDefinitionId")
         assert role is not None and role_arg == template.canonical(role, env), where
-
-
-def test_target_scopes_get_reader_vm_contributor_tag_and_snapshot_roles_through_scoped_modules() -> None:
-    main = load(MAIN)
-    by_path = {m.type_string: m for m in main.modules.values()}
-    for path, scope_function, array in (
-        ("app/target-subscription-roles.bicep", "subscription", "targetSubscriptionIds"),
-        ("app/target-resource-group-roles.bicep", "resourceGroup", "targetResourceGroupIds"),
-    ):
-        module = by_path[path]
-        assert module.value.type == "for_statement", f"{path}: one deployment per target"
-        assert text(named(module.value)[1]) == array
-        body, _ = main.instances(module)[0]
-        scope = get(body, "scope")
-        assert scope is not None and call_name(scope) == scope_function, f"{path}: scope {scope}"
-        target = main.module_template(module)
-        roles = set()
-        for value in target.values(target.variables["assignedRoleIds"].value):
-            roles |= {BUILT_IN_ROLES[role] for role in value}
-        assert roles == {"Reader", "Virtual Machine Contributor", "Tag Contributor", "Disk Snapshot Contributor"}, roles
-        assert literal(main, main.params[array].value, f"default of {array}") == []
 
 
 # ------------------------------------------------------------------------------------------------
@@ -747,12 +734,16 @@ def _app_settings() -> dict[str, Any]:
     return keys
 
 
-def test_function_app_runs_python_311_on_flex_consumption_as_the_user_assigned_identity() -> None:
+def test_function_app_runs_python_312_on_flex_consumption_as_the_user_assigned_identity() -> None:
     template, site = _function_app()
     assert literal(template, get(site.value, "kind"), "kind") == "functionapp,linux"
     assert literal(template, get(site.value, "identity", "type"), "identity type") == "UserAssigned"
     config = get(site.value, "properties", "functionAppConfig")
-    assert literal(template, get(config, "runtime"), "runtime") == {"name": "python", "version": "3.11"}
+    assert literal(template, get(config, "runtime"), "runtime") == {"name": "python", "version": "3.12"}
+    # No basic-auth publishing (FTP, SCM): deployments use Entra ID.
+    policies = template.resources_of_type("Microsoft.Web/sites/basicPublishingCredentialsPolicies")
+    assert {literal(template, get(p.value, "name"), "policy") for p in policies} == {"ftp", "scm"}
+    assert all(literal(template, get(p.value, "properties", "allow"), "allow") is False for p in policies)
     auth = literal(template, get(config, "deployment", "storage", "authentication", "type"), "deployment auth")
     assert auth == "UserAssignedIdentity"
     assert get(config, "scaleAndConcurrency", "maximumInstanceCount") is not None
@@ -1082,7 +1073,7 @@ def test_email_links_an_azure_managed_domain_to_a_communication_service_without_
 
 
 def test_the_email_role_is_the_documented_send_role_on_the_communication_service() -> None:
-    template, definition = role_definition(EMAIL)
+    template, definition = role_definition(EMAIL_ROLE)
     permissions = literal(template, get(definition.value, "properties", "permissions"), "permissions")
     assert len(permissions) == 1, permissions
     actions = permissions[0]["actions"]
@@ -1096,7 +1087,7 @@ def test_the_email_role_is_the_documented_send_role_on_the_communication_service
     assert scopes is not None and template.canonical(scopes) == "[resourceGroup().id]"
     assignments = template.resources_of_type("Microsoft.Authorization/roleAssignments")
     assert len(assignments) == 1, assignments
-    assignment = assignments[0].value
+    assignment, _ = template.instances(assignments[0])[0]
     target = _scope_resource(template, assignment)
     assert (target.type_string or "").startswith("Microsoft.Communication/communicationServices@"), target.name
     role = get(assignment, "properties", "roleDefinitionId")
@@ -1104,9 +1095,11 @@ def test_the_email_role_is_the_documented_send_role_on_the_communication_service
         f"subscriptionResourceId('Microsoft.Authorization/roleDefinitions',{definition.name}.name)"
     principal = get(assignment, "properties", "principalId")
     assert principal is not None and text(principal) == "senderPrincipalId"
-    instance, _ = load(MAIN).instances(_main_module("app/email.bicep"))[0]
+    roles = load(CUSTOM_ROLES)
+    module = next(m for m in roles.modules.values() if m.type_string == "email-sender-role.bicep")
+    instance, _ = roles.instances(module)[0]
     given = get(instance, "params", "senderPrincipalId")
-    assert given is not None and text(given) == "identity.outputs.principalId"
+    assert given is not None and text(given) == "principalId"
 
 
 def test_email_settings_come_from_the_new_resources_or_the_existing_ones() -> None:
@@ -1321,9 +1314,10 @@ def test_postdeploy_hook_deploys_subscriptions_bicep_with_its_parameters_from_ma
         f"hook passes {sorted(passed)}, subscriptions.bicep declares {sorted(subscriptions.params)}"
     )
     outputs = set(load(MAIN).outputs)
-    required_env = set(re.findall(r"\$\{(\w+):\?", script))
+    # (`:?` refuses an unset or empty variable; `?` an unset one: an empty id means "none".)
+    required_env = set(re.findall(r"\$\{(\w+):?\?", script))
     assert set(passed.values()) <= required_env, "every variable the hook passes is checked first"
     assert required_env <= outputs, f"the hook needs {sorted(required_env - outputs)}, which main.bicep does not output"
     # subscriptions.bicep is the same module main.bicep uses on a second pass.
     module_paths = {m.type_string for m in subscriptions.modules.values()}
-    assert module_paths == {"app/event-subscriptions.bicep"}
+    assert module_paths == {"app/event-subscriptions.bicep", "app/custom-roles.bicep"}

@@ -14,7 +14,8 @@ SPEC = pathspec.PathSpec.from_lines("gitignore", (ROOT / ".funcignore").read_tex
 def test_secrets_caches_and_development_files_stay_out() -> None:
     for path in ("local.settings.json", "__pycache__/function_app.cpython-311.pyc",
                  "handlers/core/__pycache__/settings.cpython-312.pyc", "handlers/x.pyc", ".venv/bin/python",
-                 "tests/conftest.py", "emulator/service.py", ".demo/report.html", ".git/config", "infra/main.bicep"):
+                 "tests/conftest.py", "emulator/service.py", ".demo/report.html", ".git/config", "infra/main.bicep",
+                 ".venv-checkov/bin/checkov", "requirements-checkov.txt", "infra/checkov-accepted.yaml"):
         assert SPEC.match_file(path), f"{path} would be deployed"
 
 

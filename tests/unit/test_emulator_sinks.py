@@ -100,14 +100,14 @@ def test_eventgrid_refuses_as_the_service_does(sinks: NotificationSinks) -> None
     batch = {"Content-Type": "application/cloudevents-batch+json; charset=utf-8"}
     event = {"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}
 
-    assert requests.post(url, json=[event], headers=batch).status_code == 401
-    wrong_type = requests.post(url, json=[event], headers={**bearer(), "Content-Type": "application/json"})
+    assert requests.post(url, json=[event], headers=batch, timeout=5).status_code == 401
+    wrong_type = requests.post(url, json=[event], headers={**bearer(), "Content-Type": "application/json"}, timeout=5)
     assert wrong_type.status_code == 415
     for body in ({**event}, [], [{**event, "specversion": "0.3"}], [{k: v for k, v in event.items() if k != "source"}]):
-        refused = requests.post(url, json=body, headers={**bearer(), **batch})
+        refused = requests.post(url, json=body, headers={**bearer(), **batch}, timeout=5)
         assert refused.status_code == 400, body
         assert refused.json()["error"]["code"] == "BadRequest"
-    assert requests.post(url, data=b"not json", headers={**bearer(), **batch}).status_code == 400
+    assert requests.post(url, data=b"not json", headers={**bearer(), **batch}, timeout=5).status_code == 400
 
     assert sinks.events() == []
     assert sinks.requests_seen("eventgrid") == 7
@@ -178,12 +178,12 @@ def test_email_refuses_hmac_and_missing_auth_and_unknown_operations(sinks: Notif
     with pytest.raises(ClientAuthenticationError):
         EmailClient(sinks.email_endpoint, AzureKeyCredential("a2V5")).begin_send(email_message())
     send = f"{sinks.email_endpoint}/emails:send?api-version=2025-09-01"
-    assert requests.post(send, json=email_message()).status_code == 401
+    assert requests.post(send, json=email_message(), timeout=5).status_code == 401
     unknown = requests.get(f"{sinks.email_endpoint}/emails/operations/{uuid.uuid4()}?api-version=2025-09-01",
-                           headers=bearer())
+                           headers=bearer(), timeout=5)
     assert unknown.status_code == 404 and unknown.headers["x-ms-error-code"] == "NotFound"
     assert requests.post(f"{sinks.email_endpoint}/emails:send", json=email_message(),
-                         headers=bearer()).status_code == 400  # no api-version
+                         headers=bearer(), timeout=5).status_code == 400  # no api-version
     assert sinks.emails() == []
     assert sinks.requests_seen("email") == 4
 
@@ -193,7 +193,7 @@ def test_email_refuses_hmac_and_missing_auth_and_unknown_operations(sinks: Notif
 
 def test_teams_webhook_accepts_an_adaptive_card(sinks: NotificationSinks) -> None:
     assert "sig=" in sinks.teams_url and "sig=" not in repr(sinks)
-    posted = requests.post(sinks.teams_url, json=adaptive_card_post())
+    posted = requests.post(sinks.teams_url, json=adaptive_card_post(), timeout=5)
     assert posted.status_code == 202 and posted.content == b""
     assert sinks.teams_posts() == [adaptive_card_post()]
 
@@ -206,7 +206,7 @@ def test_teams_webhook_accepts_an_adaptive_card(sinks: NotificationSinks) -> Non
                                          "content": {"type": "AdaptiveCard", "body": []}}]},  # no version
 ])
 def test_teams_webhook_refuses_another_shape(sinks: NotificationSinks, body: dict[str, Any]) -> None:
-    refused = requests.post(sinks.teams_url, json=body)
+    refused = requests.post(sinks.teams_url, json=body, timeout=5)
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "BadRequest"
     assert sinks.teams_posts() == []
     assert sinks.requests_seen("teams") == 1
@@ -218,10 +218,10 @@ def test_teams_webhook_refuses_another_shape(sinks: NotificationSinks, body: dic
 def test_fail_until_healed(sinks: NotificationSinks) -> None:
     sinks.fail("teams", 500)
     for _ in range(3):
-        failed = requests.post(sinks.teams_url, json=adaptive_card_post())
+        failed = requests.post(sinks.teams_url, json=adaptive_card_post(), timeout=5)
         assert failed.status_code == 500 and failed.json()["error"]["code"] == "InternalServerError"
     sinks.heal("teams")
-    assert requests.post(sinks.teams_url, json=adaptive_card_post("healed")).status_code == 202
+    assert requests.post(sinks.teams_url, json=adaptive_card_post("healed"), timeout=5).status_code == 202
 
     assert [p["attachments"][0]["content"]["body"][0]["text"] for p in sinks.teams_posts()] == ["healed"]
     assert sinks.requests_seen("teams") == 4
@@ -230,7 +230,7 @@ def test_fail_until_healed(sinks: NotificationSinks) -> None:
 def test_fail_a_number_of_times_with_retry_after(sinks: NotificationSinks, credential: FakeCredential) -> None:
     sinks.fail("email", 429, times=1)
     throttled = requests.post(f"{sinks.email_endpoint}/emails:send?api-version=2025-09-01", json=email_message(),
-                              headers=bearer())
+                              headers=bearer(), timeout=5)
     assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "0"
     assert throttled.json()["error"]["code"] == "TooManyRequests"
 
@@ -268,10 +268,11 @@ def test_fail_checks_its_arguments(sinks: NotificationSinks) -> None:
 def test_tls_is_verified(sinks: NotificationSinks, monkeypatch: pytest.MonkeyPatch, credential: FakeCredential) -> None:
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
     with pytest.raises(requests.exceptions.SSLError):
-        requests.post(sinks.teams_url, json=adaptive_card_post())
+        requests.post(sinks.teams_url, json=adaptive_card_post(), timeout=5)
     with pytest.raises(ServiceRequestError, match="CERTIFICATE_VERIFY_FAILED"):
         EmailClient(sinks.email_endpoint, credential, retry_total=0).begin_send(email_message())
-    assert requests.post(sinks.teams_url, json=adaptive_card_post(), verify=sinks.ca_bundle).status_code == 202
+    verified = requests.post(sinks.teams_url, json=adaptive_card_post(), verify=sinks.ca_bundle, timeout=5)
+    assert verified.status_code == 202
     assert sinks.requests_seen("teams") == 1 and sinks.requests_seen("email") == 0
 
 

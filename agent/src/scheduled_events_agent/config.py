@@ -187,7 +187,8 @@ def _events(top: Section) -> dict[str, EventTypeConfig]:
         if name not in EVENT_TYPES:
             raise ConfigError(f"events.{name}", f"unknown event type; valid: {', '.join(EVENT_TYPES)}")
         entry = section.section(name)
-        assert entry is not None
+        if entry is None:  # `"Freeze": null`
+            raise ConfigError(f"events.{name}", "must be a JSON object")
         result[name] = EventTypeConfig(
             hooks=tuple(_hook(item, key) for item, key in _hook_list(entry, "hooks")),
             end_hooks=tuple(_hook(item, key) for item, key in _hook_list(entry, "end_hooks")),

@@ -58,7 +58,8 @@ def build_publisher(config: ForwardingConfig) -> EventGridPublisher:
 def build_credential(config: ForwardingConfig) -> AzureKeyCredential | TokenCredential:
     """The topic's access key (read from a file), or an Entra ID credential for the VM."""
     if config.auth == "key":
-        assert config.key_file is not None
+        if config.key_file is None:  # parse_config refuses this; one built by hand may not
+            raise ConfigError("forwarding.key_file", "required when forwarding.auth is 'key'")
         try:
             key = Path(config.key_file).read_text(encoding="utf-8").strip()
         except OSError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+from handlers.adapters.patch_results import PATCH_RESULTS_READ
 from handlers.core.logs import RunLogger
 from handlers.core.work import WorkMessage
 from handlers.phases.claims import Heartbeat
@@ -49,7 +50,7 @@ STEPS: list[Step[PostWork]] = [
          records=("RetentionSeen", "RetentionExpired", "RetentionDeleted", "RetentionFailed")),
     Step("patch-results", "post", read_patch_results, "read what Update Manager installed in each machine, until "
          "every one has a final result or the wait is over", essential=False,
-         settings=("MAINTENANCE_PATCH_RESULTS_WAIT_SECONDS",), permissions=("Microsoft.ResourceGraph/resources/read",),
+         settings=("MAINTENANCE_PATCH_RESULTS_WAIT_SECONDS",), permissions=PATCH_RESULTS_READ,
          records=("machine-*", "PatchResultsWaited", "PatchSummary")),
     Step("health", "post", check_health, "check the machines are healthy after patching (running again, VM agent "
          "Ready, the http probe), rechecking the failing ones until the wait is over; name the rollback candidates",

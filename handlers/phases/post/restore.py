@@ -27,13 +27,14 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from handlers.adapters.inventory import RunMachine, describe_machine, get_vm_views
+from handlers.adapters.inventory import RunMachine, get_vm_views
 from handlers.adapters.operations import describe_error, run_operations
 from handlers.adapters.power import RESTORE_ACTIONS, power_operation
 from handlers.core.status import Outcome, PreAction
 from handlers.ledger import MachineRecord
 from handlers.ledger.alerts import AlertKind, raise_alert
 from handlers.phases.chains import Chain, Waves, waves_of
+from handlers.phases.guest import machine_of
 from handlers.phases.post.state import PostWork
 from handlers.phases.signals import ContinueLater
 from handlers.phases.steps import PhaseRun
@@ -145,9 +146,7 @@ def _plan(run: PhaseRun[PostWork]) -> _Plan | None:
             plan.settled.append(replace(record, restore_action=action, restore_outcome=Outcome.SKIPPED.value,
                                         restore_detail=f"already {state}"))
         else:
-            machine = describe_machine(record.resource_id)
-            assert machine is not None  # the row was written from a parsed id
-            plan.actions.append((machine, action, record))
+            plan.actions.append((machine_of(record), action, record))
     return plan
 
 

@@ -7,6 +7,7 @@ verdict at the deadline. A step that changes anything runs its preview in a dry 
 
 from __future__ import annotations
 
+from handlers.adapters.channels import EMAIL_SEND
 from handlers.adapters.inventory import RunMachine
 from handlers.core.logs import RunLogger
 from handlers.core.work import Step as Message
@@ -28,8 +29,12 @@ from handlers.phases.steps import NO_INVOCATION_END, PhaseRun, Scope, Step, invo
 from handlers.runtime import Runtime
 
 W, G, V = Scope.WHOLE, Scope.GROUP, Scope.VERDICT
+# Each step's `permissions` are the Azure actions it calls: the custom roles of infra/ hold exactly
+# these (tests/infra/test_least_privilege.py), reads come from Reader. Resource Graph shows only what
+# the identity can read, so discovery's reads are the machines' own.
 GRAPH_READ = "Microsoft.ResourceGraph/resources/read"
 VM_READ = "Microsoft.Compute/virtualMachines/read"
+ARC_READ = "Microsoft.HybridCompute/machines/read"
 
 STEPS: list[Step[PreWork]] = [
     Step("late-event", "pre", refuse_late_event, "start nothing for a pre event after its window began or its post",
@@ -38,10 +43,10 @@ STEPS: list[Step[PreWork]] = [
          "phase fails on every attempt", changes=True, scopes=frozenset({W}),
          settings=("MAINTENANCE_CUTOFF_SAFETY_SECONDS",), records=("FallbackQueuedAt",)),
     Step("discover", "pre", discover, "find the run's machines and the subscriptions the identity cannot read",
-         scopes=frozenset({W, G}), permissions=(GRAPH_READ,),
+         scopes=frozenset({W, G}), permissions=(GRAPH_READ, VM_READ, ARC_READ),
          records=("UnreadableSubscriptions", "SubscriptionsWithoutMachines")),
     Step("notify", "pre", notify_pre, "the pre notice (machines, window, the hold link) to the configured "
-         "channels, once", essential=False, scopes=frozenset({W}), permissions=(GRAPH_READ,),
+         "channels, once", essential=False, scopes=frozenset({W}), permissions=(GRAPH_READ, *EMAIL_SEND),
          settings=("MAINTENANCE_EVENTGRID_TOPIC_ENDPOINT", "MAINTENANCE_EMAIL_ENDPOINT",
                    "MAINTENANCE_TEAMS_WEBHOOK_URL", "MAINTENANCE_NOTIFY_DRY_RUN", "MAINTENANCE_HOLD_KEY"),
          records=("notice-*",)),

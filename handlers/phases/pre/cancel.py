@@ -3,13 +3,14 @@ verdict could be reached in time."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import AzureError
 
 from handlers.adapters.cancellation import cancel_run
 from handlers.adapters.operations import describe_error
+from handlers.core.errors import InvalidEventError
 from handlers.core.events import MaintenanceEvent
 from handlers.core.logs import RunLogger
 from handlers.core.status import CancelOutcome, Verdict
@@ -23,22 +24,31 @@ from handlers.runtime import Runtime
 RETRY_LEFT = timedelta(seconds=45)
 
 
+def cutoff_of(event: MaintenanceEvent) -> datetime:
+    """The cancellation cutoff, which the pre phase's deadlines are measured from. `parse_event`
+    requires it on a pre event, so an event without one cannot go through the pre phase."""
+    if event.cancellation_cutoff is None:
+        raise InvalidEventError("data.cancellationCutOffDateTime",
+                                f"required for the pre phase; this {event.kind.value} event has none")
+    return event.cancellation_cutoff
+
+
 def send_cancel(runtime: Runtime, event: MaintenanceEvent, reason: str, log: RunLogger, *,
                 retry_later: bool = False) -> str:
     """The cancel request, retried (ARM's retry policy) until just before the cutoff. With
     `retry_later`, a failure with time left before the cutoff raises, so the queue retries it."""
     settings = runtime.settings
-    assert event.cancellation_cutoff is not None
+    cutoff = cutoff_of(event)
     now = runtime.clock.utcnow()
-    if now >= event.cancellation_cutoff:
+    if now >= cutoff:
         log.error("the run could NOT be cancelled: the cancellation cutoff %s has passed, and it will go ahead "
-                  "despite: %s", event.cancellation_cutoff.isoformat(), reason,
+                  "despite: %s", cutoff.isoformat(), reason,
                   extra=about(action="cancel", outcome=CancelOutcome.MISSED, reason=reason))
         return "missed (cutoff passed)"
     log.warning("cancelling the run: %s", reason, extra=about(action="cancel", outcome=CancelOutcome.REQUESTED,
                                                               reason=reason))
     # The retry policy may keep trying until the cutoff, not after it (a late cancel is ignored).
-    budget = max(1.0, (event.cancellation_cutoff - now).total_seconds())
+    budget = max(1.0, (cutoff - now).total_seconds())
     try:
         result = cancel_run(runtime.clients.arm(), event, endpoint=settings.arm_endpoint,
                             api_version=settings.cancel_api_version, now=now,
@@ -51,7 +61,7 @@ def send_cancel(runtime: Runtime, event: MaintenanceEvent, reason: str, log: Run
             runtime.ledger.update_run(event.correlation_id, {"CancelOutcome": f"failed: {detail}"})
         except Exception as record_error:
             log.warning("the failed cancel could not be recorded: %s", record_error)
-        if retry_later and runtime.clock.seconds_until(event.cancellation_cutoff) > RETRY_LEFT.total_seconds():
+        if retry_later and runtime.clock.seconds_until(cutoff) > RETRY_LEFT.total_seconds():
             raise
         return f"failed: {detail}"
     log.warning("run cancelled (HTTP %d, status %s)", result.status_code, result.status,

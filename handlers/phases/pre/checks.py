@@ -154,7 +154,8 @@ CHECKS: dict[str, Callable[[CheckContext], CheckResult]] = {
     "guest-actions": guest_actions,
     "http-probe": http_probe,
 }
-assert tuple(CHECKS) == CHECK_NAMES, "settings.CHECK_NAMES must list exactly the registered checks"
+if tuple(CHECKS) != CHECK_NAMES:  # a check added here must be added to the settings, and the reverse
+    raise RuntimeError(f"settings.CHECK_NAMES {CHECK_NAMES} must list exactly the registered checks {tuple(CHECKS)}")
 
 
 def run_checks(context: CheckContext, log: Callable[..., None]) -> list[CheckResult]:

@@ -33,6 +33,7 @@ from handlers.core.ids import subscription_of
 from handlers.core.status import Outcome
 from handlers.core.work import LANE_PHASE_PREFIX, Step, WorkMessage, lane_phase, send_work
 from handlers.ledger import MachineRecord, PhaseStatus
+from handlers.phases.pre.cancel import cutoff_of
 from handlers.phases.pre.state import PreWork, is_due
 from handlers.phases.steps import Ended, PhaseRun
 from handlers.runtime import Runtime
@@ -84,8 +85,7 @@ def dispatch(run: PhaseRun[PreWork]) -> None:
 def verdict_delay(runtime: Runtime, event: MaintenanceEvent) -> float:
     """Seconds from now until the fallback verdict is due: a little after the deadline (half the
     safety margin, at most a minute), so the worker's own verdict comes first when it is alive."""
-    assert event.cancellation_cutoff is not None
-    deadline = event.cancellation_cutoff - timedelta(seconds=runtime.settings.cutoff_safety_seconds)
+    deadline = cutoff_of(event) - timedelta(seconds=runtime.settings.cutoff_safety_seconds)
     margin = min(60.0, runtime.settings.cutoff_safety_seconds / 2)
     return max(0.0, runtime.clock.seconds_until(deadline) + margin)
 
@@ -111,8 +111,7 @@ def collect(run: PhaseRun[PreWork]) -> None:
     else:  # not split: its one worker died, unless it finished and left the verdict to an approval
         unfinished = not (ledger.get_run(event.correlation_id) or {}).get("AwaitingApprovalSince")
     unfinished = unfinished or any(map(is_due, work.records.values())) or any(map(is_due, work.snapshots.values()))
-    assert event.cancellation_cutoff is not None
-    budget = max(1.0, runtime.clock.seconds_until(event.cancellation_cutoff - _CANCEL_RESERVE))
+    budget = max(1.0, runtime.clock.seconds_until(cutoff_of(event) - _CANCEL_RESERVE))
     bounded = {"timeout": budget, "retry_backoff_max": min(5.0, budget / 4)}
     machines = []
     try:

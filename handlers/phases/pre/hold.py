@@ -27,7 +27,7 @@ from handlers.core.logs import run_logger
 from handlers.core.status import Verdict
 from handlers.core.work import Step, WorkMessage, send_work
 from handlers.ledger.alerts import AlertKind, raise_alert
-from handlers.phases.pre.cancel import send_cancel
+from handlers.phases.pre.cancel import cutoff_of, send_cancel
 from handlers.phases.pre.state import PreWork
 from handlers.phases.signals import DeferredError
 from handlers.phases.steps import Ended, PhaseRun, Scope
@@ -121,8 +121,7 @@ def await_approval(run: PhaseRun[PreWork]) -> None:
     row = runtime.ledger.get_run(event.correlation_id) or {}
     if row.get("ApprovedAt") or row.get("HeldAt"):
         return
-    assert event.cancellation_cutoff is not None
-    deadline = event.cancellation_cutoff - timedelta(seconds=runtime.settings.cutoff_safety_seconds)
+    deadline = cutoff_of(event) - timedelta(seconds=runtime.settings.cutoff_safety_seconds)
     if runtime.clock.utcnow() >= deadline:
         return  # the verdict at the deadline: no approval is a failing check
     run.log.info("waiting for a person to approve the run (MAINTENANCE_APPROVAL_MODE=approve) until %s",

@@ -24,6 +24,7 @@ from handlers.core.ids import subscription_of
 from handlers.core.status import Outcome, PreAction
 from handlers.ledger import LeaseLostError, MachineRecord, SnapshotRecord
 from handlers.phases.guest import GUEST_FINAL
+from handlers.phases.pre.cancel import cutoff_of
 from handlers.phases.pre.in_guest import chained, preview_guest, settle_guest
 from handlers.phases.pre.state import PreWork, is_due
 from handlers.phases.steps import PhaseRun
@@ -34,9 +35,7 @@ TAKEN_OVER = "this worker's claim was taken over by another worker"
 
 def send_and_wait(run: PhaseRun[PreWork]) -> None:
     runtime, work, event = run.runtime, run.state, run.event
-    assert event.cancellation_cutoff is not None  # parse_event requires it on pre events
-    deadline = min(event.cancellation_cutoff - timedelta(seconds=runtime.settings.cutoff_safety_seconds),
-                        run.invocation_end)
+    deadline = min(cutoff_of(event) - timedelta(seconds=runtime.settings.cutoff_safety_seconds), run.invocation_end)
 
     def halted() -> str:
         if run.stopped():
