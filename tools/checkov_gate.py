@@ -56,34 +56,33 @@ class GateError(Exception):
 
 
 @dataclass(frozen=True)
-class Finding:
-    """One failed (or inline-skipped) check on one resource."""
+class _Keyed:
+    """What a finding and an accepted entry are matched on: check id, file, resource address."""
 
     check: str
     file: str
     resource: str
-    name: str
 
     @property
     def key(self) -> Key:
         return (self.check, self.file, self.resource)
+
+
+@dataclass(frozen=True)
+class Finding(_Keyed):
+    """One failed (or inline-skipped) check on one resource."""
+
+    name: str
 
     def describe(self) -> str:
         return f"{self.file} {self.resource} {self.check} ({self.name})"
 
 
 @dataclass(frozen=True)
-class Accepted:
+class Accepted(_Keyed):
     """One entry of the accepted list."""
 
-    check: str
-    file: str
-    resource: str
     why: str
-
-    @property
-    def key(self) -> Key:
-        return (self.check, self.file, self.resource)
 
     def describe(self) -> str:
         return f"{self.file} {self.resource} {self.check}"
