@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,17 @@ from scheduled_events_agent.cli import main
 
 from tests.agent.conftest import AGENT_SRC, hook_calls, recording_hook
 from tests.agent.fakes import EventGridServer, ScheduledEventsServer
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored() -> Iterator[None]:
+    # main() configures the root logger as a process would (basicConfig, force=True) onto this
+    # test's captured stderr; left there, every later test's log line hits a closed stream.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:

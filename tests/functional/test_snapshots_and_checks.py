@@ -119,6 +119,25 @@ def test_failed_snapshot_cancels_the_run(host: FunctionsHost, emulator: AzureEmu
     assert row["CancelOutcome"] == "accepted"
 
 
+def test_dropped_connections_on_a_snapshot_are_retried_up_to_the_arm_retries_setting(
+    host: FunctionsHost, emulator: AzureEmulator
+) -> None:
+    # azure-core retries a dropped connection only 3 times unless told otherwise; the setting
+    # (10 by default) promises retries for dropped connections too, and a snapshot has no state to
+    # read back, so a fourth reset in a row would fail it and cancel the run.
+    vm = emulator.add_vm(SUB_A, "rg-app", "app-05", power_state="running")
+    pre = make_event("pre")
+    emulator.add_run(run_of(pre), [vm])
+    emulator.fail("snapshot", mode="reset", times=6)
+
+    host.deliver_event("pre_maintenance", pre)
+    host.run_queues()
+
+    assert snapshot_puts(emulator) == 7, "six dropped, the seventh answered"
+    assert run_row(pre)["Verdict"] == "ready"
+    assert emulator.run_status(run_of(pre)) != "Cancelled"
+
+
 def test_hold_tag_cancels_the_run(host: FunctionsHost, emulator: AzureEmulator) -> None:
     held = emulator.add_vm(SUB_A, "rg-app", "app-05", power_state="running", tags={"maintenance-hold": "INC-1234"})
     pre = make_event("pre")
