@@ -9,6 +9,8 @@
   forwarded by the in-VM agent (`agent/`) in the ledger.
 - `maintenance_link`: HTTP (anonymous: the link's signed token is the authority) behind the pre
   notice's hold and approve links.
+- `missed_pre_events`: a timer (every five minutes) alerting on each run whose window started
+  with no pre event recorded: what no event-driven alert can see.
 - `maintenance_work_poison` / `maintenance_events_poison`: the messages of those two queues that
   failed on every attempt (the host moves them to `<queue>-poison`): alerted and recorded, and
   what can still be saved is (a verdict before the cutoff, one more try of an event).
@@ -92,6 +94,16 @@ def maintenance_link(request: func.HttpRequest, context: func.Context) -> func.H
 
     with invocation(context):
         return answer_link(get_runtime(), request)
+
+
+@app.function_name("missed_pre_events")
+@app.timer_trigger(arg_name="timer", schedule="0 */5 * * * *", run_on_startup=False, use_monitor=True)
+def missed_pre_events(timer: func.TimerRequest, context: func.Context) -> None:
+    from handlers.edge.missed_pre import watch_missed_pre_events
+    from handlers.runtime import get_runtime, invocation
+
+    with invocation(context):
+        watch_missed_pre_events(get_runtime())
 
 
 @app.function_name("maintenance_work_poison")

@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import azure.functions as func
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 from azure.functions.queue import QueueMessage as WorkerQueueMessage
+from azure.functions.timer import TimerRequest
 from azure.storage.queue import ExponentialRetry, QueueClient, QueueServiceClient
 
 from .invocations import invoking
@@ -135,6 +136,14 @@ class FunctionsHost:
                 event_time=_time(raw.get("eventTime")), data_version=raw.get("dataVersion", "1.0"),
             )
         self._invoke(function_name, event)
+
+    def fire_timer(self, function_name: str, *, past_due: bool = False) -> bool:
+        """One tick of a timer-triggered function, as the host's scheduler fires it (the worker
+        passes a TimerRequest); whether the invocation succeeded."""
+        bindings = {b.type for b in self.functions[function_name].get_bindings()}
+        if "timerTrigger" not in bindings:
+            raise ValueError(f"{function_name} is not timer-triggered (its bindings: {sorted(bindings)})")
+        return self._invoke(function_name, TimerRequest(past_due=past_due))
 
     def call_http(self, method: str, url: str, *, body: bytes = b"",
                   headers: Mapping[str, str] | None = None) -> func.HttpResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 
 from . import authorization
 from .clock import EmulatorClock
@@ -141,16 +142,19 @@ class AzureEmulator(DiskApi, RunCommandApi, PatchApi, TagApi, ArmService):
         return rid
 
     def add_run(
-        self, correlation_id: str, machine_ids: list[str], *, maintenance_configuration_id: str | None = None
+        self, correlation_id: str, machine_ids: list[str], *, maintenance_configuration_id: str | None = None,
+        window_start: datetime | None = None, status: str = "Pending",
     ) -> None:
-        """Register a maintenance run (cancellable) and its applyUpdates rows (Pending) in Resource Graph."""
+        """Register a maintenance run (cancellable) and its applyUpdates rows in Resource Graph, with
+        `status` and `window_start` as their startDateTime (default: now)."""
         index = correlation_id.lower().find(_RUN_MARKER)
         if index < 0:
             raise ValueError(f"not an applyUpdates id: {correlation_id!r}")
         config_id = maintenance_configuration_id or correlation_id[:index]
         with self.lock:
             now = self.clock.now()
-            run = MaintenanceRun(correlation_id.rstrip("/"), config_id, list(machine_ids), created=now, last_update=now)
+            run = MaintenanceRun(correlation_id.rstrip("/"), config_id, list(machine_ids), created=now, last_update=now,
+                                 status=status, window_start=window_start)
             self.runs[key(correlation_id)] = run
 
     def assign(self, maintenance_configuration_id: str, machine_ids: list[str]) -> None:

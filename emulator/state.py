@@ -7,6 +7,7 @@ import threading
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 from .clock import EmulatorClock
@@ -48,6 +49,7 @@ class MaintenanceRun:
     status: str = "Pending"
     last_update: float = 0.0
     cancel_requests: int = 0
+    window_start: datetime | None = None  # the rows' startDateTime; None: when the run was added
 
 
 @dataclass

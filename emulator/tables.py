@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Iterator
+from datetime import UTC
 from typing import Any
 
 from .disks import disk_properties, disk_state, sku_body, storage_profile
@@ -134,7 +135,9 @@ def apply_update_rows(model: EmulatorModel, run: MaintenanceRun) -> list[dict[st
     """The `maintenanceresources` rows of one run, one per machine in its scope."""
     rows = []
     run_name = run.correlation_id.rstrip("/").rsplit("/", 1)[-1]
-    started, updated = model.clock.isoformat(run.created), model.clock.isoformat(run.last_update)
+    updated = model.clock.isoformat(run.last_update)
+    started = (run.window_start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if run.window_start
+               else model.clock.isoformat(run.created))
     for machine_id in run.machine_ids:
         vm = model.vms.get(machine_id.lower())
         arc = model.arc_machines.get(machine_id.lower())

@@ -99,13 +99,11 @@ class ClientFactory:
             return self._credential
 
     def retry_policy(self) -> RetryPolicy:
-        """Enough patience for a 429 storm: Retry-After is honoured on every attempt. The setting
-        bounds dropped connections too (azure-core alone stops after 3 of those)."""
-        retries = self._settings.arm_retries
-        return ThrottleAwareRetryPolicy(
-            retry_total=retries, retry_status=retries, retry_connect=retries, retry_read=retries,
-            retry_backoff_factor=0.8, retry_backoff_max=60,
-        )
+        """Retry-After honoured on every attempt; dropped connections too get the setting's count
+        of retries (azure-core alone stops after 3)."""
+        n = self._settings.arm_retries
+        return ThrottleAwareRetryPolicy(retry_total=n, retry_status=n, retry_connect=n, retry_read=n,
+                                        retry_backoff_factor=0.8, retry_backoff_max=60)
 
     def compute(self, subscription_id: str) -> ComputeManagementClient:
         key = subscription_id.lower()

@@ -114,7 +114,7 @@ def find_run_machines(
     log: logging.LoggerAdapter[Any], options: Mapping[str, Any] | None = None,
 ) -> list[RunMachine]:
     """Every machine whose applyUpdates record carries this run's correlation id."""
-    query = RUN_MACHINES_QUERY.format(correlation_id=_kql_literal(correlation_id))
+    query = RUN_MACHINES_QUERY.format(correlation_id=kql_literal(correlation_id))
     rows = (row for row in query_all(graph, subscription_ids, query, options=options)
             if _first(row, "correlationId", ("properties", "correlationId")).lower() in ("", correlation_id.lower()))
     return _machines_of(rows, log, "applyUpdates record %s names no machine id we recognise: %r")
@@ -139,7 +139,7 @@ def find_assigned_machines(
     Dynamic scopes are assigned at subscription level and name no machine: they are reported and
     left out, since only a real run says which machines they matched.
     """
-    query = ASSIGNED_MACHINES_QUERY.format(configuration_id=_kql_literal(configuration_id))
+    query = ASSIGNED_MACHINES_QUERY.format(configuration_id=kql_literal(configuration_id))
     return _machines_of(query_all(graph, subscription_ids, query), log,
                         "assignment %s is not of a machine (a dynamic scope?): %s")
 
@@ -174,7 +174,7 @@ def get_vm_views(
     wanted_set = set(wanted)
     views: dict[str, VmView] = {}
     for field_name, values in queries:
-        literals = ", ".join(f"'{_kql_literal(value)}'" for value in values)
+        literals = ", ".join(f"'{kql_literal(value)}'" for value in values)
         query = MACHINE_QUERY.format(field=field_name, values=literals)
         for row in query_all(graph, subscription_ids, query, options=options):
             resource_id = str(row.get("id") or "")
@@ -225,15 +225,17 @@ def _disk(role: str, disk: Mapping[str, Any]) -> DiskRef:
 
 
 def query_all(
-    graph: ResourceGraphClient, subscription_ids: Sequence[str], query: str, *,
+    graph: ResourceGraphClient, subscription_ids: Sequence[str] | None, query: str, *,
     options: Mapping[str, Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Run a Resource Graph query over the subscriptions, following every page. `options` go to
-    the pipeline (e.g. `timeout`, the seconds the retry policy may keep trying)."""
+    """Run a Resource Graph query over the subscriptions (None: every one the identity can read),
+    following every page. `options` go to the pipeline (e.g. `timeout`, the seconds the retry
+    policy may keep trying)."""
     skip_token: str | None = None
     while True:
         paging = QueryRequestOptions(top=PAGE_SIZE, skip_token=skip_token, result_format=ResultFormat.OBJECT_ARRAY)
-        request = QueryRequest(subscriptions=list(subscription_ids), query=query, options=paging)
+        subscriptions = None if subscription_ids is None else list(subscription_ids)
+        request = QueryRequest(subscriptions=subscriptions, query=query, options=paging)
         response = graph.resources(request, **dict(options or {}))
         data: Any = response.data or []
         if isinstance(data, dict):  # table format: turn columns/rows into objects
@@ -256,7 +258,7 @@ def _first(row: Mapping[str, Any], *paths: str | tuple[str, ...]) -> str:
     return ""
 
 
-def _kql_literal(value: str) -> str:
+def kql_literal(value: str) -> str:
     """Values we put in queries are ARM ids; refuse anything that could break out of a literal."""
     if "'" in value or "\\" in value or "\n" in value:
         raise ValueError(f"refusing to put {value!r} in a Resource Graph query")

@@ -16,7 +16,7 @@ from typing import Any
 
 from azure.mgmt.resourcegraph import ResourceGraphClient
 
-from handlers.adapters.inventory import IDS_PER_QUERY, _kql_literal, query_all
+from handlers.adapters.inventory import IDS_PER_QUERY, kql_literal, query_all
 from handlers.core.ids import name_of
 from handlers.core.reading import parse_time
 
@@ -75,7 +75,7 @@ def find_patch_results(graph: ResourceGraphClient, subscription_ids: Sequence[st
                        machine_ids: Sequence[str]) -> dict[str, PatchResult]:
     """The run's result per machine (lower-cased id) among `machine_ids`; machines without one are absent."""
     wanted = {m.lower() for m in machine_ids}
-    runs = ", ".join(f"'{_kql_literal(v)}'" for v in dict.fromkeys((correlation_id, name_of(correlation_id))))
+    runs = ", ".join(f"'{kql_literal(v)}'" for v in dict.fromkeys((correlation_id, name_of(correlation_id))))
     types = ", ".join(f"'{t}'" for t in RESULT_TYPES)
     newest: dict[str, PatchResult] = {}
     for row in query_all(graph, subscription_ids, _RESULTS_QUERY.format(types=types, runs=runs)):
@@ -96,7 +96,7 @@ def _failed_updates(graph: ResourceGraphClient, subscription_ids: Sequence[str],
     types = ", ".join(f"'{t}/softwarepatches'" for t in RESULT_TYPES)
     found: dict[str, list[FailedUpdate]] = {}
     for start in range(0, len(result_ids), IDS_PER_QUERY):
-        chunk = ", ".join(f"'{_kql_literal(r.lower())}'" for r in result_ids[start:start + IDS_PER_QUERY])
+        chunk = ", ".join(f"'{kql_literal(r.lower())}'" for r in result_ids[start:start + IDS_PER_QUERY])
         for row in query_all(graph, subscription_ids, _FAILED_UPDATES_QUERY.format(types=types, results=chunk)):
             props = row.get("properties") or {}
             if not isinstance(props, Mapping):

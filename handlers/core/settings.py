@@ -95,6 +95,7 @@ class Settings:
     subscriptions_per_worker: int = 4
     lease_seconds: int = 120
     unchecked_run: str = "cancel"
+    missed_pre_grace_minutes: int = 5
     function_timeout_seconds: int = 1800  # the host's functionTimeout (handlers.core.hosting)
     guest_actions: bool = True  # in-guest actions by tag (handlers.core.guest_tags)
     script_timeout_seconds: int = 600
@@ -165,6 +166,7 @@ class Settings:
             subscriptions_per_worker=reader.integer("MAINTENANCE_SUBSCRIPTIONS_PER_WORKER", 4, 1, 64),
             lease_seconds=reader.integer("MAINTENANCE_LEASE_SECONDS", 120, 4, 1800),
             unchecked_run=reader.choice("MAINTENANCE_UNCHECKED_RUN", "cancel", UNCHECKED_RUN_ACTIONS),
+            missed_pre_grace_minutes=reader.integer("MAINTENANCE_MISSED_PRE_GRACE_MINUTES", 5, 1, 120),
             function_timeout_seconds=function_timeout_seconds(env),
             guest_actions=reader.boolean("MAINTENANCE_GUEST_ACTIONS", True),
             script_timeout_seconds=reader.integer("MAINTENANCE_SCRIPT_TIMEOUT_SECONDS", 600, 30, 3600),

@@ -9,6 +9,8 @@ The attributes (customDimensions in Application Insights), named once here:
 - `maintenance.action`: what was done to it (`start`, `deallocate`, `snapshot`, `cancel`...)
 - `maintenance.outcome`: what became of it (`succeeded`, `failed`, `timed-out`, `cancelled`...)
 - `maintenance.reason`: why (a failure's error, a cancel's reasons)
+- `maintenance.alert`: which alert a `MAINTENANCE ALERT` line raises (`<kind>:<run or digest>`), one
+  value per alert: the `toolkit-alert` log alert fires once per value
 
 The run, phase and step are set where they become known (`scope`, `step_span`) and ride in the
 OpenTelemetry context: every span started under them gets them (the span processor in
@@ -43,9 +45,10 @@ RESOURCE_ID = "maintenance.resource_id"
 ACTION = "maintenance.action"
 OUTCOME = "maintenance.outcome"
 REASON = "maintenance.reason"
+ALERT = "maintenance.alert"
 THREAD_NAME = "thread.name"  # OpenTelemetry's semantic convention: which pool thread logged it
 _NAMES = {"correlation_id": CORRELATION_ID, "phase": PHASE, "step": STEP, "resource_id": RESOURCE_ID,
-          "action": ACTION, "outcome": OUTCOME, "reason": REASON}
+          "action": ACTION, "outcome": OUTCOME, "reason": REASON, "alert": ALERT}
 
 _ATTRIBUTES = otel.create_key("maintenance.attributes")
 _INVOCATION = otel.create_key("maintenance.invocation")

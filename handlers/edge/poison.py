@@ -29,18 +29,20 @@ from handlers.runtime import Runtime
 
 def handle_work_poison(runtime: Runtime, message: func.QueueMessage | bytes | str) -> None:
     body = message.get_body() if isinstance(message, func.QueueMessage) else message
+    once = _message_id(message)
     try:
         work = WorkMessage.parse(body)
     except Exception as exc:
         raise_alert(runtime.ledger, None, AlertKind.POISON_MESSAGE,
-                    f"an unreadable work message failed on every attempt: {exc}", raw=bounded_text(body, 2000))
+                    f"an unreadable work message failed on every attempt: {exc}", once=once,
+                    raw=bounded_text(body, 2000))
         return
     event = work.event
     log = run_logger(event.correlation_id)
     with telemetry.scope(correlation_id=event.correlation_id, phase=event.kind.value):
         raise_alert(runtime.ledger, event.correlation_id, AlertKind.POISON_MESSAGE,
-                    f"{work.describe()} failed on every attempt and is in the poison queue", step=work.step.value,
-                    phase=work.ledger_phase)
+                    f"{work.describe()} failed on every attempt and is in the poison queue", once=once,
+                    step=work.step.value, phase=work.ledger_phase)
         if event.kind is EventKind.PRE:
             _save_the_verdict(runtime, work, log)
         else:
@@ -53,13 +55,19 @@ def handle_events_poison(runtime: Runtime, message: func.QueueMessage | bytes | 
     body = message.get_body() if isinstance(message, func.QueueMessage) else message
     raise_alert(runtime.ledger, None, AlertKind.POISON_MESSAGE,
                 "an event delivery failed on every attempt and is in the poison queue; accepting it once more",
-                raw=bounded_text(body, 2000))
+                once=_message_id(message), raw=bounded_text(body, 2000))
     try:
         accept_queue_delivery(runtime, body)
     except Exception as exc:
         raise_alert(runtime.ledger, None, AlertKind.POISON_MESSAGE,
                     f"an event delivery from the poison queue failed again and is dropped: {type(exc).__name__}: "
                     f"{exc}", raw=bounded_text(body, 2000))
+
+
+def _message_id(message: func.QueueMessage | bytes | str) -> str | None:
+    """What makes the alert about this message once per message: the poison handler itself is
+    retried when what it saves fails, and the alert must not come again with each attempt."""
+    return message.id if isinstance(message, func.QueueMessage) and message.id else None
 
 
 def _save_the_verdict(runtime: Runtime, work: WorkMessage, log: RunLogger) -> None:

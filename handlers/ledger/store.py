@@ -169,17 +169,31 @@ class Ledger(PhaseRows):
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def record_alert(self, correlation_id: str | None, kind: str, message: str, details: Mapping[str, Any]) -> None:
-        """Keep an alert: the latest of each kind per run (`alert-<kind>`) and the run's LastAlert."""
+    def record_alert(self, correlation_id: str | None, kind: str, message: str, details: Mapping[str, Any],
+                     *, once: str | None = None) -> bool:
+        """Keep an alert: the latest of each kind per run (`alert-<kind>`) and the run's LastAlert.
+
+        With `once` (what the alert is about, e.g. a queue message id) the row is
+        `alert-<kind>-<once>`, written by a conditional insert: False when that alert was raised
+        before (a retried invocation), and nothing is written."""
         now = self._now()
         partition = run_key(correlation_id) if correlation_id else ALERTS_PARTITION
-        row = kind if correlation_id else f"{kind}-{digest(message)}"
-        self._table.upsert_entity({
-            "PartitionKey": partition, "RowKey": f"alert-{row}", "Kind": kind, "Message": text(message),
-            "Details": text(json.dumps(details, default=str, sort_keys=True)), "RaisedAt": now,
-        })
+        if once is not None:
+            row = f"{kind}-{digest(once)}"
+        else:
+            row = kind if correlation_id else f"{kind}-{digest(message)}"
+        entity = {"PartitionKey": partition, "RowKey": f"alert-{row}", "Kind": kind, "Message": text(message),
+                  "Details": text(json.dumps(details, default=str, sort_keys=True)), "RaisedAt": now}
+        if once is None:
+            self._table.upsert_entity(entity)
+        else:
+            try:
+                self._table.create_entity(entity)
+            except ResourceExistsError:
+                return False
         if correlation_id:
             self.update_run(correlation_id, {"LastAlert": f"{kind}: {message}", "LastAlertAt": now})
+        return True
 
     def list_alerts(self, correlation_id: str) -> dict[str, dict[str, Any]]:
         """The run's alerts by kind."""

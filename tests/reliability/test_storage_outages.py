@@ -4,6 +4,7 @@ the queue unreachable while an Event Grid delivery is being acknowledged."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -134,3 +135,28 @@ def test_a_verdict_that_cannot_read_the_ledger_at_its_last_chance_fails_closed(
     assert emulator.actions(vm) == []
     assert any("MAINTENANCE ALERT unchecked-run" in r.getMessage() and "cancel: accepted" in r.getMessage()
                for r in caplog.records), "the alert reaches the log even when the ledger cannot take it"
+
+
+def test_a_poison_handler_retried_after_a_storage_failure_alerts_once(
+    host: FunctionsHost, emulator: AzureEmulator, proxy: StorageFaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    vm = emulator.add_vm(SUB_A, "rg-p", "vm-p", power_state="deallocated")
+    pre = make_event("pre", subscriptions=(SUB_A,))
+    emulator.add_run(run_of(pre), [vm])
+    host.deliver_event("pre_maintenance", pre)
+    work = get_runtime().settings.work_queue
+    host.queue(work).clear_messages()
+    host.queue(f"{work}-poison").send_message(
+        base64.b64encode(WorkMessage(parse_event(pre)).to_json().encode()).decode())
+    # The poison handler queues the fallback verdict: its first invocation's three attempts fail.
+    rule = proxy.fail("queue", method="POST", path_contains=f"/{work}/messages", status=503, times=3)
+
+    with caplog.at_level(logging.ERROR):
+        host.run_queues(max_messages=2)
+
+    handled = [i.succeeded for i in host.invocations if i.function == "maintenance_work_poison"]
+    assert rule.fired == 3 and handled == [False, True], "the handler failed once, then queued the verdict"
+    alerts = [r for r in caplog.records if "MAINTENANCE ALERT poison-message" in r.getMessage()]
+    assert len(alerts) == 1, "one alert per message, not one per attempt"
+    assert getattr(alerts[0], "maintenance.alert", "").startswith("poison-message:")
+    assert "poison-message" in get_runtime().ledger.list_alerts(run_of(pre))
