@@ -1,4 +1,4 @@
-// Update Manager maintenance toolkit: the Function App (Flex Consumption, Python 3.11) and all it
+// Update Manager maintenance toolkit: the Function App (Flex Consumption, Python 3.12) and all it
 // needs, deployed into one resource group, plus
 // - the Event Grid system topic of the maintenance configuration (and the custom cancel role),
 //   in the configuration's resource group;
@@ -46,6 +46,19 @@ param maximumInstanceCount int = 40
 param instanceMemoryMB int = 2048
 
 // ---------------------------------------------------------------------------------------------
+// Network
+
+@description('Public network access of the app storage account. Enabled: any network may try (Entra ID is still required). Disabled: private endpoints and trusted Azure services (the Event Grid system topic) only; the app then needs functionAppSubnetId and private endpoints for blob, queue and table (infra/README.md, "Closed storage").')
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+param storagePublicNetworkAccess string = 'Enabled'
+
+@description('Resource id of a subnet delegated to Microsoft.App/environments, for Flex Consumption VNet integration. Required when storagePublicNetworkAccess is Disabled. Empty: no VNet integration.')
+param functionAppSubnetId string = ''
+
+// ---------------------------------------------------------------------------------------------
 // Maintenance configuration: an existing one, or a new one created from the parameters below
 
 @description('Resource id of an existing maintenance configuration (/subscriptions/.../resourceGroups/.../providers/Microsoft.Maintenance/maintenanceConfigurations/...). Empty: create one from the newConfiguration* parameters.')
@@ -54,7 +67,7 @@ param maintenanceConfigurationId string = ''
 @description('Name of the maintenance configuration to create (when maintenanceConfigurationId is empty). Empty: mc-<environmentName>.')
 param newConfigurationName string = ''
 
-@description('First window start of the new configuration, "yyyy-MM-dd HH:mm" in newConfigurationTimeZone. Empty: today at 22:00 (set it explicitly for a stable schedule).')
+@description('First window start of the new configuration, "yyyy-MM-dd HH:mm" in newConfigurationTimeZone; required when maintenanceConfigurationId is empty, and at least 40 minutes ahead for the first pre event. Every deployment writes it to the schedule, so keep it the same. azd: the preprovision hook sets MAINTENANCE_WINDOW_START to tomorrow 22:00 once.')
 param newConfigurationStartDateTime string = ''
 
 @description('Window length of the new configuration, "HH:mm" (01:30 to 03:55).')
@@ -86,13 +99,10 @@ param newConfigurationWindowsClassifications array = [
   'Security'
 ]
 
-@description('Today\'s date (UTC); only the default start of a new configuration uses it. Leave it alone.')
-param today string = utcNow('yyyy-MM-dd')
-
 // ---------------------------------------------------------------------------------------------
 // Event Grid
 
-@description('Name of the configuration\'s Event Grid system topic. Empty: evgt-mt-<token>. A configuration can have only one system topic: if it already has one, give its name (it must be in the configuration\'s resource group).')
+@description('Name of an existing Event Grid system topic of the configuration to adopt (it must exist, in the configuration\'s resource group): a configuration can have only one, so give its name if it has one. Its user-assigned identities are kept. Empty: create evgt-mt-<token>.')
 param systemTopicName string = ''
 
 @description('Region of the system topic. Empty: the maintenance configuration\'s region.')
@@ -255,6 +265,10 @@ resource existingConfiguration 'Microsoft.Maintenance/maintenanceConfigurations@
   scope: resourceGroup(configurationSubscriptionId, configurationResourceGroupName)
 }
 
+// An adopted topic is read first: the topic's PUT replaces its identity block, so its user-assigned
+// identities are written back with the system-assigned one the toolkit needs.
+var adoptTopic = !empty(systemTopicName)
+
 var topicLocation = !empty(systemTopicLocation) ? systemTopicLocation : (createConfiguration ? location : existingConfiguration.location)
 
 // environment().resourceManager ends with a slash; the app wants the bare endpoint.
@@ -311,12 +325,23 @@ module identity 'app/identity.bicep' = {
   }
 }
 
+// A closed storage account is reachable only through VNet integration: without a subnet the app
+// could not start. This module exists only to refuse that (its parameter must not be empty) before
+// the account is closed; fail() would say it in words, but needs a recent Bicep.
+module closedStorageNeedsSubnet 'app/closed-storage-needs-subnet.bicep' = if (storagePublicNetworkAccess == 'Disabled') {
+  name: 'mt-storage-disabled-needs-subnet-${resourceToken}'
+  params: {
+    functionAppSubnetId: functionAppSubnetId
+  }
+}
+
 module storage 'app/storage.bicep' = {
   name: 'mt-storage-${resourceToken}'
   params: {
     name: names.storage
     location: location
     tags: allTags
+    publicNetworkAccess: storagePublicNetworkAccess
     deploymentContainerName: deploymentContainerName
     deadLetterContainerName: deadLetterContainerName
     reportContainerName: reportContainerName
@@ -328,6 +353,9 @@ module storage 'app/storage.bicep' = {
     ]
     ledgerTableName: ledgerTableName
   }
+  dependsOn: [
+    closedStorageNeedsSubnet
+  ]
 }
 
 module monitoring 'app/monitoring.bicep' = {
@@ -359,13 +387,21 @@ module newConfiguration 'app/maintenance-configuration.bicep' = if (createConfig
     name: names.newConfiguration
     location: location
     tags: allTags
-    startDateTime: empty(newConfigurationStartDateTime) ? '${today} 22:00' : newConfigurationStartDateTime
+    startDateTime: newConfigurationStartDateTime
     duration: newConfigurationDuration
     timeZone: newConfigurationTimeZone
     recurEvery: newConfigurationRecurEvery
     rebootSetting: newConfigurationRebootSetting
     linuxClassifications: newConfigurationLinuxClassifications
     windowsClassifications: newConfigurationWindowsClassifications
+  }
+}
+
+module adoptedTopicIdentity 'app/existing-topic-identity.bicep' = if (adoptTopic) {
+  name: 'mt-adopted-topic-${resourceToken}'
+  scope: resourceGroup(configurationSubscriptionId, configurationResourceGroupName)
+  params: {
+    name: systemTopicName
   }
 }
 
@@ -378,6 +414,7 @@ module eventGridTopic 'app/event-grid-topic.bicep' = {
     tags: allTags
     maintenanceConfigurationName: configurationName
     actionGroupId: alerts.outputs.actionGroupId
+    userAssignedIdentities: adoptTopic ? adoptedTopicIdentity.outputs.userAssignedIdentities : {}
   }
   dependsOn: [
     newConfiguration
@@ -410,6 +447,8 @@ module storageAccess 'app/storage-access.bicep' = {
     storageAccountName: storage.outputs.name
     appPrincipalId: identity.outputs.principalId
     topicPrincipalId: eventGridTopic.outputs.principalId
+    deadLetterContainerName: storage.outputs.deadLetterContainerName
+    eventsQueueName: eventsQueueName
     deliveryMode: deliveryMode
   }
 }
@@ -428,6 +467,7 @@ module functionApp 'app/function-app.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    virtualNetworkSubnetId: functionAppSubnetId
     appSettings: union(appSettings, outputAppSettings)
     resolveKeyVaultReferences: enableTeamsNotifications || holdLinksOn
   }

@@ -1,9 +1,10 @@
 // The Event Grid system topic of the maintenance configuration, and metric alerts on its delivery.
 // Deployed into the configuration's resource group: Event Grid creates a system topic in the
 // subscription of its source, and allows only one system topic per source. The topic's
-// system-assigned identity is what dead-letters (and, in queue mode, delivers) to storage.
+// system-assigned identity is what dead-letters (and, in queue mode, delivers) to storage. An
+// adopted topic keeps the user-assigned identities it had: this PUT replaces the identity block.
 
-@description('Name of the system topic. If the configuration already has one, give its name (it must be in this resource group).')
+@description('Name of the system topic: a new one, or the configuration\'s existing one (in this resource group) to adopt.')
 param name string
 
 @description('Region of the system topic: the maintenance configuration\'s region.')
@@ -18,6 +19,16 @@ param maintenanceConfigurationName string
 @description('Action group the alerts notify; empty for alerts without notification.')
 param actionGroupId string
 
+@description('The user-assigned identities an adopted topic already has, as existing-topic-identity.bicep read them (resource id -> principal and client id), kept beside the system-assigned one; empty for a new topic.')
+param userAssignedIdentities object
+
+var topicIdentity = empty(userAssignedIdentities) ? {
+  type: 'SystemAssigned'
+} : {
+  type: 'SystemAssigned, UserAssigned'
+  userAssignedIdentities: userAssignedIdentities
+}
+
 resource configuration 'Microsoft.Maintenance/maintenanceConfigurations@2023-04-01' existing = {
   name: maintenanceConfigurationName
 }
@@ -26,9 +37,7 @@ resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
   name: name
   location: location
   tags: tags
-  identity: {
-    type: 'SystemAssigned'
-  }
+  identity: topicIdentity
   properties: {
     source: configuration.id
     topicType: 'Microsoft.Maintenance.MaintenanceConfigurations'

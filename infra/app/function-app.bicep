@@ -47,6 +47,9 @@ param instanceMemoryMB int
 @description('The toolkit\'s own settings (MAINTENANCE_*, AZURE_RESOURCE_MANAGER_ENDPOINT), merged over the host settings.')
 param appSettings object
 
+@description('Resource id of a subnet delegated to Microsoft.App/environments for Flex Consumption VNet integration (the app\'s outbound traffic then goes through that VNet, to private endpoints among others). Empty: no VNet integration.')
+param virtualNetworkSubnetId string
+
 @description('Some app settings are Key Vault references: resolve them with the user-assigned identity (App Service would use a system-assigned one, which this app does not have).')
 param resolveKeyVaultReferences bool = false
 
@@ -113,6 +116,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     serverFarmId: plan.id
     httpsOnly: true
     keyVaultReferenceIdentity: resolveKeyVaultReferences ? identityId : null
+    // A site property on Flex Consumption too (Microsoft's Flex samples set it here, not in functionAppConfig).
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     siteConfig: {
       minTlsVersion: '1.2'
     }

@@ -11,7 +11,9 @@ param location string
 @description('Tags for the maintenance configuration.')
 param tags object
 
-@description('First window start, "yyyy-MM-dd HH:mm" in timeZone. Pre events need it at least 40 minutes after the schedule is created.')
+@description('First window start, exactly "yyyy-MM-dd HH:mm" (e.g. 2026-05-03 22:00) in timeZone; no default, so that a redeployment never moves the schedule. Pre events need it at least 40 minutes after the schedule is created.')
+@minLength(16)
+@maxLength(16)
 param startDateTime string
 
 @description('Window length "HH:mm" (InGuestPatch: 01:30 to 03:55).')

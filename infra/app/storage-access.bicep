@@ -2,8 +2,10 @@
 // - the app's identity: Blob Data Owner (Functions host storage and the Flex Consumption deployment
 //   container), Queue Data Contributor (work and events queues, -poison queues), Table Data
 //   Contributor (the run ledger);
-// - the Event Grid system topic's identity: Blob Data Contributor to dead-letter, and Queue Data
-//   Message Sender when events are delivered to the events queue instead of the functions.
+// - the Event Grid system topic's identity: Blob Data Contributor on the dead-letter container
+//   only, and Queue Data Message Sender on the events queue only when events are delivered there
+//   instead of to the functions. Nothing else: not the deployment package's container, the
+//   reports, the ledger or the work queue.
 // Principal ids arrive as module parameters so each assignment name is known when the deployment
 // starts, as Resource Manager requires of a name.
 
@@ -15,6 +17,12 @@ param appPrincipalId string
 
 @description('Principal (object) id of the Event Grid system topic\'s system-assigned identity.')
 param topicPrincipalId string
+
+@description('Blob container (in that account) Event Grid dead-letters to: the topic\'s only blob scope.')
+param deadLetterContainerName string
+
+@description('Queue (in that account) Event Grid delivers to in queue mode: the topic\'s only queue scope.')
+param eventsQueueName string
 
 @description('function: Event Grid calls the functions; queue: Event Grid writes to the events queue.')
 @allowed([
@@ -44,6 +52,26 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
 
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: deadLetterContainerName
+}
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource eventsQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: queueService
+  name: eventsQueueName
+}
+
 resource appRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for roleId in appRoleIds: {
   name: guid(storage.id, appPrincipalId, subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId))
   scope: storage
@@ -55,8 +83,8 @@ resource appRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for ro
 }]
 
 resource topicDeadLetterRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, topicPrincipalId, deadLetterRoleDefinitionId)
-  scope: storage
+  name: guid(deadLetterContainer.id, topicPrincipalId, deadLetterRoleDefinitionId)
+  scope: deadLetterContainer
   properties: {
     principalId: topicPrincipalId
     principalType: 'ServicePrincipal'
@@ -65,8 +93,8 @@ resource topicDeadLetterRole 'Microsoft.Authorization/roleAssignments@2022-04-01
 }
 
 resource topicQueueSenderRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (deliveryMode == 'queue') {
-  name: guid(storage.id, topicPrincipalId, queueSenderRoleDefinitionId)
-  scope: storage
+  name: guid(eventsQueue.id, topicPrincipalId, queueSenderRoleDefinitionId)
+  scope: eventsQueue
   properties: {
     principalId: topicPrincipalId
     principalType: 'ServicePrincipal'

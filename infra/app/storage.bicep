@@ -2,6 +2,9 @@
 // the run ledger (Table), the work and events queues (with their -poison queues, which the host
 // would otherwise create on first failure), the Event Grid dead-letter container and the run reports' container.
 // Shared-key access is off: every client (host, app, Event Grid) authenticates with Entra ID.
+// With publicNetworkAccess Disabled the public endpoint is closed: the app then reaches the account
+// through its VNet integration and private endpoints the estate's network provides (infra/README.md),
+// and Event Grid, a trusted service writing with its managed identity, through the AzureServices bypass.
 
 @description('Storage account name: 3-24 lower-case letters and digits, globally unique.')
 @minLength(3)
@@ -29,6 +32,24 @@ param queueNames array
 @description('Table of the run ledger (MAINTENANCE_LEDGER_TABLE).')
 param ledgerTableName string
 
+@description('Enabled: the public endpoint takes requests from any network (Entra ID still required). Disabled: private endpoints and trusted Azure services only.')
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+param publicNetworkAccess string
+
+// The firewall's default for the public endpoint; the AzureServices bypass stays either way, so the
+// Event Grid system topic (a trusted service, with its identity) can dead-letter and deliver to the
+// queue when the account is closed: the storage documentation says trusted-service exceptions stay
+// in effect with publicNetworkAccess Disabled (Azure Storage network security overview,
+// Restrictions and considerations). A lookup, not a ternary: the properties stay one value for the
+// static checks in tests/infra.
+var networkDefaultAction = {
+  Enabled: 'Allow'
+  Disabled: 'Deny'
+}
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
@@ -45,10 +66,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     defaultToOAuthAuthentication: true
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: publicNetworkAccess
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: networkDefaultAction[publicNetworkAccess]
     }
   }
 }
