@@ -110,7 +110,7 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
     with ThreadWatcher(clock=emulator.clock.now) as threads, LedgerMeter(emulator.clock.now) as ledger, \
             Stopwatch(emulator) as total, \
             memory if memory is not None else contextlib.nullcontext():
-        since = emulator.clock.now()
+        since, since_real = emulator.clock.now(), datetime.now(UTC)
         with Stopwatch(emulator) as ack:
             host.deliver_event("pre_maintenance", pre_event(correlation_id, subscriptions, now, cutoff))
         with Stopwatch(emulator) as worker:
@@ -134,6 +134,7 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
     phase = app_runtime.ledger.get_phase(correlation_id, "pre") or {}
     ack_seconds = next((i.seconds for i in host.invocations if i.function == "pre_maintenance"), None)
     worker_done = worker.simulated + ack.simulated
+    verdict_at = _simulated_since(run.get("VerdictAt"), since_real, time_scale)
     stretches = phases(threads, since, time_scale, stats, done["makespan"], worker_done)
     return {
         "mode": "app",
@@ -147,6 +148,11 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
                     "run_commands": sum(1 for m in fleet if m.stop_services)},
         "guest_fraction": profile.guest_fraction,
         "worker_done": worker_done,
+        # When the verdict was recorded (the ledger's VerdictAt, the app's wall clock), simulated s
+        # after the event: what the operator waits for, not the worker's return.
+        "verdict_at": verdict_at,
+        "poll_interval": profile.poll_interval,
+        "verdict_after_last_operation": None if verdict_at is None else verdict_at - done["makespan"],
         "phases": stretches,
         "real_speed_discovery": real_speed_discovery(emulator, since, stretches[0], profile, time_scale,
                                                      done["makespan"]),
@@ -172,6 +178,14 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
         "cpu_profile": profiled,
         "memory_profile": memory.summary() if memory is not None else None,
     }
+
+
+def _simulated_since(at: Any, since_real: datetime, time_scale: float) -> float | None:
+    """Simulated seconds from `since_real` to `at`, a wall-clock time the app recorded (the emulator's
+    clock runs time_scale real seconds per simulated second)."""
+    if not isinstance(at, datetime):
+        return None
+    return (at - since_real).total_seconds() / time_scale
 
 
 def phases(threads: ThreadWatcher, since: float, time_scale: float, stats: dict[str, Any], makespan: float,

@@ -53,7 +53,7 @@ from handlers.adapters.operation import (
     result,
     uncertain,
 )
-from handlers.adapters.waiting import follow, retry_after, wait_for
+from handlers.adapters.waiting import Poller, follow, retry_after
 from handlers.core import telemetry
 from handlers.core.ids import subscription_of
 from handlers.core.status import Outcome
@@ -74,8 +74,10 @@ class Dispatch:
     waiting loop. Used from one thread; only the requests leave it."""
 
     def __init__(self, clients: ClientFactory, lanes: ExitStack, *, lane_workers: int,
-                 log: logging.LoggerAdapter[Any], total: int, report: Progress) -> None:
+                 log: logging.LoggerAdapter[Any], total: int, report: Progress,
+                 on_result: Callable[[OperationResult], None] | None = None) -> None:
         self.clients, self.log, self.total, self._report = clients, log, total, report
+        self._on_result = on_result
         self.results: dict[str, OperationResult] = {}
         self.pending: list[Pending] = []
         self._lanes_open, self._lane_workers = lanes, lane_workers
@@ -102,8 +104,10 @@ class Dispatch:
             self._settle(self._in_flight.popleft().result())
 
     def finish(self, operation: Operation, outcome: OperationResult) -> None:
-        """Record an operation's result and send what follows it."""
+        """Record an operation's result, tell `on_result`, and send what follows it."""
         self.results[operation.key] = outcome
+        if self._on_result is not None:
+            self._on_result(outcome)
         if operation.then is not None:
             for task in operation.then(outcome):
                 self.total += len(task)
@@ -164,6 +168,7 @@ def run_operations(
     total: int | None = None,
     subscriptions: int | None = None,
     cancelled: Callable[[], bool] | None = None,
+    on_result: Callable[[OperationResult], None] | None = None,
 ) -> dict[str, OperationResult]:
     """Send every task, then wait for all operations until `deadline`.
 
@@ -176,6 +181,8 @@ def run_operations(
     An operation still running at the deadline is "timed-out": it continues in Azure, we just
     stop waiting for it. `progress`, when given, hears of every request sent and every result.
     `cancelled`, when it turns true, ends the waiting early (what is pending is left out).
+    `on_result` hears of each operation that ends, as it ends, on the calling thread (not of those
+    still running at the deadline: they are in the returned results only).
     """
     if total is None or subscriptions is None:
         tasks = list(tasks)
@@ -184,13 +191,17 @@ def run_operations(
     lane_workers = max(1, min(parallelism, total, max(MIN_LANE_WORKERS, MAX_SEND_WORKERS // max(1, subscriptions))))
     report = progress or (lambda stage, done, of: None)
     with ExitStack() as lanes_open:
-        dispatch = Dispatch(clients, lanes_open, lane_workers=lane_workers, log=log, total=total, report=report)
+        dispatch = Dispatch(clients, lanes_open, lane_workers=lane_workers, log=log, total=total, report=report,
+                            on_result=on_result)
+        # Threads start as polls need them (follow-ups may come later than the first requests).
+        polls = lanes_open.enter_context(telemetry.InvocationPool(max_workers=max(1, parallelism),
+                                                                  thread_name_prefix="poll"))
+        poller = Poller(clients, dispatch, polls, parallelism=parallelism, log=log,
+                        report=lambda: report("done", len(dispatch.results), dispatch.total))
+        # What was sent first is polled while the rest goes out (the lanes send at ARM's pace).
         for task in tasks:
             dispatch.submit(task)
             dispatch.settle_done()
-        dispatch.settle_done(wait=True)
-        report("done", len(dispatch.results), dispatch.total)
-        wait_for(clients, dispatch, parallelism=parallelism, deadline=deadline, log=log,
-                 report=lambda: report("done", len(dispatch.results), dispatch.total),
-                 cancelled=cancelled or (lambda: False))
+            poller.step()
+        poller.wait(deadline=deadline, cancelled=cancelled or (lambda: False))
     return dispatch.results

@@ -5,7 +5,10 @@ is read back (`Operation.check`) and, when it has not taken effect, sent again."
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures import wait as futures_wait
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -49,61 +52,108 @@ class Sending(Protocol):
     def finish(self, operation: Operation, outcome: OperationResult) -> None: ...
 
 
-def wait_for(
-    clients: ClientFactory, sending: Sending, *, parallelism: int, deadline: datetime,
-    log: logging.LoggerAdapter[Any], report: Callable[[], None], cancelled: Callable[[], bool],
-) -> None:
-    """Poll every pending operation until it ends or the deadline; what an ended operation's
-    `then` sends joins the wait."""
-    interval = clients.settings.poll_interval_seconds
-    clock = clients.clock
-    arm = clients.arm()
-    pending, results = sending.pending, sending.results
+class Poller:
+    """Polls each pending operation when it is due, `parallelism` at a time, and takes each
+    answer as it comes (not a whole round at once), so an operation is noticed soon after it ends
+    however many others are being polled. `step()` does what is due without waiting, between the
+    sends of a fleet; `wait()` is the loop once everything is sent. Used from the one thread that
+    also sends (`handlers.adapters.operations.Dispatch`); only the polls leave it."""
 
-    def advance(item: Pending) -> tuple[Pending, tuple[str, str]]:
-        # The poll's span and log lines say which machine and action they are about.
-        with telemetry.scope(resource_id=item.operation.resource_id, action=item.operation.action):
-            return item, _advance(arm, item, interval, clock.now, log)
+    def __init__(self, clients: ClientFactory, sending: Sending, pool: telemetry.InvocationPool, *,
+                 parallelism: int, log: logging.LoggerAdapter[Any], report: Callable[[], None]) -> None:
+        self.clients, self.sending, self.pool, self.log, self.report = clients, sending, pool, log, report
+        self.limit = max(1, parallelism)
+        self.interval = clients.settings.poll_interval_seconds
+        self.arm = clients.arm()
+        self.polling: dict[Future[tuple[str, str]], Pending] = {}
+        self._due: deque[Pending] = deque()
+        self._next_scan = 0.0
 
-    # Threads start as polls need them (follow-ups may come later than the first requests).
-    with telemetry.InvocationPool(max_workers=max(1, parallelism), thread_name_prefix="poll") as pool:
-        while pending or sending.busy:
+    def step(self) -> None:
+        """Take the answers in hand and send the polls that are due; never waits."""
+        self._collect(block=False)
+        self._launch()
+
+    def wait(self, *, deadline: datetime, cancelled: Callable[[], bool]) -> None:
+        """Poll every pending operation until it ends or the deadline; what an ended operation's
+        `then` sends joins the wait."""
+        clock, sending = self.clients.clock, self.sending
+        while sending.pending or sending.busy:
             if cancelled():
                 return
             if clock.utcnow() >= deadline:
-                sending.settle_done(wait=True)  # requests already on their way: their answers count
-                for item in pending:
-                    op = item.operation
-                    last = f"; last error: {item.last_error}" if item.last_error else ""
-                    detail = f"still running at the deadline {deadline.isoformat()}{last}"
-                    log.warning("%s of %s still running at the deadline %s", op.action, op.resource_id,
-                                deadline.isoformat(), extra=about_operation(op, Outcome.TIMED_OUT, detail))
-                    results[op.key] = result(op, Outcome.TIMED_OUT, detail, item.sent_at, None)
-                pending.clear()
-                report()
+                self._time_out(deadline)
                 return
             sending.settle_done()
-            now = clock.now()
-            due = [item for item in pending if item.next_at <= now]
-            if not due:
-                soonest = min((item.next_at for item in pending), default=now + interval) - now
-                # Follow-ups on their way out are settled at least every second.
-                clock.sleep(min(soonest, interval, 1.0) if sending.busy else min(soonest, interval))
+            self._launch()
+            if self.polling:
+                self._collect(block=True)
                 continue
-            ended: list[tuple[Pending, OperationResult]] = []
-            for item, (state, detail) in pool.map(advance, due):
-                op = item.operation
-                if state == "succeeded":
-                    ended.append((item, done(op, item.sent_at, clock.utcnow(), log)))
-                elif state == "failed":
-                    log.warning("%s failed for %s: %s", op.action, op.resource_id, detail,
-                                extra=about_operation(op, Outcome.FAILED, detail))
-                    ended.append((item, result(op, Outcome.FAILED, detail, item.sent_at, clock.utcnow())))
-            gone = {id(item) for item, _ in ended}
-            pending[:] = [item for item in pending if id(item) not in gone]
-            for item, outcome in ended:
-                sending.finish(item.operation, outcome)
-            report()
+            self._next_scan = 0.0  # nothing in flight: look at every pending operation now
+            self._launch()
+            if self.polling:
+                continue
+            now = clock.now()
+            soonest = min((item.next_at for item in sending.pending), default=now + self.interval) - now
+            # Follow-ups on their way out are settled at least every second.
+            clock.sleep(min(soonest, self.interval, 1.0) if sending.busy else min(soonest, self.interval))
+
+    def _launch(self) -> None:
+        """Send the polls that are due, up to the limit in flight. Pending operations are scanned
+        at most once per simulated second, into a queue of those due."""
+        now = self.clients.clock.now()
+        if not self._due and now >= self._next_scan:
+            self._next_scan = now + 1.0
+            polled = {id(item) for item in self.polling.values()}
+            self._due.extend(item for item in self.sending.pending if item.next_at <= now and id(item) not in polled)
+        while self._due and len(self.polling) < self.limit:
+            item = self._due.popleft()
+            self.polling[self.pool.submit(self._advance, item)] = item
+
+    def _advance(self, item: Pending) -> tuple[str, str]:
+        # The poll's span and log lines say which machine and action they are about.
+        with telemetry.scope(resource_id=item.operation.resource_id, action=item.operation.action):
+            return _advance(self.arm, item, self.interval, self.clients.clock.now, self.log)
+
+    def _collect(self, *, block: bool) -> None:
+        if not self.polling:
+            return
+        answered, _ = futures_wait(list(self.polling), timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        clock, log = self.clients.clock, self.log
+        ended: list[tuple[Pending, OperationResult]] = []
+        for future in answered:
+            item = self.polling.pop(future)
+            state, detail = future.result()
+            op = item.operation
+            if state == "succeeded":
+                ended.append((item, done(op, item.sent_at, clock.utcnow(), log)))
+            elif state == "failed":
+                log.warning("%s failed for %s: %s", op.action, op.resource_id, detail,
+                            extra=about_operation(op, Outcome.FAILED, detail))
+                ended.append((item, result(op, Outcome.FAILED, detail, item.sent_at, clock.utcnow())))
+        if not ended:
+            return
+        gone = {id(item) for item, _ in ended}
+        self.sending.pending[:] = [item for item in self.sending.pending if id(item) not in gone]
+        for item, outcome in ended:
+            self.sending.finish(item.operation, outcome)
+        self.report()
+
+    def _time_out(self, deadline: datetime) -> None:
+        self.sending.settle_done(wait=True)  # requests already on their way: their answers count
+        self._due.clear()
+        while self.polling:
+            self._collect(block=True)  # so do the polls
+        results = self.sending.results
+        for item in self.sending.pending:
+            op = item.operation
+            last = f"; last error: {item.last_error}" if item.last_error else ""
+            detail = f"still running at the deadline {deadline.isoformat()}{last}"
+            self.log.warning("%s of %s still running at the deadline %s", op.action, op.resource_id,
+                             deadline.isoformat(), extra=about_operation(op, Outcome.TIMED_OUT, detail))
+            results[op.key] = result(op, Outcome.TIMED_OUT, detail, item.sent_at, None)
+        self.sending.pending.clear()
+        self.report()
 
 
 def _advance(

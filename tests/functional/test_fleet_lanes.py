@@ -175,3 +175,61 @@ def test_a_group_that_never_finishes_is_timed_out_by_the_verdict_at_the_deadline
 
 def run_of(event: dict[str, Any]) -> str:
     return str(event["data"]["correlationId"])
+
+
+def test_what_was_sent_first_is_polled_while_the_rest_is_still_being_sent(
+    host: FunctionsHost, emulator: AzureEmulator
+) -> None:
+    # A fleet's sending takes minutes at ARM's pace; an operation that ended early must be known
+    # then, not in one sweep of every poll after the last send (which held up the verdict).
+    emulator.operation_durations["start"] = 5.0
+    clients = get_runtime().clients
+    first, second = (RunMachine(emulator.add_vm(SUB_A, "rg", name, power_state="deallocated"), MachineKind.VM,
+                                SUB_A, "rg", name) for name in ("early", "late"))
+    ended: list[str] = []
+    known_when_second_sent: list[str] = []
+
+    def tasks() -> Any:
+        yield [power_operation(clients, first, "start")]
+        give_up = emulator.clock.now() + 120  # simulated seconds: far more than the start and two polls
+        while not ended and emulator.clock.now() < give_up:
+            yield []  # the sending is still going on (rows being stored, ARM's pace)
+            emulator.clock.sleep(0.5)
+        known_when_second_sent.extend(ended)
+        yield [power_operation(clients, second, "start")]
+
+    results = run_operations(clients, tasks(), parallelism=4, total=2, subscriptions=1,
+                             deadline=datetime.now(UTC) + timedelta(minutes=5), log=run_logger(None),
+                             on_result=lambda result: ended.append(result.resource_id))
+
+    assert known_when_second_sent == [first.resource_id], "the first start was known before the second was sent"
+    assert ended == [first.resource_id, second.resource_id]
+    assert {r.outcome for r in results.values()} == {"succeeded"}
+
+
+def test_outcomes_are_stored_in_chunks_as_they_come_not_all_after_the_wait(
+    host: FunctionsHost, emulator: AzureEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handlers.phases.pre import send
+
+    monkeypatch.setenv("MAINTENANCE_SNAPSHOT_DISKS", "none")
+    monkeypatch.setattr(send.Outcomes, "CHUNK", 2)
+    vms = [emulator.add_vm(SUB_A, "rg-o", f"vm{i}", power_state="deallocated") for i in range(5)]
+    pre = make_event("pre", subscriptions=(SUB_A,))
+    emulator.add_run(run_of(pre), vms)
+    stored: list[tuple[int, float]] = []  # (rows, simulated time) of each ledger write of outcomes
+    save_rows = get_runtime().ledger.__class__.save_rows
+
+    def counting(self: Any, correlation_id: str, records: Any) -> None:
+        rows = list(records)
+        if any(getattr(r, "pre_outcome", "") == "succeeded" for r in rows):
+            stored.append((len(rows), emulator.clock.now()))
+        save_rows(self, correlation_id, rows)
+
+    monkeypatch.setattr(get_runtime().ledger.__class__, "save_rows", counting)
+    host.deliver_event("pre_maintenance", pre)
+    host.run_queues()
+
+    assert [n for n, _ in stored] == [2, 2, 1], "two chunks while waiting, the last row at the end"
+    assert all(emulator.vm_power_state(vm) == "PowerState/running" for vm in vms)
+    assert {r.pre_outcome for r in get_runtime().ledger.list_machines(run_of(pre))} == {"succeeded"}

@@ -15,11 +15,13 @@ phase (which restores only what was started) leaves those VMs alone.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from handlers.adapters.operations import Operation, run_operations
+from handlers.adapters.operations import Operation, OperationResult, run_operations
+from handlers.core import telemetry
 from handlers.core.ids import subscription_of
 from handlers.core.status import Outcome, PreAction
 from handlers.ledger import LeaseLostError, MachineRecord, SnapshotRecord
@@ -52,31 +54,74 @@ def send_and_wait(run: PhaseRun[PreWork]) -> None:
     waves, immediate, every = chained(work, halted)
     planned = _interleave(waves.first(), _subscription) + _interleave(immediate, _subscription)
     tasks = _then(_recorded_first(run, planned, halted), waves.open)
-    results = run_operations(runtime.clients, tasks, parallelism=runtime.settings.parallelism,
-                             deadline=deadline, log=run.log, progress=runtime.progress,
-                             total=sum(map(len, planned)),
-                             subscriptions=len({subscription_of(task[0].resource_id) for task in planned}),
-                             cancelled=lambda: halted() == TAKEN_OVER)
-    if halted() == TAKEN_OVER:
-        # Another worker took the phase over: it reads these operations' state and records them.
-        raise LeaseLostError(halted())
-    updated: list[Any] = []
-    for key, result in results.items():
-        if result.action == "snapshot":
-            work.snapshots[key] = replace(work.snapshots[key], outcome=result.outcome, detail=result.detail,
-                                          requested_at=result.sent_at, finished_at=result.finished_at)
-            updated.append(work.snapshots[key])
-        elif result.action == "start":
-            ready_at = result.finished_at if result.outcome == Outcome.SUCCEEDED else None
-            work.records[key] = replace(work.records[key], pre_outcome=result.outcome, pre_detail=result.detail,
-                                        started_at=result.sent_at, ready_at=ready_at)
+    with Outcomes(run) as outcomes:
+        results = run_operations(runtime.clients, tasks, parallelism=runtime.settings.parallelism,
+                                 deadline=deadline, log=run.log, progress=runtime.progress,
+                                 total=sum(map(len, planned)),
+                                 subscriptions=len({subscription_of(task[0].resource_id) for task in planned}),
+                                 cancelled=lambda: halted() == TAKEN_OVER, on_result=outcomes.record)
+        if halted() == TAKEN_OVER:
+            # Another worker took the phase over: it reads these operations' state and records them.
+            raise LeaseLostError(halted())
+        for result in results.values():
+            if result.key not in outcomes.recorded:  # still running at the deadline
+                outcomes.record(result)
+    updated = outcomes.rows
     unsent = [op for op in every if op.key not in results and op.action in ("start", "snapshot")]
     if unsent:
         _record_unsent(run, unsent, lambda op: waves.not_sent.get(_machine_key(work, op)) or halted() or "not sent")
     guest_rows = settle_guest(run, results, waves, halted())
-    machines = {r.row_key(): r for r in [*(work.records[k] for k in results if k in work.records), *guest_rows]}
-    runtime.ledger.save_rows(event.correlation_id, updated + list(machines.values()))
+    # One row once per transaction (a machine's start and its commands share its row): the latest.
+    last = {row.row_key(): row for row in [*updated, *guest_rows]}
+    runtime.ledger.save_rows(event.correlation_id, list(last.values()))
     _log_machines(run)
+
+
+class Outcomes:
+    """Each start's and snapshot's outcome, applied to the phase's rows as it ends and stored in the
+    background, CHUNK rows at a time (the Table service's batch), while the others are still being
+    waited on: when the last operation ends, only the last chunk is left to store before the
+    verdict. On the way out every stored chunk has been written (a failed write raises there);
+    `rows` are those not yet stored."""
+
+    CHUNK = 100
+
+    def __init__(self, run: PhaseRun[PreWork]) -> None:
+        self.run = run
+        self.rows: list[Any] = []
+        self.recorded: set[str] = set()
+        self._writes: list[Future[None]] = []
+        self._pool = telemetry.InvocationPool(max_workers=1, thread_name_prefix="ledger")
+
+    def record(self, result: OperationResult) -> None:
+        work = self.run.state
+        if result.action == "snapshot":
+            work.snapshots[result.key] = replace(work.snapshots[result.key], outcome=result.outcome,
+                                                 detail=result.detail, requested_at=result.sent_at,
+                                                 finished_at=result.finished_at)
+            self.rows.append(work.snapshots[result.key])
+        elif result.action == "start":
+            ready_at = result.finished_at if result.outcome == Outcome.SUCCEEDED else None
+            work.records[result.key] = replace(work.records[result.key], pre_outcome=result.outcome,
+                                               pre_detail=result.detail, started_at=result.sent_at,
+                                               ready_at=ready_at)
+            self.rows.append(work.records[result.key])
+        else:
+            return  # run commands: settled with their machine's row (`settle_guest`)
+        self.recorded.add(result.key)
+        if len(self.rows) >= self.CHUNK:
+            chunk, self.rows = self.rows, []
+            self._writes.append(self._pool.submit(self.run.runtime.ledger.save_rows,
+                                                  self.run.event.correlation_id, chunk))
+
+    def __enter__(self) -> Outcomes:
+        return self
+
+    def __exit__(self, failure: type[BaseException] | None, *exc: object) -> None:
+        self._pool.shutdown(wait=True)
+        if failure is None:  # else that failure is the one to hear of
+            for write in self._writes:
+                write.result()
 
 
 def preview_sends(run: PhaseRun[PreWork]) -> None:

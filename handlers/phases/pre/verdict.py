@@ -67,6 +67,7 @@ def _record_verdict(run: PhaseRun[PreWork], results: list[CheckResult]) -> None:
     checks = {r.name: "passed" if r.passed else "failed" for r in results}
     run.runtime.ledger.update_run(run.event.correlation_id, {
         "Verdict": work.verdict,
+        "VerdictAt": run.runtime.clock.utcnow(),
         "MachineCount": len(work.records),
         "Checks": json.dumps(checks),
         "FailingReasons": "\n".join(work.reasons),
