@@ -7,6 +7,11 @@ import time
 from datetime import UTC, datetime, timedelta
 
 
+def arm_time(value: datetime) -> str:
+    """An aware datetime as the ISO 8601 text ARM uses (UTC, `Z` suffix)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 class EmulatorClock:
     """Simulated seconds since creation; `time_scale` real seconds pass per simulated second.
 
@@ -47,7 +52,7 @@ class EmulatorClock:
 
     def isoformat(self, t: float) -> str:
         """`t` as the ISO 8601 text ARM uses (UTC, `Z` suffix)."""
-        return self.to_datetime(t).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return arm_time(self.to_datetime(t))
 
     def utcnow(self) -> datetime:
         """The current simulated time as an aware UTC datetime."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Iterator
-from datetime import UTC
 from typing import Any
 
+from .clock import arm_time
 from .disks import disk_properties, disk_state, sku_body, storage_profile
 from .ids import TENANT_ID, parse_resource_id
 from .kql import ParsedQuery
@@ -136,8 +136,7 @@ def apply_update_rows(model: EmulatorModel, run: MaintenanceRun) -> list[dict[st
     rows = []
     run_name = run.correlation_id.rstrip("/").rsplit("/", 1)[-1]
     updated = model.clock.isoformat(run.last_update)
-    started = (run.window_start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if run.window_start
-               else model.clock.isoformat(run.created))
+    started = arm_time(run.window_start) if run.window_start else model.clock.isoformat(run.created)
     for machine_id in run.machine_ids:
         vm = model.vms.get(machine_id.lower())
         arc = model.arc_machines.get(machine_id.lower())

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from handlers.adapters.clients import ClientFactory
 from handlers.adapters.inventory import kql_literal, query_all
 from handlers.core.ids import RUN_ID_RE
+from handlers.core.reading import format_time, parse_time_or_none
 
 STARTED_RUNS_QUERY = """maintenanceresources
 | where type =~ 'microsoft.maintenance/applyupdates'
@@ -43,12 +44,12 @@ def list_started_runs(
     configurations = ", ".join(f"'{kql_literal(c)}'" for c in sorted(configuration_ids))
     if not configurations:
         return []
-    query = STARTED_RUNS_QUERY.format(configurations=configurations, oldest=_kql_time(oldest),
-                                      newest=_kql_time(newest))
+    query = STARTED_RUNS_QUERY.format(configurations=configurations, oldest=format_time(oldest),
+                                      newest=format_time(newest))
     found: dict[str, dict[str, Any]] = {}
     for row in query_all(clients.resource_graph(), None, query):
         correlation_id = str(row.get("correlationId") or "").rstrip("/")
-        started = _time(row.get("startDateTime"))
+        started = parse_time_or_none(row.get("startDateTime"), "applyUpdates startDateTime")
         if RUN_ID_RE.fullmatch(correlation_id) is None or started is None or not oldest <= started <= newest:
             continue  # the query's own time filter aside: an index row we cannot place
         run = found.setdefault(correlation_id.lower(), {
@@ -59,15 +60,3 @@ def list_started_runs(
         run["statuses"].add(str(row.get("status") or "unknown"))
     runs = [StartedRun(**{**run, "statuses": tuple(sorted(run["statuses"]))}) for run in found.values()]
     return sorted(runs, key=lambda r: (r.started, r.correlation_id))
-
-
-def _kql_time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _time(value: Any) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

@@ -18,7 +18,7 @@ from azure.mgmt.resourcegraph import ResourceGraphClient
 
 from handlers.adapters.inventory import IDS_PER_QUERY, kql_literal, query_all
 from handlers.core.ids import name_of
-from handlers.core.reading import parse_time
+from handlers.core.reading import parse_time_or_none
 
 RESULT_TYPES = ("microsoft.compute/virtualmachines/patchinstallationresults",
                 "microsoft.hybridcompute/machines/patchinstallationresults")
@@ -120,7 +120,8 @@ def _result(row: Mapping[str, Any]) -> PatchResult | None:
         installed=_count(props.get("installedPatchCount")), failed=_count(props.get("failedPatchCount")),
         pending=_count(props.get("pendingPatchCount")), reboot_status=str(props.get("rebootStatus") or ""),
         window_exceeded=props.get("maintenanceWindowExceeded") is True, error=_error_text(props.get("errorDetails")),
-        started_at=_time(props.get("startDateTime")), modified_at=_time(props.get("lastModifiedDateTime")))
+        started_at=parse_time_or_none(props.get("startDateTime"), "patch result time"),
+        modified_at=parse_time_or_none(props.get("lastModifiedDateTime"), "patch result time"))
 
 
 def _with_updates(result: PatchResult, updates: tuple[FailedUpdate, ...]) -> PatchResult:
@@ -135,15 +136,6 @@ def _later(a: PatchResult, b: PatchResult) -> bool:
 
 def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return parse_time(value, "patch result time")
-    except ValueError:  # InvalidEventError is a ValueError: a result with an odd time keeps no time
-        return None
 
 
 def _error_text(details: Any) -> str:

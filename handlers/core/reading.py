@@ -240,6 +240,17 @@ def parse_time(value: Any, field: str) -> datetime:
         raise InvalidEventError(field, f"is out of range: {quote(value)}") from None
 
 
+def parse_time_or_none(value: Any, field: str) -> datetime | None:
+    """`parse_time` for a value read from an index (Resource Graph): one that is missing or not a
+    date-time gives None instead of a refusal."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_time(value, field)
+    except InvalidEventError:
+        return None
+
+
 def format_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 

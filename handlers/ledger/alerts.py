@@ -40,17 +40,15 @@ def raise_alert(ledger: Ledger | None, correlation_id: str | None, kind: AlertKi
     alert = f"{kind.value}:{run_key(correlation_id) if correlation_id else digest(message)}"
     if once is not None:
         alert = f"{alert}:{digest(once)}"
-    recorded = False
     if ledger is not None and once is not None:
         try:
             if not ledger.record_alert(correlation_id, kind.value, message, details, once=once):
                 return False
-            recorded = True
         except Exception as exc:  # logged below all the same
             logging.getLogger("maintenance").warning("alert %s not recorded in the ledger: %s", kind.value, exc)
     log = run_logger(correlation_id)
     log.error("%s %s: %s", ALERT_MARKER, kind.value, message, extra=about(alert=alert))
-    if ledger is None or recorded or once is not None:
+    if ledger is None or once is not None:  # recorded above (or that failed and was said)
         return True
     try:
         ledger.record_alert(correlation_id, kind.value, message, details)
