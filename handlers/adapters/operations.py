@@ -169,6 +169,7 @@ def run_operations(
     subscriptions: int | None = None,
     cancelled: Callable[[], bool] | None = None,
     on_result: Callable[[OperationResult], None] | None = None,
+    sent: Callable[[], None] | None = None,
 ) -> dict[str, OperationResult]:
     """Send every task, then wait for all operations until `deadline`.
 
@@ -182,7 +183,8 @@ def run_operations(
     stop waiting for it. `progress`, when given, hears of every request sent and every result.
     `cancelled`, when it turns true, ends the waiting early (what is pending is left out).
     `on_result` hears of each operation that ends, as it ends, on the calling thread (not of those
-    still running at the deadline: they are in the returned results only).
+    still running at the deadline: they are in the returned results only). `sent` is called once,
+    when every task's requests have been answered (only the waiting is left), or at the end.
     """
     if total is None or subscriptions is None:
         tasks = list(tasks)
@@ -203,5 +205,5 @@ def run_operations(
             dispatch.submit(task)
             dispatch.settle_done()
             poller.step()
-        poller.wait(deadline=deadline, cancelled=cancelled or (lambda: False))
+        poller.wait(deadline=deadline, cancelled=cancelled or (lambda: False), sent=sent)
     return dispatch.results

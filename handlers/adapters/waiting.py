@@ -74,9 +74,22 @@ class Poller:
         self._collect(block=False)
         self._launch()
 
-    def wait(self, *, deadline: datetime, cancelled: Callable[[], bool]) -> None:
+    def wait(self, *, deadline: datetime, cancelled: Callable[[], bool],
+             sent: Callable[[], None] | None = None) -> None:
         """Poll every pending operation until it ends or the deadline; what an ended operation's
-        `then` sends joins the wait."""
+        `then` sends joins the wait. `sent` is called once every request given so far has been
+        answered (follow-ups sent later do not wait for it), or when the wait ends."""
+        untold = [sent] if sent is not None else []
+
+        def tell() -> None:  # once
+            while untold:
+                untold.pop()()
+        try:
+            self._wait(deadline, cancelled, tell)
+        finally:
+            tell()
+
+    def _wait(self, deadline: datetime, cancelled: Callable[[], bool], sent: Callable[[], None]) -> None:
         clock, sending = self.clients.clock, self.sending
         while sending.pending or sending.busy:
             if cancelled():
@@ -85,6 +98,8 @@ class Poller:
                 self._time_out(deadline)
                 return
             sending.settle_done()
+            if not sending.busy:
+                sent()
             self._launch()
             if self.polling:
                 self._collect(block=True)

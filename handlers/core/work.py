@@ -6,7 +6,8 @@ verdict (``verdict``, queued by the last group and, as a fallback, for the deadl
 owns one ledger phase row that the worker claims. Counters travel with the message: how often a
 post was deferred for its pre phase, and how often a retried message waited for a lease to end.
 A phase that goes on in another invocation (`handlers.phases.steps`) says at which step it
-resumes (``resume``) and how many invocations it has had (``rounds``).
+resumes (``resume``), which steps after it finished already (``done``: steps that ran beside
+others) and how many invocations it has had (``rounds``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ VERDICT_PHASE = "pre-verdict"
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600 - 60
 _MAX_BODY = 64 * 1024  # a Storage queue message
 _STEP_NAME = re.compile(r"[a-z][a-z-]{0,39}")
+_MAX_DONE = 32  # steps a message may list as done (a phase has fewer)
 
 
 class Step(StrEnum):
@@ -53,6 +55,7 @@ class WorkMessage:
     takeovers: int = 0  # times this work waited for another worker's lease to end
     resume: str = ""  # the step of the phase this message resumes at ("": the first)
     rounds: int = 0  # invocations the phase had before this one's (continued phases)
+    done: tuple[str, ...] = ()  # steps after `resume` that finished in an earlier invocation
 
     @property
     def ledger_phase(self) -> str:
@@ -84,6 +87,8 @@ class WorkMessage:
         if self.resume:
             body["resume"] = self.resume
             body["rounds"] = self.rounds
+        if self.done:
+            body["done"] = list(self.done)
         return json.dumps(body)
 
     @classmethod
@@ -117,8 +122,15 @@ class WorkMessage:
         resume = message.get("resume") or ""
         if not isinstance(resume, str) or (resume and not _STEP_NAME.fullmatch(resume)):
             raise InvalidEventError("message.resume", "must be a step name (lower-case letters and hyphens)")
+        done = message.get("done") or []
+        if not isinstance(done, list) or len(done) > _MAX_DONE or not all(
+                isinstance(name, str) and _STEP_NAME.fullmatch(name) for name in done):
+            raise InvalidEventError("message.done", f"must be a list of at most {_MAX_DONE} step names "
+                                    "(lower-case letters and hyphens)")
+        if done and not resume:
+            raise InvalidEventError("message.done", "lists steps done after the step it resumes at: needs resume")
         return cls(event, step, tuple(lane.lower() for lane in lanes), _count(message, "deferrals"),
-                   _count(message, "takeovers"), resume, _count(message, "rounds"))
+                   _count(message, "takeovers"), resume, _count(message, "rounds"), tuple(done))
 
 
 def send_work(queue: QueueClient, message: WorkMessage, *, delay_seconds: float = 0) -> None:

@@ -55,9 +55,12 @@ def run_work_message(runtime: Runtime, message: func.QueueMessage | bytes | str)
         _drop_unreadable(runtime, body, f"work message could not be read: {type(exc).__name__}")
         return None
     steps = pre.STEPS if work.event.kind is EventKind.PRE else post.STEPS
-    if work.resume and work.resume not in {step.name for step in steps}:
-        _drop_unreadable(runtime, body, f"message.resume: the {work.event.kind.value} phase has no step "
-                                        f"{work.resume!r}")
+    known = {step.name for step in steps}
+    unknown = [(field, name) for field, names in (("resume", (work.resume,)), ("done", work.done))
+               for name in names if name and name not in known]
+    if unknown:
+        field, name = unknown[0]
+        _drop_unreadable(runtime, body, f"message.{field}: the {work.event.kind.value} phase has no step {name!r}")
         return None
     with telemetry.scope(correlation_id=work.event.correlation_id, phase=work.event.kind.value):
         return _run(runtime, work, dequeue_count)

@@ -3,6 +3,7 @@ alerts kept on a run (`alerts`)."""
 
 from __future__ import annotations
 
+from handlers.ledger.records import HEALTH_FIELDS, PATCH_FIELDS, RESTORE_FIELDS
 from handlers.ledger.store import (
     ALERTS_PARTITION,
     PHASE_LEASE,
@@ -19,5 +20,6 @@ from handlers.ledger.store import (
     run_key,
 )
 
-__all__ = ["ALERTS_PARTITION", "PHASE_LEASE", "REJECTED_PARTITION", "AcceptOutcome", "Ledger", "LeaseLostError",
+__all__ = ["ALERTS_PARTITION", "HEALTH_FIELDS", "PATCH_FIELDS", "PHASE_LEASE", "REJECTED_PARTITION", "RESTORE_FIELDS",
+           "AcceptOutcome", "Ledger", "LeaseLostError",
            "MachineRecord", "PhaseBusy", "PhaseClaim", "PhaseStatus", "SnapshotRecord", "machine_row_key", "run_key"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Protocol
@@ -28,9 +28,12 @@ class _Row:
     def row_key(self) -> str:
         raise NotImplementedError
 
-    def to_entity(self, partition: str) -> dict[str, Any]:
+    def to_entity(self, partition: str, *, only: Collection[str] = ()) -> dict[str, Any]:
+        """The row as a table entity; with `only`, just those fields (and the keys)."""
         entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": self.row_key()}
         for f in fields(self):  # type: ignore[arg-type]
+            if only and f.name not in only:
+                continue
             value = getattr(self, f.name)
             if f.name != "etag" and value is not None and not (value == "" and f.name in _SPARSE):
                 entity[_column(f.name)] = value
@@ -100,6 +103,13 @@ class MachineRecord(_Row):
 
     def row_key(self) -> str:
         return machine_row_key(self.resource_id)
+
+
+# The columns each post-phase step owns: steps that run beside each other store only their own,
+# so that one step's row, read before the other wrote, never puts the other's back as it was.
+RESTORE_FIELDS = ("restore_action", "restore_outcome", "restore_detail", "restored_at")
+PATCH_FIELDS = tuple(f.name for f in fields(MachineRecord) if f.name.startswith("patch_"))
+HEALTH_FIELDS = ("health", "health_detail")
 
 
 @dataclass(frozen=True, slots=True)

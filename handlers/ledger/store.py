@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -139,13 +139,14 @@ class Ledger(PhaseRows):
 
         yield from self._in_order(insert, _chunks(list(records)))
 
-    def save_rows(self, correlation_id: str, records: Iterable[_Row]) -> None:
-        """Merge many rows, 100 per transaction (the Table service's batch limit)."""
+    def save_rows(self, correlation_id: str, records: Iterable[_Row], *, only: Collection[str] = ()) -> None:
+        """Merge many rows, 100 per transaction (the Table service's batch limit); with `only`, just
+        those fields of each (the row's other columns are left as they are)."""
         partition = run_key(correlation_id)
 
         def merge(chunk: list[_Row]) -> None:
             self._table.submit_transaction(
-                [("upsert", r.to_entity(partition), {"mode": UpdateMode.MERGE}) for r in chunk])
+                [("upsert", r.to_entity(partition, only=only), {"mode": UpdateMode.MERGE}) for r in chunk])
 
         for _ in self._in_order(merge, _chunks(list(records))):
             pass

@@ -155,8 +155,8 @@ def run_claimed(
         # finds the phase claimable and runs from its own step again.
         _release(runtime, heartbeat.stop(), "", log, status=PhaseStatus.CONTINUED, resume=later.step)
         log.info("%s goes on at step %s in a new invocation (%s)", what, later.step, later)
-        send_work(runtime.work_queue(), replace(message, resume=later.step, rounds=message.rounds + 1,
-                                                takeovers=0))
+        send_work(runtime.work_queue(), replace(message, resume=later.step, done=later.done,
+                                                rounds=message.rounds + 1, takeovers=0))
         return None
     except LeaseLostError:
         heartbeat.stop()

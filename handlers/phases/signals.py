@@ -16,8 +16,9 @@ class DeferredError(Exception):
 
 class ContinueLater(Exception):  # noqa: N818 - a signal, not an error
     """Resume the phase at step `step` in a new work message (this invocation's time is spent, or
-    the step runs in an invocation of its own)."""
+    the step runs in an invocation of its own); `done`: the steps after it that finished here."""
 
-    def __init__(self, step: str, reason: str) -> None:
+    def __init__(self, step: str, reason: str, *, done: tuple[str, ...] = ()) -> None:
         super().__init__(reason)
         self.step = step
+        self.done = done

@@ -14,6 +14,13 @@ step, what the steps themselves never branch on:
   hands the rest of the phase to a work message that resumes there, so no invocation has to hold
   one step's long wait and the next one's too. A step that runs out of its invocation's time
   raises `ContinueLater` to be resumed the same way;
+- **steps beside**: a step marked `beside` runs in a thread of its own while the steps after it
+  go on: they start once it calls `run.go_on()` (say, when its requests are out and only its
+  waiting is left) or ends. A later step that names it in `waits_for` starts once it has ended,
+  and every one has ended before the invocation does. A step beside shares the run's summary and
+  state, so it writes only what is its own (its ledger columns, its summary keys) and cannot end
+  the phase. When steps hand over (`ContinueLater`), the phase resumes at the earliest of them,
+  and the message lists the steps after it that finished here (`done`), which are not run again;
 - **telemetry**: each step runs in a span named after it, whose attributes say the run, phase,
   step and how it ended (`StepOutcome`); the step's log lines and the spans of its Azure calls
   carry the same (`handlers.core.telemetry`).
@@ -24,8 +31,10 @@ Adding a step is one new module with its function(s) and one `Step(...)` line in
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -94,6 +103,12 @@ class Step(Generic[S]):
     essential: bool = True
     scopes: frozenset[Scope] = EVERYWHERE
     in_new_message: bool = False
+    beside: bool = False  # runs in a thread beside the steps after it (the module docstring)
+    waits_for: tuple[str, ...] = ()  # steps beside that must have ended before this one starts
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass
@@ -111,6 +126,8 @@ class PhaseRun(Generic[S]):
     summary: dict[str, Any] = field(default_factory=dict)
     ended: Ended | None = None  # set by a step that ends the phase here
     failures: dict[str, str] = field(default_factory=dict)  # step -> error, for the non-essential ones
+    # A step beside calls this when the steps after it may start (a no-op for the others).
+    go_on: Callable[[], None] = field(default=_nothing, repr=False)
 
     @property
     def event(self) -> MaintenanceEvent:
@@ -130,20 +147,92 @@ class PhaseRun(Generic[S]):
         self.summary.update(summary)
 
 
-def run_steps(steps: Sequence[Step[S]], run: PhaseRun[S], *, resume: str = "") -> None:
-    """Run the steps for `run.scope`, in order, from `resume` (a step's name) when given."""
+def run_steps(steps: Sequence[Step[S]], run: PhaseRun[S], *, resume: str = "", done: Sequence[str] = ()) -> None:
+    """Run the steps for `run.scope`, in order, from `resume` (a step's name) when given, leaving
+    out those in `done` (they finished in an earlier invocation)."""
     chosen = [step for step in steps if run.scope in step.scopes]
     names = [step.name for step in chosen]
-    if resume and resume not in names:
-        raise ValueError(f"work message resumes at step {resume!r}, which the {chosen[0].phase} phase does not have")
+    for name in (resume, *done):
+        if name and name not in names:
+            raise ValueError(f"work message resumes at step {name!r}, which the {chosen[0].phase} phase does not have")
     start = names.index(resume) if resume else 0
-    for index, step in enumerate(chosen[start:], start):
-        if run.ended:
-            return
-        if step.in_new_message and index > start:
-            raise ContinueLater(step.name, f"{step.name} runs in an invocation of its own")
-        with telemetry.step_span(step.name, phase=step.phase) as span:
-            span.set_attribute(telemetry.OUTCOME, _run_step(step, run, span))
+    beside = _Beside(run)
+    handed: list[ContinueLater] = []
+    try:
+        for index, step in enumerate(chosen[start:], start):
+            if run.ended:
+                break
+            if step.name in done:
+                continue
+            if step.in_new_message and index > start:
+                raise ContinueLater(step.name, f"{step.name} runs in an invocation of its own")
+            _raise_first(beside.join(step.waits_for), names)
+            if step.beside:
+                beside.start(step)
+                continue
+            with telemetry.step_span(step.name, phase=step.phase) as span:
+                span.set_attribute(telemetry.OUTCOME, _run_step(step, run, span))
+            beside.finished.append(step.name)
+    except ContinueLater as later:
+        handed.append(later)
+    finally:
+        # Nothing beside outlives the loop (on a failure too: it uses this invocation's clients).
+        errors = beside.join(names)
+    _raise_first([*errors, *handed], names, finished=[*done, *beside.finished])
+
+
+def _raise_first(errors: Sequence[BaseException], names: list[str], *, finished: Sequence[str] = ()) -> None:
+    """Raise a failure among `errors` if there is one; else hand the phase over at the earliest of
+    the steps that handed over, with the steps after it that `finished` here."""
+    for error in errors:
+        if not isinstance(error, ContinueLater):
+            raise error
+    handed = [error for error in errors if isinstance(error, ContinueLater)]
+    if handed:
+        first = min(handed, key=lambda later: names.index(later.step))
+        after = names.index(first.step)
+        raise ContinueLater(first.step, str(first), done=tuple(
+            name for name in names[after + 1:] if name in finished or name in first.done))
+
+
+class _Beside:
+    """The steps running beside the others in this invocation."""
+
+    def __init__(self, run: PhaseRun[Any]) -> None:
+        self.run = run
+        self.running: dict[str, Future[None]] = {}
+        self.finished: list[str] = []  # the steps that ended here (not handed over), in order
+        self._pool: telemetry.InvocationPool | None = None
+
+    def start(self, step: Step[Any]) -> None:
+        """Run `step` in a thread; return once it says the steps after it may start, or ends."""
+        may_go_on = threading.Event()
+        view = replace(self.run, go_on=may_go_on.set)
+
+        def body() -> None:
+            try:
+                with telemetry.step_span(step.name, phase=step.phase) as span:
+                    span.set_attribute(telemetry.OUTCOME, _run_step(step, view, span))
+                self.finished.append(step.name)
+            finally:
+                may_go_on.set()
+
+        if self._pool is None:
+            self._pool = telemetry.InvocationPool(max_workers=4, thread_name_prefix="beside")
+        self.running[step.name] = self._pool.submit(body)
+        may_go_on.wait()
+
+    def join(self, names: Sequence[str]) -> list[BaseException]:
+        """Wait for those of `names` running beside; what they raised (handing over included)."""
+        errors = []
+        for name in names:
+            future = self.running.pop(name, None)
+            if future is not None and future.exception() is not None:
+                errors.append(future.exception())
+        if not self.running and self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        return [e for e in errors if e is not None]
 
 
 def _run_step(step: Step[S], run: PhaseRun[S], span: Span) -> str:

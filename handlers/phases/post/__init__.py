@@ -1,10 +1,14 @@
 """The post phase: its steps, in order.
 
-`retention` begins an invocation of its own (`in_new_message`): the restores may wait for up to
-MAINTENANCE_RESTORE_TIMEOUT_SECONDS, over as many invocations as that takes, and what follows
-them gets a whole invocation's time. `start-services` and the steps after `restore-power` are not
-essential: a failure there is recorded on the run and the steps after it (the restores, the report,
-the notifications) still run.
+`restore-power`, `retention` and `health` run beside the steps after them (`Step.beside`):
+once the restores are sent (they come first: they are what is billed), the deletes go out on
+ARM's delete budget, which nothing else here uses, and the patch results, the health checks
+(reads) and the tags go on while the VMs go down (the tags' writes after the restores' in ARM's
+write budget). `report` starts when all three have ended. `start-services`
+and the steps after `restore-power` are not essential: a failure there is recorded on the run
+and the steps after it (the report, the notifications) still run. A step that runs out of its
+invocation's time (the restores may wait for up to MAINTENANCE_RESTORE_TIMEOUT_SECONDS) hands the
+phase to a new invocation, which leaves out the steps that finished.
 """
 
 from __future__ import annotations
@@ -38,14 +42,15 @@ STEPS: list[Step[PostWork]] = [
          essential=False, settings=("MAINTENANCE_GUEST_ACTIONS", "MAINTENANCE_SCRIPT_FOLDER",
                                     "MAINTENANCE_SCRIPT_CONTAINER", "MAINTENANCE_SCRIPT_TIMEOUT_SECONDS"),
          permissions=RUN_COMMANDS, records=("machine-*", "GuestPostDeadline")),
-    Step("restore-power", "post", restore_power, "put back exactly the VMs the pre phase started",
+    Step("restore-power", "post", restore_power, "put back exactly the VMs the pre phase started (deallocations "
+         "first); once they are sent, the steps after it go on while it waits", beside=True,
          preview=preview_restore, changes=True,
          settings=("MAINTENANCE_RESTORE_VMS", "MAINTENANCE_RESTORE_TIMEOUT_SECONDS", "MAINTENANCE_PARALLELISM"),
          permissions=("Microsoft.Compute/virtualMachines/deallocate/action",
                       "Microsoft.Compute/virtualMachines/powerOff/action"),
          records=("machine-*", "RestoreDeadline", "RestoreSummary", "alert-left-running")),
-    Step("retention", "post", run_retention, "delete this toolkit's expired snapshots (not those of failed runs)",
-         preview=preview_retention, changes=True, essential=False, in_new_message=True,
+    Step("retention", "post", run_retention, "delete this toolkit's expired snapshots (not those of failed runs), "
+         "beside the steps after it", preview=preview_retention, changes=True, essential=False, beside=True,
          settings=("MAINTENANCE_SNAPSHOT_RETENTION_DAYS",), permissions=("Microsoft.Compute/snapshots/delete",),
          records=("RetentionSeen", "RetentionExpired", "RetentionDeleted", "RetentionFailed")),
     Step("patch-results", "post", read_patch_results, "read what Update Manager installed in each machine, until "
@@ -53,17 +58,18 @@ STEPS: list[Step[PostWork]] = [
          settings=("MAINTENANCE_PATCH_RESULTS_WAIT_SECONDS",), permissions=PATCH_RESULTS_READ,
          records=("machine-*", "PatchResultsWaited", "PatchSummary")),
     Step("health", "post", check_health, "check the machines are healthy after patching (running again, VM agent "
-         "Ready, the http probe), rechecking the failing ones until the wait is over; name the rollback candidates",
-         essential=False, settings=("MAINTENANCE_POST_CHECKS", "MAINTENANCE_POST_CHECK_WAIT_SECONDS",
-                                    "MAINTENANCE_HTTP_PROBE_URL", "MAINTENANCE_HTTP_PROBE_TIMEOUT_SECONDS",
-                                    "MAINTENANCE_POLL_INTERVAL_SECONDS"),
+         "Ready, the http probe), rechecking the failing ones until the wait is over; name the rollback candidates; "
+         "beside the steps after it", essential=False, beside=True,
+         settings=("MAINTENANCE_POST_CHECKS", "MAINTENANCE_POST_CHECK_WAIT_SECONDS", "MAINTENANCE_HTTP_PROBE_URL",
+                   "MAINTENANCE_HTTP_PROBE_TIMEOUT_SECONDS", "MAINTENANCE_POLL_INTERVAL_SECONDS"),
          permissions=("Microsoft.Compute/virtualMachines/instanceView/read", "Microsoft.ResourceGraph/resources/read"),
          records=("machine-*", "HealthWaited", "HealthSummary")),
     Step("tags", "post", stamp_tags, "stamp each machine with the run's time and its patch status (merged: no other "
          "tag is touched)", preview=preview_tags, changes=True, essential=False, settings=("MAINTENANCE_RESULT_TAGS",),
          permissions=("Microsoft.Resources/tags/write",), records=("TagsStamped", "TagsFailed")),
-    Step("report", "post", write_report, "write the run's report (JSON and HTML) to the app's storage",
-         essential=False, settings=("MAINTENANCE_REPORT_CONTAINER",), records=("ReportUrl", "ReportJsonUrl")),
+    Step("report", "post", write_report, "once the restores, retention and health have ended, write the run's report "
+         "(JSON and HTML) to the app's storage", essential=False, waits_for=("restore-power", "retention", "health"),
+         settings=("MAINTENANCE_REPORT_CONTAINER",), records=("ReportUrl", "ReportJsonUrl")),
 ]
 
 # A post phase that never reaches `report` still gets one (the listener writes it at the phase's end);
@@ -77,7 +83,7 @@ def run_post(runtime: Runtime, work: WorkMessage, log: RunLogger, *,
              beat: Heartbeat | None = None) -> PhaseRun[PostWork]:
     """The post phase's steps, from the step the message resumes at."""
     run = PhaseRun(runtime, work, log, Scope.WHOLE, PostWork(), invocation_end=invocation_end(runtime), beat=beat)
-    run_steps(STEPS, run, resume=work.resume)
+    run_steps(STEPS, run, resume=work.resume, done=work.done)
     if "restore" not in run.summary:  # the restores ended in an earlier invocation: the phase's summary has them
         recorded = (runtime.ledger.get_run(work.event.correlation_id) or {}).get("RestoreSummary")
         if isinstance(recorded, str) and recorded:

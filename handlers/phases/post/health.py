@@ -37,7 +37,7 @@ from handlers.core.bounds import truncate_utf16, utf16_units
 from handlers.core.events import RunStatus
 from handlers.core.settings import Settings
 from handlers.core.status import Outcome
-from handlers.ledger import MachineRecord, SnapshotRecord
+from handlers.ledger import HEALTH_FIELDS, MachineRecord, SnapshotRecord
 from handlers.phases.post.restore import power_after, started_by_toolkit
 from handlers.phases.post.state import PostWork
 from handlers.phases.signals import ContinueLater
@@ -79,14 +79,16 @@ def rollback_snapshot_ids(snapshots: Iterable[SnapshotRecord]) -> dict[str, list
 
 
 def check_health(run: PhaseRun[PostWork]) -> None:
+    run.go_on()  # beside the steps after it from the start: its reads draw on no budget they need
     runtime, event, log = run.runtime, run.event, run.log
     settings, ledger, clock = runtime.settings, runtime.ledger, runtime.clock
     checks = settings.health.checks
     if not checks:
         log.info("MAINTENANCE_POST_CHECKS is none: health after patching is not checked")
         return
-    run.state.records = ledger.list_machines(event.correlation_id)
-    subjects = {r.resource_id.lower(): r for r in run.state.records if _checked(r, checks)}
+    # Its own read of the machines, not `run.state.records`: the step runs beside the others.
+    records = ledger.list_machines(event.correlation_id)
+    subjects = {r.resource_id.lower(): r for r in records if _checked(r, checks)}
     # A machine that passed in an earlier invocation of this step stays passed.
     due = {key: r for key, r in subjects.items() if r.health != PASSED}
     probing = "http-probe" in checks
@@ -121,7 +123,7 @@ def check_health(run: PhaseRun[PostWork]) -> None:
     failed = [replace(r, health=FAILED, health_detail=truncate_utf16("\n".join(reasons[key]), DETAIL_UNITS))
               for key, r in due.items()]
     # A machine checked in an earlier attempt that is not checked now (the settings changed) says so.
-    stale = [replace(r, health="", health_detail="") for r in run.state.records
+    stale = [replace(r, health="", health_detail="") for r in records
              if r.health and r.resource_id.lower() not in subjects]
     _save(run, [*passed, *failed, *stale])
     snapshots = rollback_snapshot_ids(ledger.list_snapshots(event.correlation_id))
@@ -200,10 +202,8 @@ def _probe(settings: Settings) -> str:
 
 
 def _save(run: PhaseRun[PostWork], rows: list[MachineRecord]) -> None:
-    """Store the rows, and keep the phase's view of its machines (`run.state.records`) current."""
-    run.runtime.ledger.save_rows(run.event.correlation_id, rows)
-    saved = {r.resource_id.lower(): r for r in rows}
-    run.state.records = [saved.get(r.resource_id.lower(), r) for r in run.state.records]
+    """Store the health columns of the rows (the other steps' columns are theirs)."""
+    run.runtime.ledger.save_rows(run.event.correlation_id, rows, only=HEALTH_FIELDS)
 
 
 def _summarize(run: PhaseRun[PostWork], checks: tuple[str, ...], checked: int, failed: list[MachineRecord],

@@ -17,7 +17,7 @@ from dataclasses import asdict, replace
 
 from handlers.adapters.patch_results import PatchResult, find_patch_results
 from handlers.core.events import RunStatus
-from handlers.ledger import MachineRecord
+from handlers.ledger import PATCH_FIELDS, MachineRecord
 from handlers.phases.post.state import PostWork
 from handlers.phases.signals import ContinueLater
 from handlers.phases.steps import PhaseRun
@@ -73,7 +73,7 @@ def read_patch_results(run: PhaseRun[PostWork]) -> None:
 
 def _save(run: PhaseRun[PostWork], rows: list[MachineRecord]) -> None:
     """Store the rows, and keep the phase's view of its machines (`run.state.records`) current."""
-    run.runtime.ledger.save_rows(run.event.correlation_id, rows)
+    run.runtime.ledger.save_rows(run.event.correlation_id, rows, only=PATCH_FIELDS)
     saved = {r.resource_id.lower(): r for r in rows}
     run.state.records = [saved.get(r.resource_id.lower(), r) for r in run.state.records]
 

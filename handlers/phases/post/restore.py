@@ -15,7 +15,12 @@ invocation, which follows them (their state is read back; nothing is sent twice 
 effect). What is still running at the restore deadline is alerted, by name. Waves
 (`maintenance-wave`) go down in reverse order: the highest wave first, each lower one once every
 restore of the wave above it has ended (a restore that keeps failing holds the waves below it
-until the restore deadline, then they are alerted with it).
+until the restore deadline, then they are alerted with it). Within a wave the deallocations go
+out first: they take longest.
+
+The step runs beside the ones after it (`Step.beside`): once its requests are out, the steps
+after it go on while it waits. So it keeps its own list of the run's machines (not
+`run.state.records`) and stores only its columns of their rows (RESTORE_FIELDS).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from handlers.adapters.inventory import RunMachine, get_vm_views
 from handlers.adapters.operations import describe_error, run_operations
 from handlers.adapters.power import RESTORE_ACTIONS, power_operation
 from handlers.core.status import Outcome, PreAction
-from handlers.ledger import MachineRecord
+from handlers.ledger import RESTORE_FIELDS, MachineRecord
 from handlers.ledger.alerts import AlertKind, raise_alert
 from handlers.phases.chains import Chain, Waves, waves_of
 from handlers.phases.guest import machine_of
@@ -46,6 +51,7 @@ _ALREADY_DONE = {"deallocate": {"deallocated"}, "power-off": {"stopped", "deallo
 
 @dataclass
 class _Plan:
+    records: list[MachineRecord]  # every machine of the run, as the ledger had them
     started: list[MachineRecord] = field(default_factory=list)  # restores still to settle
     settled: list[MachineRecord] = field(default_factory=list)  # needing nothing (already back, no action)
     actions: list[tuple[RunMachine, str, MachineRecord]] = field(default_factory=list)
@@ -59,22 +65,24 @@ def restore_power(run: PhaseRun[PostWork]) -> None:
         return
     if not runtime.settings.restore_vms:
         log.info("MAINTENANCE_RESTORE_VMS is false: leaving %d started VM(s) running", len(plan.started))
-        _save(run, [replace(r, restore_action="none", restore_outcome=Outcome.SKIPPED.value,
-                            restore_detail="MAINTENANCE_RESTORE_VMS is false") for r in plan.started], "disabled")
+        plan.settled = [replace(r, restore_action="none", restore_outcome=Outcome.SKIPPED.value,
+                                restore_detail="MAINTENANCE_RESTORE_VMS is false") for r in plan.started]
+        _save(run, plan, "disabled")
         return
     deadline = _restore_deadline(run)
     wait_until = min(deadline, run.invocation_end)
     issued = [replace(r, restore_action=a, restore_outcome=Outcome.ISSUED.value) for _, a, r in plan.actions
               if r.restore_outcome != Outcome.ISSUED]
-    ledger.save_rows(event.correlation_id, issued)
+    ledger.save_rows(event.correlation_id, issued, only=RESTORE_FIELDS)
     # A restore an earlier invocation sent is followed (its state read back), not sent again.
     # Waves go down in reverse: wave k's restores once every restore of wave k+1 has ended.
     waves = Waves(waves_of(((r.wave, Chain(r.resource_id.lower(), [replace(
         power_operation(runtime.clients, m, a, persistent=True), follow_only=r.restore_outcome == Outcome.ISSUED)]))
         for m, a, r in plan.actions), descending=True), strict=False, halted=lambda: "")
     waves.open()
+    # Once the requests are out, the steps after this one go on while it waits.
     results = run_operations(runtime.clients, waves.first(), parallelism=runtime.settings.parallelism,
-                             deadline=wait_until, log=log, progress=runtime.progress)
+                             deadline=wait_until, log=log, progress=runtime.progress, sent=run.go_on)
     still_running = []
     for _, action, record in plan.actions:
         result = results.get(record.resource_id.lower())
@@ -87,7 +95,7 @@ def restore_power(run: PhaseRun[PostWork]) -> None:
             plan.settled.append(replace(record, restore_action=action, restore_outcome=result.outcome,
                                         restore_detail=result.detail, restored_at=result.finished_at))
     if still_running:
-        ledger.save_rows(event.correlation_id, plan.settled)
+        ledger.save_rows(event.correlation_id, plan.settled, only=RESTORE_FIELDS)
         raise ContinueLater(STEP, f"{len(still_running)} restore(s) still running when this invocation's time ran "
                                   f"out; the restore deadline is {deadline.isoformat()}")
     failed = [r for r in plan.settled if r.restore_outcome in (Outcome.FAILED, Outcome.TIMED_OUT)]
@@ -96,7 +104,7 @@ def restore_power(run: PhaseRun[PostWork]) -> None:
         raise_alert(ledger, event.correlation_id, AlertKind.LEFT_RUNNING,
                     f"{len(failed)} VM(s) this toolkit started could not be put back by the deadline and may still "
                     f"be running (billed): {names}", machines=[r.resource_id for r in failed])
-    _save(run, plan.settled, "failed" if failed else "ok")
+    _save(run, plan, "failed" if failed else "ok")
 
 
 def preview_restore(run: PhaseRun[PostWork]) -> None:
@@ -108,7 +116,7 @@ def preview_restore(run: PhaseRun[PostWork]) -> None:
         run.log.info("dry run: would %s %s (was %s before the run)", action, machine.resource_id,
                      record.original_power_state)
         plan.settled.append(replace(record, restore_action=action, restore_outcome=Outcome.PLANNED.value))
-    _save(run, plan.settled, "ok")
+    _save(run, plan, "ok")
 
 
 def _plan(run: PhaseRun[PostWork]) -> _Plan | None:
@@ -117,13 +125,13 @@ def _plan(run: PhaseRun[PostWork]) -> _Plan | None:
     if run.state.nothing_to_restore:
         return None
     records = runtime.ledger.list_machines(event.correlation_id)
-    run.state.records = records
     if not records:
         log.info("the pre event recorded no machines; nothing to restore")
         run.summary.update(restore="nothing-recorded", machines=0)
         return None
-    plan = _Plan(started=[r for r in records if (started_by_toolkit(r) or r.after_action in ("deallocate", "stop"))
-                          and r.restore_outcome not in (Outcome.SUCCEEDED, Outcome.SKIPPED)])
+    plan = _Plan(records, started=[
+        r for r in records if (started_by_toolkit(r) or r.after_action in ("deallocate", "stop"))
+        and r.restore_outcome not in (Outcome.SUCCEEDED, Outcome.SKIPPED)])
     if not runtime.settings.restore_vms:
         return plan
     try:
@@ -147,6 +155,7 @@ def _plan(run: PhaseRun[PostWork]) -> _Plan | None:
                                         restore_detail=f"already {state}"))
         else:
             plan.actions.append((machine_of(record), action, record))
+    plan.actions.sort(key=lambda item: item[1] != "deallocate")  # the longest first, in order otherwise
     return plan
 
 
@@ -184,15 +193,14 @@ def _restore_deadline(run: PhaseRun[PostWork]) -> datetime:
     return deadline
 
 
-def _save(run: PhaseRun[PostWork], settled: list[MachineRecord], restored: str) -> None:
-    run.runtime.ledger.save_rows(run.event.correlation_id, settled)
-    merged = {r.resource_id.lower(): r for r in run.state.records}
-    merged.update({r.resource_id.lower(): r for r in settled})
-    run.state.records = list(merged.values())
+def _save(run: PhaseRun[PostWork], plan: _Plan, restored: str) -> None:
+    run.runtime.ledger.save_rows(run.event.correlation_id, plan.settled, only=RESTORE_FIELDS)
+    merged = {r.resource_id.lower(): r for r in plan.records}
+    merged.update({r.resource_id.lower(): r for r in plan.settled})
     outcomes: dict[str, int] = {}
-    for record in run.state.records:
+    for record in merged.values():
         if record.restore_outcome:
             outcomes[record.restore_outcome] = outcomes.get(record.restore_outcome, 0) + 1
-    summary: dict[str, Any] = {"machines": len(run.state.records), "restore_outcomes": outcomes, "restore": restored}
+    summary: dict[str, Any] = {"machines": len(merged), "restore_outcomes": outcomes, "restore": restored}
     run.summary.update(summary)
     run.runtime.ledger.update_run(run.event.correlation_id, {"RestoreSummary": json.dumps(summary, sort_keys=True)})

@@ -29,6 +29,7 @@ TOOLKIT_SNAPSHOTS_QUERY = f"""resources
 
 
 def run_retention(run: PhaseRun[PostWork]) -> None:
+    run.go_on()  # beside the steps after it from the start: nothing else draws on ARM's delete budget
     runtime = run.runtime
     counts, expired = _expired(run)
     if expired:
@@ -44,6 +45,7 @@ def run_retention(run: PhaseRun[PostWork]) -> None:
 
 def preview_retention(run: PhaseRun[PostWork]) -> None:
     """A dry run: the expired snapshots that would be deleted."""
+    run.go_on()
     counts, expired = _expired(run)
     for row in expired:
         run.log.info("dry run: would delete expired snapshot %s", row.get("id"))
