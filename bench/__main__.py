@@ -1,10 +1,11 @@
-"""Benchmark the pre event at fleet scale: `python -m bench [--sizes 10,100,1000,5000]`.
+"""Benchmark a maintenance run at fleet scale: `python -m bench [--sizes 10,100,1000,5000]`.
 
 For each fleet size, in a fresh interpreter each: the app's real pre-event pipeline (the event
 delivered to `pre_maintenance`, the queued work run by `maintenance_worker`) against the emulator
-in throttling mode, then the documented sample's strategy (the baseline) against a fresh
-emulator with the same fleet. Prints tables and PASS/FAIL per target; writes
-bench/results/latest.json and bench/results/makespan.png. See bench/README.md.
+in throttling mode and, after the window, its post phase (bench/post.py); then the documented
+sample's strategy (the baseline) against a fresh emulator with the same fleet. Prints tables and
+PASS/FAIL per target; writes bench/results/latest.json and bench/results/makespan.png. See
+bench/README.md.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(default per size: see bench/fleet.py default_time_scale)")
     parser.add_argument("--baseline-time-scale", type=float, help="the same for the baseline runs")
     parser.add_argument("--no-baseline", action="store_true", help="skip the documented-sample baseline")
+    parser.add_argument("--no-post", action="store_true", help="skip the post phase after each app run (bench/post.py)")
     parser.add_argument("--no-edge", action="store_true", help="skip the edge under storage faults (bench/edge.py)")
     parser.add_argument("--baseline-in-flight", type=int, default=5, help="starts in flight in the baseline (5)")
     defaults = Profile()
@@ -53,8 +55,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--deallocate-seconds", type=float, default=defaults.deallocate, help="deallocate (90)")
     parser.add_argument("--power-off-seconds", type=float, default=defaults.power_off, help="power off (30)")
     parser.add_argument("--snapshot-seconds", type=float, default=defaults.snapshot, help="incremental snapshot (30)")
+    parser.add_argument("--delete-snapshot-seconds", type=float, default=defaults.delete_snapshot,
+                        help="snapshot delete, in the post phase (10)")
     parser.add_argument("--poll-interval", type=int, default=defaults.poll_interval,
                         help="MAINTENANCE_POLL_INTERVAL_SECONDS in simulated seconds (15, as in production)")
+    parser.add_argument("--subscriptions", type=int, default=0, metavar="N",
+                        help="subscriptions every fleet spans (default by size: 10 -> 1, 100 -> 2, larger -> 4)")
     parser.add_argument("--off-fraction", type=float, default=defaults.off_fraction,
                         help="share of the fleet that is off, half stopped and half deallocated (0.6)")
     parser.add_argument("--guest-size", type=int, default=1000, metavar="SIZE",
@@ -87,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     profile = Profile(latency=args.latency, start=args.start_seconds, deallocate=args.deallocate_seconds,
                       power_off=args.power_off_seconds, snapshot=args.snapshot_seconds,
+                      delete_snapshot=args.delete_snapshot_seconds,
                       poll_interval=args.poll_interval, off_fraction=args.off_fraction,
+                      subscriptions=args.subscriptions,
                       script_seconds=args.script_seconds)
     from emulator.azurite import AzuriteStartError, AzuriteUnavailableError, start_azurite
 
@@ -114,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         results["cold_import"] = cold_import(args.cold_import_runs)
         for size in args.sizes:
             scale = args.time_scale or default_time_scale(size)
-            _progress(f"app      {size:>5} machines, {subscription_count(size)} subscription(s), time scale {scale}")
+            subscriptions = subscription_count(size, args.subscriptions)
+            _progress(f"app      {size:>5} machines, {subscriptions} subscription(s), time scale {scale}")
             results["app"].append(run_child("app", size, scale, profile, env, args))
             _progress_done(results["app"][-1])
             if not args.no_baseline:
@@ -127,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             guest = replace(profile, guest_fraction=args.guest_fraction)
             _progress(f"in-guest {args.guest_size:>5} machines, {args.guest_fraction:.0%} with a "
                       f"{guest.script_seconds:.0f} s stop-services script, time scale {scale}")
-            results["guest"] = run_child("app", args.guest_size, scale, guest, env, args)
+            results["guest"] = run_child("app", args.guest_size, scale, guest, env, args, extra=["--no-post"])
             _progress_done(results["guest"])
         if args.profile:
             scale = args.time_scale or default_time_scale(args.profile)
@@ -174,7 +183,7 @@ def _child_command(mode: str, size: int, scale: float, profile: Profile, args: a
                    out: str) -> list[str]:
     return [sys.executable, "-m", "bench.child", "--mode", mode, "--size", str(size), "--time-scale", str(scale),
             "--profile", json.dumps(asdict(profile)), "--in-flight", str(args.baseline_in_flight),
-            "--log-level", args.log_level, "--out", out]
+            "--log-level", args.log_level, "--out", out] + (["--no-post"] if args.no_post else [])
 
 
 def run_child(mode: str, size: int, scale: float, profile: Profile, env: dict[str, str],
@@ -283,6 +292,10 @@ def _progress_done(result: dict[str, Any]) -> None:
     print(f"[bench]   makespan {done['makespan']:.1f} s simulated (bound {result['bound']['total']:.1f}); "
           f"wall {result['wall']:.1f} s, cpu {result['cpu']:.1f} s; child {result.get('child_seconds', 0):.1f} s",
           file=sys.stderr, flush=True)
+    post = result.get("post")
+    if post:
+        print(f"[bench]   post: makespan {post['makespan']:.1f} s simulated (bound {post['bound']['total']:.1f}); "
+              f"wall {post['wall']:.1f} s, cpu {post['cpu']:.1f} s", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

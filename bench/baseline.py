@@ -69,7 +69,7 @@ def strategy_floor(fleet: list[Machine], profile: Profile, in_flight: int) -> fl
 
 
 def run_baseline(size: int, profile: Profile, time_scale: float, *, in_flight: int = 5) -> dict[str, Any]:
-    fleet = build_fleet(size, profile.off_fraction)
+    fleet = build_fleet(size, profile.off_fraction, subscriptions=profile.subscriptions)
     clock = RescalableClock(max(time_scale, READ_PHASE_TIME_SCALE))
     emulator, ids = make_emulator(fleet, profile, time_scale, clock=clock)
     credential = StaticCredential()

@@ -153,3 +153,102 @@ def lower_bound(
     issue_total = _graph_seconds(issue_queries, latency, buckets) + max(issue, default=0.0)
     return Bound(total=total, graph_queries=queries, graph_seconds=graph_seconds,
                  per_subscription=per_subscription, limiting=limiting.get(slowest, "-"), issue_formula=issue_total)
+
+
+# The post phase (module docstring of `post_bound`).
+
+
+@dataclass(frozen=True)
+class PostWork:
+    """What one subscription's share of the post phase needs."""
+
+    deallocates: int = 0  # restores of VMs that were deallocated
+    power_offs: int = 0  # restores of VMs that were stopped
+    deletes: int = 0  # expired snapshots of earlier runs
+    tags: int = 0  # machines whose result tags are written
+    checks: int = 0  # machines expected on after the run (their instance view is read)
+
+
+def post_bound(
+    work: Mapping[str, PostWork],
+    *,
+    machines: int,
+    snapshots: int,
+    deallocate_seconds: float,
+    power_off_seconds: float,
+    delete_seconds: float,
+    latency: float,
+    buckets: Mapping[str, BucketSpec] = DEFAULT_BUCKETS,
+) -> Bound:
+    """The post phase's lower bound: no client can finish the restores, the deletes and the tags sooner.
+
+    Per subscription s, with D_s deallocates, O_s power offs (R_s = D_s + O_s restores), X_s
+    snapshot deletes, T_s tag writes and C_s instance-view reads:
+
+        restores and tags are ARM writes B(200, 10/s); deallocates also draw on compute Delete VM
+        B(1500, 500/min), power offs on Update VM B(1500, 500/min); deletes on ARM deletes
+        B(200, 10/s). Writes are granted one after another, so the best order sends the longest
+        operations first (an exchange argument: swapping a longer operation to an earlier token
+        never ends later): the deallocates, then the power offs, then the tags, which end when
+        they are answered. With the durations D_deallocate >= D_power_off:
+
+        T_restore(s) = max( max(t(D_s; write), t(D_s; delete VM)) + D_deallocate,
+                            max(t(R_s; write), t(O_s; update VM)) + D_power_off )
+        T_tags(s)    = max( t(R_s + T_s; write), G + t(T_s; write) )
+        T_delete(s)  = G + t(X_s; delete) + D_delete
+        T_read(s)    = max( t(R_s + X_s + C_s; arm.read), t(R_s + X_s; Get operation) )
+                       (a poll per operation that sees it end, a read per machine checked)
+        T(s) = max(T_restore, T_tags, T_delete, T_read) + 2 * latency
+
+    G: the Resource Graph pages a client reads before its first delete or tag (the toolkit's
+    snapshots, the patch results), one after another against B(15, 15 per 5 s):
+    Q = ceil(snapshots / 1000) + ceil(machines / 1000). The restores need no query (the ledger
+    says what was started), so G is not added to them. bound = max over s of T(s).
+
+    Not in it: the ledger, the report's upload, the client's CPU; and the order a client keeps for
+    its own reasons (the toolkit reads patch results before it tags): those are the client's costs.
+    `issue_formula` here is what a client that runs the restores, the deletes and the tags one
+    after another cannot beat (the restores' term + the deletes' + t(T_s; write)): for comparison.
+    """
+    queries = math.ceil(snapshots / PAGE_SIZE) + math.ceil(machines / PAGE_SIZE)
+    graph_seconds = _graph_seconds(queries, latency, buckets)
+    write, delete, read = buckets["arm.write"], buckets["arm.delete"], buckets["arm.read"]
+    longer, shorter = sorted([("deallocates", deallocate_seconds, "compute.delete.subscription"),
+                              ("power offs", power_off_seconds, "compute.update.subscription")],
+                             key=lambda kind: -kind[1])
+    per_subscription: dict[str, float] = {}
+    limiting: dict[str, str] = {}
+    one_after_another: list[float] = []
+    for subscription, w in work.items():
+        counts = {"deallocates": w.deallocates, "power offs": w.power_offs}
+        restores = w.deallocates + w.power_offs
+        terms: list[tuple[float, float, str]] = []
+        before = 0
+        for name, seconds, policy in (longer, shorter):
+            count = counts[name]
+            if not count:
+                continue
+            before += count
+            for bucket, wait in (("arm.write", _t(before, write)), (policy, _t(count, buckets[policy]))):
+                terms.append((wait + seconds, wait, f"{name}: {bucket}"))
+        if w.tags:
+            for name, wait in (("tags: arm.write", _t(restores + w.tags, write)),
+                               ("tags: resource graph, arm.write", graph_seconds + _t(w.tags, write))):
+                terms.append((wait, wait, name))
+        if w.deletes:
+            wait = _t(w.deletes, delete)
+            terms.append((graph_seconds + wait + delete_seconds, wait, "deletes: arm.delete"))
+        operations = restores + w.deletes
+        wait = max(_t(operations + w.checks, read), _t(operations, buckets["compute.operation.subscription"]))
+        terms.append((wait, wait, "reads: arm.read"))
+        value, wait, name = max(terms)
+        per_subscription[subscription] = value + 2 * latency
+        limiting[subscription] = name if wait > 0 else "operation duration (no throttling wait)"
+        one_after_another.append(max((v for v, _, n in terms if n.startswith(("deallocates", "power offs"))),
+                                     default=0.0) + (graph_seconds + _t(w.deletes, delete) + delete_seconds
+                                                     if w.deletes else 0.0) + _t(w.tags, write) + 2 * latency)
+    slowest = max(per_subscription, key=lambda s: per_subscription[s], default="")
+    total = per_subscription[slowest] if slowest else 0.0
+    return Bound(total=total, graph_queries=queries, graph_seconds=graph_seconds,
+                 per_subscription=per_subscription, limiting=limiting.get(slowest, "-"),
+                 issue_formula=max(one_after_another, default=0.0))

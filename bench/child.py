@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--cpu-profile", action="store_true", help="profile the app run with yappi")
     parser.add_argument("--trace-memory", action="store_true", help="trace the app run's allocations")
+    parser.add_argument("--no-post", action="store_true", help="the pre phase only")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     profile = Profile(**json.loads(args.profile))
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             if not connection_string:
                 raise RuntimeError("BENCH_AZURITE_CONNECTION_STRING is not set (the parent starts Azurite)")
             result = run_app(args.size, profile, args.time_scale, connection_string, log_level=args.log_level,
-                             cpu_profile=args.cpu_profile, trace_memory=args.trace_memory)
+                             cpu_profile=args.cpu_profile, trace_memory=args.trace_memory,
+                             post=not args.no_post)
         else:
             from bench.baseline import run_baseline
 

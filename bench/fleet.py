@@ -23,15 +23,17 @@ class Profile:
     deallocate: float = 90.0
     power_off: float = 30.0
     snapshot: float = 30.0
+    delete_snapshot: float = 10.0
     poll_interval: int = 15  # MAINTENANCE_POLL_INTERVAL_SECONDS, simulated (the transport scales sleeps)
     off_fraction: float = 0.6  # half stopped, half deallocated
     guest_fraction: float = 0.0  # share of the fleet tagged maintenance-stop-services (the in-guest run: 0.3)
     script_seconds: float = 45.0  # how long each stop-services script runs in the guest
+    subscriptions: int = 0  # how many subscriptions the fleet spans (0: by size, subscription_count)
 
     def durations(self) -> dict[str, float]:
         """The emulator's `operation_durations`."""
         return {"start": self.start, "deallocate": self.deallocate, "powerOff": self.power_off,
-                "snapshot": self.snapshot, "deleteSnapshot": 5.0}
+                "snapshot": self.snapshot, "deleteSnapshot": self.delete_snapshot}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,8 +49,10 @@ class Machine:
     stop_services: str = ""  # the maintenance-stop-services tag, "" for none
 
 
-def subscription_count(size: int) -> int:
-    """10 -> 1, 100 -> 2, 1000 and up -> 4."""
+def subscription_count(size: int, chosen: int = 0) -> int:
+    """`chosen` when given; else 10 -> 1, 100 -> 2, 1000 and up -> 4."""
+    if chosen:
+        return chosen
     if size <= 10:
         return 1
     if size <= 100:
@@ -61,14 +65,16 @@ def _every(index: int, fraction: float) -> bool:
     return int((index + 1) * fraction + 1e-9) > int(index * fraction + 1e-9)
 
 
-def build_fleet(size: int, off_fraction: float, guest_fraction: float = 0.0) -> list[Machine]:
-    """`size` VMs spread round-robin over the subscriptions and two regions.
+def build_fleet(size: int, off_fraction: float, guest_fraction: float = 0.0, subscriptions: int = 0) -> list[Machine]:
+    """`size` VMs spread round-robin over the subscriptions (`subscription_count`) and two regions.
 
     Exactly round(size * off_fraction) are off, spread evenly through the fleet (so every
     subscription gets its share), alternating stopped and deallocated; round(size * guest_fraction)
     carry a stop-services tag, spread evenly too (off and running ones alike).
     """
-    subscriptions = SUBSCRIPTIONS[: subscription_count(size)]
+    count = subscription_count(size, subscriptions)
+    chosen = [*SUBSCRIPTIONS, *(f"00000000-0000-0000-0000-{i:012x}" for i in range(len(SUBSCRIPTIONS), count))]
+    subscriptions_used = chosen[:count]
     machines: list[Machine] = []
     off_seen = 0
     for index in range(size):
@@ -79,8 +85,8 @@ def build_fleet(size: int, off_fraction: float, guest_fraction: float = 0.0) -> 
             off_seen += 1
         else:
             state = "running"
-        subscription = subscriptions[index % len(subscriptions)]
-        within = index // len(subscriptions)
+        subscription = subscriptions_used[index % count]
+        within = index // count
         machines.append(Machine(
             name=f"vm-{index:05d}", subscription=subscription,
             resource_group=f"rg-fleet-{within % GROUPS_PER_SUBSCRIPTION}",

@@ -130,8 +130,11 @@ def print_report(results: dict[str, Any], out: Out = print) -> None:
             f"{m['module']} {m['seconds']:.3f}" for m in cold["top_modules"][:8]))
     for line in harness_warnings(results):
         out(f"WARNING: {line}")
+    from bench.post import post_target_lines, print_post
+
+    print_post(results["app"], out)
     out("")
-    for line in target_lines(results):
+    for line in [*target_lines(results), *post_target_lines(results["app"])]:
         out(line)
 
 
@@ -233,7 +236,8 @@ def target_lines(results: dict[str, Any]) -> list[str]:
 
 
 def plot(results: dict[str, Any], path: Path) -> bool:
-    """makespan against fleet size (log x, log y): the app, the baseline, both bounds. False without matplotlib."""
+    """makespan against fleet size (log x, log y): the app's pre and post phases, the baseline, their
+    bounds. False without matplotlib."""
     try:
         import matplotlib
 
@@ -248,6 +252,13 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         xs = [r["size"] for r in app]
         ax.plot(xs, [r["completion"]["makespan"] for r in app], "o-", label="this app (starts + snapshots)")
         ax.plot(xs, [r["bound"]["total"] for r in app], "k--", label="lower bound (throttling model)")
+        post = [r for r in app if r.get("post")]
+        if post:
+            xs = [r["size"] for r in post]
+            ax.plot(xs, [r["post"]["makespan"] for r in post], "^-", label="this app, post phase (restores, "
+                    "deletes, tags, report)")
+            ax.plot(xs, [r["post"]["bound"]["total"] for r in post], "--", color="tab:green",
+                    label="lower bound for the post phase")
     if base:
         xs = [r["size"] for r in base]
         ax.plot(xs, [r["completion"]["makespan"] for r in base], "s-",
@@ -257,7 +268,7 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     ax.set_yscale("log")
     ax.set_xlabel("machines in the run")
     ax.set_ylabel("simulated seconds, event to all done")
-    ax.set_title("Pre-event makespan under Azure's throttling limits")
+    ax.set_title("Makespan under Azure's throttling limits")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

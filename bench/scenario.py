@@ -60,14 +60,16 @@ def app_bound(fleet: list[Machine], profile: Profile, *, pickup_seconds: float =
 
 
 def run_app(size: int, profile: Profile, time_scale: float, connection_string: str,
-            *, log_level: str = "INFO", cpu_profile: bool = False, trace_memory: bool = False) -> dict[str, Any]:
-    """The pre event for a fleet of `size` through the registered functions; every figure of one run.
+            *, log_level: str = "INFO", cpu_profile: bool = False, trace_memory: bool = False,
+            post: bool = True) -> dict[str, Any]:
+    """The pre event for a fleet of `size` through the registered functions, then (`post`) the post
+    event of the same run after the window (bench/post.py); every figure of one run.
 
     `cpu_profile`: profile the event and the worker with yappi (CPU clock, every thread);
     `trace_memory`: trace their allocations with tracemalloc (bench.profiling.MemoryTracer).
     """
     _configure_logging(log_level)
-    fleet = build_fleet(size, profile.off_fraction, profile.guest_fraction)
+    fleet = build_fleet(size, profile.off_fraction, profile.guest_fraction, profile.subscriptions)
     subscriptions = sorted({m.subscription for m in fleet})
     emulator, ids = make_emulator(fleet, profile, time_scale)
     bound = app_bound(fleet, profile, pickup_seconds=emulator.run_command_start_delay)
@@ -111,8 +113,9 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
             Stopwatch(emulator) as total, \
             memory if memory is not None else contextlib.nullcontext():
         since, since_real = emulator.clock.now(), datetime.now(UTC)
+        event = pre_event(correlation_id, subscriptions, now, cutoff)
         with Stopwatch(emulator) as ack:
-            host.deliver_event("pre_maintenance", pre_event(correlation_id, subscriptions, now, cutoff))
+            host.deliver_event("pre_maintenance", event)
         with Stopwatch(emulator) as worker:
             handled = host.run_queues()
     profiled = None
@@ -136,6 +139,13 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
     worker_done = worker.simulated + ack.simulated
     verdict_at = _simulated_since(run.get("VerdictAt"), since_real, time_scale)
     stretches = phases(threads, since, time_scale, stats, done["makespan"], worker_done)
+    pre_peak_mb = peak_rss_mb()
+    after = None
+    if post and not cpu_profile and memory is None:
+        from bench.post import run_post
+
+        after = run_post(emulator, host, app_runtime.ledger, fleet, ids, event, profile, time_scale,
+                         app_runtime.settings.function_timeout_seconds)
     return {
         "mode": "app",
         "size": size,
@@ -173,7 +183,9 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
         "threads_peak": threads.peak,
         "threads_by_kind": dict(sorted(threads.peak_by_kind.items(), key=lambda kv: -kv[1])),
         "rss_before_mb": rss_before,
+        "pre_peak_rss_mb": pre_peak_mb,
         "peak_rss_mb": peak_rss_mb(),
+        "post": after,
         "cutoff_in_real_seconds": (cutoff - now).total_seconds(),
         "cpu_profile": profiled,
         "memory_profile": memory.summary() if memory is not None else None,

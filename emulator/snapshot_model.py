@@ -89,17 +89,21 @@ class Snapshot:
         return round(100.0 * max(0.0, t - self.created) / (self.ready_at - self.created), 1)
 
 
-def settle_snapshots(snapshots: dict[str, Snapshot], tombstones: list[Snapshot], now: float) -> None:
-    """Apply every delete that has ended: a deleted snapshot moves to `tombstones` (Resource Graph lag)."""
-    for snapshot_key, snapshot in list(snapshots.items()):
+def settle_snapshots(snapshots: dict[str, Snapshot], tombstones: list[Snapshot], now: float,
+                     deleting: dict[str, Snapshot]) -> None:
+    """Apply every delete that has ended: a deleted snapshot moves to `tombstones` (Resource Graph lag).
+    `deleting`: the snapshots with a delete in flight (only those are looked at: every snapshot
+    request settles first, and a fleet's run holds thousands of snapshots)."""
+    for snapshot_key, snapshot in list(deleting.items()):
         op = snapshot.deleting
-        if op is None or now < op.ends:
+        if op is not None and now < op.ends:
             continue
+        del deleting[snapshot_key]
         snapshot.deleting = None
-        if op.error is None:
+        if op is not None and op.error is None:
             snapshot.deleted_at = op.ends
             tombstones.append(snapshot)
-            del snapshots[snapshot_key]
+            snapshots.pop(snapshot_key, None)
 
 
 def snapshot_properties(clock: EmulatorClock, snapshot: Snapshot, t: float) -> dict[str, Any]:

@@ -185,6 +185,7 @@ def delete_snapshot(model: EmulatorModel, request: ArmRequest, route: Route) -> 
         op = DiskOperation(str(uuid.uuid4()), "deleteSnapshot", key(rid), route.subscription_id, snapshot.location,
                            now, now + duration, failure[1] if failure else None)  # fmt: skip
         snapshot.deleting = op
+        model.deleting_snapshots[key(rid)] = snapshot
         model.disk_operations[op.id] = op
     return Reply(202, None, _operation_headers(model, request, op), fault="operation" if failure else "")
 

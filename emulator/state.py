@@ -122,6 +122,7 @@ class EmulatorModel:
         self.disks: dict[str, Disk] = {}
         self.snapshot_records: dict[str, Snapshot] = {}
         self.deleted_snapshot_records: list[Snapshot] = []  # still shown by a lagging Resource Graph
+        self.deleting_snapshots: dict[str, Snapshot] = {}  # with a delete in flight (settle_snapshots)
         self.disk_operations: dict[str, DiskOperation] = {}
         self.failures: list[FailureRule] = []
         self.fault_injector: FaultInjector | None = None
@@ -176,7 +177,7 @@ class EmulatorModel:
 
     def settle_snapshots(self, now: float) -> None:
         """Apply the snapshot deletes that have ended (every snapshot reader calls this first)."""
-        settle_snapshots(self.snapshot_records, self.deleted_snapshot_records, now)
+        settle_snapshots(self.snapshot_records, self.deleted_snapshot_records, now, self.deleting_snapshots)
 
     def take_failure(
         self, operation: str, resource_id: str | None, mode: str | Collection[str]
