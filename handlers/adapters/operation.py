@@ -52,6 +52,9 @@ class Operation:
     # What to send once it has ended (its result given): the next step of a machine's chain, or
     # the next wave. Called in the waiting loop's thread; the tasks returned are sent at once.
     then: Callable[[OperationResult], list[list[Operation]]] | None = None
+    # Seconds between its status polls (0: MAINTENANCE_POLL_INTERVAL_SECONDS), for an operation
+    # whose end nobody waits on closely: its polls leave ARM's read budget to the others.
+    poll_every: float = 0.0
 
 
 @dataclass(frozen=True)

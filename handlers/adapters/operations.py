@@ -136,7 +136,7 @@ class Dispatch:
                 return operation, ("", "check"), clients.clock.now() + 1.0, sent_at, ""
             return operation, None, 0.0, sent_at, describe_error(exc)
         log.info("%s requested for %s", operation.action, operation.resource_id)
-        interval = clients.settings.poll_interval_seconds
+        interval = operation.poll_every or clients.settings.poll_interval_seconds
         first_poll = clients.clock.now() + retry_after(response, interval)
         if operation.ends_by_check and operation.check is not None:
             return operation, ("", "check"), first_poll, sent_at, ""

@@ -175,8 +175,8 @@ def _advance(
     arm: Any, item: Pending, interval: float, now: Callable[[], float], log: logging.LoggerAdapter[Any]
 ) -> tuple[str, str]:
     """Poll one pending operation once: ("succeeded" | "failed" | "wait", detail). Schedules its
-    next poll (item.next_at) when it waits."""
-    op = item.operation
+    next poll (item.next_at) when it waits: `interval` after, unless the operation says otherwise."""
+    op, interval = item.operation, item.operation.poll_every or interval
     if item.kind == "check":
         return _check(item, interval, now, log)
     state, retry_after, detail = _poll(arm, item)

@@ -152,9 +152,9 @@ def run_steps(steps: Sequence[Step[S]], run: PhaseRun[S], *, resume: str = "", d
     out those in `done` (they finished in an earlier invocation)."""
     chosen = [step for step in steps if run.scope in step.scopes]
     names = [step.name for step in chosen]
-    for name in (resume, *done):
+    for what, name in (("resumes at", resume), *(("lists as done", n) for n in done)):
         if name and name not in names:
-            raise ValueError(f"work message resumes at step {name!r}, which the {chosen[0].phase} phase does not have")
+            raise ValueError(f"work message {what} step {name!r}, which the {chosen[0].phase} phase does not have")
     start = names.index(resume) if resume else 0
     beside = _Beside(run)
     handed: list[ContinueLater] = []

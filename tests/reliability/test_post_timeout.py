@@ -62,17 +62,23 @@ def test_a_restore_longer_than_an_invocation_still_restores_every_vm_and_runs_re
     assert run.get("ReportUrl"), "the report was written once the restores had ended"
 
 
+@pytest.mark.parametrize(("resume", "done", "named"), [
+    ("tag-the-vms", (), "message.resume"),
+    ("restore-power", ("tags", "tag-the-vms"), "message.done"),
+    ("", ("tags",), "message.done"),
+])
 def test_a_message_resuming_at_a_step_the_phase_does_not_have_is_recorded_and_dropped(
-    host: FunctionsHost, emulator: AzureEmulator
+    host: FunctionsHost, emulator: AzureEmulator, resume: str, done: tuple[str, ...], named: str
 ) -> None:
     post = parse_event(make_event("post", subscriptions=(SUB_A,)))
-    body = replace(WorkMessage(post), resume="tag-the-vms", rounds=1).to_json()
+    body = replace(WorkMessage(post), resume=resume, done=done, rounds=1).to_json()
     host.queue(get_runtime().settings.work_queue).send_message(base64.b64encode(body.encode()).decode())
     host.run_queues()
 
     table = get_runtime().clients.ledger_table()
     refused = [str(r["Reason"]) for r in table.query_entities("PartitionKey eq @pk",
                                                                parameters={"pk": REJECTED_PARTITION})]
-    assert any("'tag-the-vms'" in reason and "post phase has no step" in reason for reason in refused)
+    assert any(named in reason and ("'tag-the-vms'" in reason or "needs resume" in reason)
+               for reason in refused), refused
     assert all(i.succeeded for i in host.invocations), "dropped, not retried into the poison queue"
     assert emulator.requests == []

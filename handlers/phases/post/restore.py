@@ -45,6 +45,7 @@ from handlers.phases.signals import ContinueLater
 from handlers.phases.steps import PhaseRun
 
 STEP = "restore-power"
+RESTORE_POLLS_APART = 2  # poll intervals between a restore's status polls
 # Current power states that already satisfy a restore action.
 _ALREADY_DONE = {"deallocate": {"deallocated"}, "power-off": {"stopped", "deallocated"}}
 
@@ -76,9 +77,13 @@ def restore_power(run: PhaseRun[PostWork]) -> None:
     ledger.save_rows(event.correlation_id, issued, only=RESTORE_FIELDS)
     # A restore an earlier invocation sent is followed (its state read back), not sent again.
     # Waves go down in reverse: wave k's restores once every restore of wave k+1 has ended.
+    # Polled half as often as the pre phase's operations: nobody waits on a restore's end closely
+    # (the report does, minutes later), and a fleet's restores polled every interval would take most
+    # of ARM's read budget from the deletes and health checks beside them.
+    every = RESTORE_POLLS_APART * runtime.settings.poll_interval_seconds
     waves = Waves(waves_of(((r.wave, Chain(r.resource_id.lower(), [replace(
-        power_operation(runtime.clients, m, a, persistent=True), follow_only=r.restore_outcome == Outcome.ISSUED)]))
-        for m, a, r in plan.actions), descending=True), strict=False, halted=lambda: "")
+        power_operation(runtime.clients, m, a, persistent=True), follow_only=r.restore_outcome == Outcome.ISSUED,
+        poll_every=every)])) for m, a, r in plan.actions), descending=True), strict=False, halted=lambda: "")
     waves.open()
     # Once the requests are out, the steps after this one go on while it waits.
     results = run_operations(runtime.clients, waves.first(), parallelism=runtime.settings.parallelism,

@@ -1,0 +1,37 @@
+"""A restore's status is polled half as often as the pre phase's operations: nobody waits on its
+end closely, and a fleet's restores would otherwise take ARM's read budget from the steps beside."""
+
+from __future__ import annotations
+
+import pytest
+
+from emulator import AzureEmulator
+from emulator.functions_host import FunctionsHost
+from tests.conftest import SUB_A, make_event
+
+DEALLOCATE_SECONDS = 60.0  # simulated; MAINTENANCE_POLL_INTERVAL_SECONDS is 1 in the tests
+
+
+@pytest.fixture
+def emulator() -> AzureEmulator:
+    # Slow enough (10 ms per simulated second) that the polls go out when they are due.
+    return AzureEmulator(time_scale=0.01)
+
+
+def test_a_restore_is_polled_every_other_interval(host: FunctionsHost, emulator: AzureEmulator) -> None:
+    vm = emulator.add_vm(SUB_A, "rg-app", "app-0", power_state="deallocated")
+    emulator.operation_durations["start"] = 5.0
+    pre = make_event("pre", subscriptions=(SUB_A,))
+    emulator.add_run(str(pre["data"]["correlationId"]), [vm])  # type: ignore[index]
+    host.deliver_event("pre_maintenance", pre)
+    host.run_queues()
+    emulator.operation_durations["deallocate"] = DEALLOCATE_SECONDS
+    since = emulator.clock.now()
+
+    host.deliver_event("post_maintenance", make_event("post", subscriptions=(SUB_A,)))
+    host.run_queues()
+
+    assert emulator.vm_power_state(vm) == "PowerState/deallocated"
+    polls = [r for r in emulator.requests if r.time >= since and "/operations/" in r.path.lower()]
+    # Every 2 s over the 60 s deallocation (not every 1 s), and at least one poll saw it end.
+    assert DEALLOCATE_SECONDS / 2 - 10 <= len(polls) <= DEALLOCATE_SECONDS / 2 + 3, len(polls)
