@@ -258,7 +258,7 @@ def plot(results: dict[str, Any], path: Path) -> bool:
             xs = [r["size"] for r in post]
             ax.plot(xs, [r["post"]["makespan"] for r in post], "^-", label="this app, post phase (restores, "
                     "deletes, tags, report)")
-            ax.plot(xs, [r["post"]["bound"]["total"] for r in post], "--", color="tab:green",
+            ax.plot(xs, [r["post"]["bound"]["total"] for r in post], "--", color="tab:orange",
                     label="lower bound for the post phase")
     if base:
         xs = [r["size"] for r in base]
