@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench.bound import PostWork, post_bound
-from bench.fleet import Machine, Profile
+from bench.fleet import Machine, Profile, _iso
 from bench.measure import Stopwatch, request_stats
+from bench.scenario import _simulated_since
 from emulator import AzureEmulator
 from emulator.disks import disk_id, os_disk_name
 from emulator.functions_host import FunctionsHost
@@ -37,10 +38,10 @@ def app_post_bound(fleet: list[Machine], profile: Profile) -> dict[str, Any]:
     work: dict[str, PostWork] = {}
     for m in fleet:
         w = work.get(m.subscription, PostWork())
-        work[m.subscription] = PostWork(deallocates=w.deallocates + (m.power_state == "deallocated"),
-                                        power_offs=w.power_offs + (m.power_state == "stopped"),
-                                        deletes=w.deletes + 1, tags=w.tags + 1, checks=w.checks + (
-                                            m.power_state == "running"))
+        state = m.power_state
+        work[m.subscription] = PostWork(deallocates=w.deallocates + (state == "deallocated"),
+                                        power_offs=w.power_offs + (state == "stopped"), deletes=w.deletes + 1,
+                                        tags=w.tags + 1, checks=w.checks + (state == "running"))
     return post_bound(work, machines=len(fleet), snapshots=len(fleet), deallocate_seconds=profile.deallocate,
                       power_off_seconds=profile.power_off, delete_seconds=profile.delete_snapshot,
                       latency=profile.latency).to_dict()
@@ -53,7 +54,8 @@ def seed_after_window(emulator: AzureEmulator, fleet: list[Machine], ids: list[s
     tags = {MARKER_TAG: MARKER_VALUE, RUN_TAG: run_key(EARLIER_RUN), EXPIRES_TAG: expired}
     for machine, vm_id in zip(fleet, ids, strict=True):
         emulator.add_patch_result(vm_id, correlation_id, status="Succeeded")
-        os_disk = disk_id(emulator.find_vm(vm_id), os_disk_name(emulator.find_vm(vm_id)))
+        vm = emulator.find_vm(vm_id)
+        os_disk = disk_id(vm, os_disk_name(vm))
         emulator.add_snapshot(machine.subscription, machine.resource_group, f"{machine.name}-os-earlier",
                               source_disk_id=os_disk, location=machine.location, tags=tags)
 
@@ -63,7 +65,7 @@ def post_event(pre: dict[str, Any], now: datetime) -> dict[str, Any]:
     data = {k: v for k, v in pre["data"].items() if k != "cancellationCutOffDateTime"}
     data["status"] = "Succeeded"
     return {**pre, "eventType": "Microsoft.Maintenance.PostMaintenanceEvent",
-            "eventTime": now.isoformat().replace("+00:00", "Z"), "data": data}
+            "eventTime": _iso(now), "data": data}
 
 
 def run_post(emulator: AzureEmulator, host: FunctionsHost, ledger: Any, fleet: list[Machine], ids: list[str],
@@ -83,8 +85,8 @@ def run_post(emulator: AzureEmulator, host: FunctionsHost, ledger: Any, fleet: l
     phase = ledger.get_phase(correlation_id, "post") or {}
     ends = post_completion(emulator, ids, since)
     stats = request_stats(emulator.requests, since)
-    finished = _simulated(phase.get("FinishedAt"), since_real, time_scale)
-    report_at = _simulated(run.get("ReportWrittenAt"), since_real, time_scale)
+    finished = _simulated_since(phase.get("FinishedAt"), since_real, time_scale)
+    report_at = _simulated_since(run.get("ReportWrittenAt"), since_real, time_scale)
     makespan = max([t for t in (finished, report_at, *ends["last"].values()) if t is not None], default=0.0)
     longest = max(invocations, key=lambda i: i.seconds, default=None)
     outcomes: Counter[str] = Counter(r.restore_outcome or "-" for r in ledger.list_machines(correlation_id))
@@ -166,12 +168,6 @@ def post_completion(emulator: AzureEmulator, ids: list[str], since: float) -> di
                   and r.status < 300]
     return {"restored": dict(restored), "deleted": deleted, "tags_written": len(tag_writes),
             "last": {"restore": last_restore, "delete": last_delete, "tag": max(tag_writes, default=None)}}
-
-
-def _simulated(at: Any, since_real: datetime, time_scale: float) -> float | None:
-    if not isinstance(at, datetime):
-        return None
-    return (at - since_real).total_seconds() / time_scale
 
 
 def print_post(app: list[dict[str, Any]], out: Any = print) -> None:

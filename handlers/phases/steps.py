@@ -224,15 +224,12 @@ class _Beside:
 
     def join(self, names: Sequence[str]) -> list[BaseException]:
         """Wait for those of `names` running beside; what they raised (handing over included)."""
-        errors = []
-        for name in names:
-            future = self.running.pop(name, None)
-            if future is not None and future.exception() is not None:
-                errors.append(future.exception())
+        futures = [self.running.pop(name) for name in names if name in self.running]
+        errors = [error for error in (future.exception() for future in futures) if error is not None]
         if not self.running and self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        return [e for e in errors if e is not None]
+        return errors
 
 
 def _run_step(step: Step[S], run: PhaseRun[S], span: Span) -> str:

@@ -11,4 +11,6 @@ from handlers.ledger import MachineRecord
 class PostWork:
     run_status: str = "unknown"
     nothing_to_restore: bool = False  # no ledger record of the run's pre event
-    records: list[MachineRecord] = field(default_factory=list)  # the run's machines, as restored so far
+    # The run's machines as the foreground steps left them (start-services, patch-results) for the
+    # tags; the steps beside (restore-power, retention, health) keep their own.
+    records: list[MachineRecord] = field(default_factory=list)
