@@ -269,7 +269,7 @@ def app_version() -> dict[str, Any]:
         try:
             done = subprocess.run(["git", *args], cwd=repo,  # noqa: S603, S607 - the developer's git, fixed subcommands
                                   capture_output=True, text=True, timeout=10)
-            return done.stdout.strip()
+            return done.stdout.rstrip()  # not lstrip: porcelain lines begin with a status column
         except (OSError, subprocess.SubprocessError):
             return ""
 
