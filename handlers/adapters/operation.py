@@ -119,3 +119,37 @@ def describe_error(exc: AzureError) -> str:
         status = f"{exc.status_code} " if exc.status_code and exc.status_code >= 400 else ""
         return f"{status}{code or type(exc).__name__}: {message}"
     return f"{type(exc).__name__}: {exc.message}"
+
+
+def follow(response: PipelineResponse[Any, Any]) -> tuple[str, str] | None:
+    """Where to learn how an accepted request ends; None when it has ended already."""
+    http = response.http_response
+    headers = http.headers
+    if headers.get("Azure-AsyncOperation"):
+        return headers["Azure-AsyncOperation"], "async"
+    if headers.get("Location") and http.status_code == 202:
+        return headers["Location"], "location"
+    if http.status_code in (200, 201):
+        state = str((_json(http).get("properties") or {}).get("provisioningState") or "").lower()
+        if state and state not in _TERMINAL_OK | _TERMINAL_FAILED:
+            return str(http.request.url), "resource"
+    return None
+
+
+def _json(response: Any) -> dict[str, Any]:
+    try:
+        body = response.json() if hasattr(response, "json") else {}
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _header_seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def retry_after(response: PipelineResponse[Any, Any], default: float) -> float:
+    return _header_seconds(response.http_response.headers.get("Retry-After")) or default

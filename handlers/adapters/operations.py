@@ -49,11 +49,13 @@ from handlers.adapters.operation import (
     about_operation,
     describe_error,
     done,
+    follow,
     raw_response,
     result,
+    retry_after,
     uncertain,
 )
-from handlers.adapters.waiting import Poller, follow, retry_after
+from handlers.adapters.waiting import Poller
 from handlers.core import telemetry
 from handlers.core.ids import subscription_of
 from handlers.core.status import Outcome

@@ -5,7 +5,7 @@ is read back (`Operation.check`) and, when it has not taken effect, sent again."
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as futures_wait
@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from azure.core.exceptions import AzureError
-from azure.core.pipeline import PipelineResponse
 from azure.core.rest import HttpRequest
 
 from handlers.adapters.clients import ClientFactory
@@ -30,13 +29,18 @@ from handlers.adapters.operation import (
     Operation,
     OperationResult,
     Pending,
+    _header_seconds,
+    _json,
     about_operation,
     describe_error,
     done,
+    follow,
     result,
+    retry_after,
     uncertain,
 )
 from handlers.core import telemetry
+from handlers.core.ids import subscription_of
 from handlers.core.status import Outcome
 
 
@@ -66,7 +70,8 @@ class Poller:
         self.interval = clients.settings.poll_interval_seconds
         self.arm = clients.arm()
         self.polling: dict[Future[tuple[str, str]], Pending] = {}
-        self._due: deque[Pending] = deque()
+        self._due: dict[str, deque[Pending]] = {}  # per subscription
+        self._flying: Counter[str] = Counter()  # polls in flight per subscription
         self._next_scan = 0.0
 
     def step(self) -> None:
@@ -114,16 +119,25 @@ class Poller:
             clock.sleep(min(soonest, self.interval, 1.0) if sending.busy else min(soonest, self.interval))
 
     def _launch(self) -> None:
-        """Send the polls that are due, up to the limit in flight. Pending operations are scanned
-        at most once per simulated second, into a queue of those due."""
-        now = self.clients.clock.now()
-        if not self._due and now >= self._next_scan:
+        """Send the polls that are due, up to the limit in flight, the subscriptions in turn and
+        each at most its share of the limit: a poll waits for its subscription's read bucket in
+        the thread that sends it, so one subscription's polls must not hold every thread while the
+        others' are due. Pending operations are scanned once per simulated second."""
+        now, due, flying = self.clients.clock.now(), self._due, self._flying
+        if now >= self._next_scan:  # every second: a subscription's due polls must not wait on another's
             self._next_scan = now + 1.0
-            polled = {id(item) for item in self.polling.values()}
-            self._due.extend(item for item in self.sending.pending if item.next_at <= now and id(item) not in polled)
-        while self._due and len(self.polling) < self.limit:
-            item = self._due.popleft()
-            self.polling[self.pool.submit(self._advance, item)] = item
+            known = {id(item) for item in self.polling.values()} | {id(item) for q in due.values() for item in q}
+            for item in self.sending.pending:
+                if item.next_at <= now and id(item) not in known:
+                    due.setdefault(subscription_of(item.operation.resource_id), deque()).append(item)
+        share = max(1, self.limit // max(1, sum(1 for s, queue in due.items() if queue or flying[s])))
+        while ready := [s for s, queue in due.items() if queue and flying[s] < share]:
+            for scope in ready:
+                if len(self.polling) >= self.limit:
+                    return
+                flying[scope] += 1
+                item = due[scope].popleft()
+                self.polling[self.pool.submit(self._advance, item)] = item
 
     def _advance(self, item: Pending) -> tuple[str, str]:
         # The poll's span and log lines say which machine and action they are about.
@@ -138,6 +152,7 @@ class Poller:
         ended: list[tuple[Pending, OperationResult]] = []
         for future in answered:
             item = self.polling.pop(future)
+            self._flying[subscription_of(item.operation.resource_id)] -= 1
             state, detail = future.result()
             op = item.operation
             if state == "succeeded":
@@ -266,45 +281,9 @@ def _poll(arm: Any, item: Pending) -> tuple[str, float | None, str]:
     return "running", retry_after, ""
 
 
-def follow(response: PipelineResponse[Any, Any]) -> tuple[str, str] | None:
-    """Where to learn how an accepted request ends; None when it has ended already."""
-    http = response.http_response
-    headers = http.headers
-    if headers.get("Azure-AsyncOperation"):
-        return headers["Azure-AsyncOperation"], "async"
-    if headers.get("Location") and http.status_code == 202:
-        return headers["Location"], "location"
-    if http.status_code in (200, 201):
-        state = str((_json(http).get("properties") or {}).get("provisioningState") or "").lower()
-        if state and state not in _TERMINAL_OK | _TERMINAL_FAILED:
-            return str(http.request.url), "resource"
-    return None
-
-
-def _json(response: Any) -> dict[str, Any]:
-    try:
-        body = response.json() if hasattr(response, "json") else {}
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
 def _error_text(body: dict[str, Any], status: int) -> str:
     error = body.get("error") or {}
     if isinstance(error, dict) and (error.get("code") or error.get("message")):
         prefix = f"{status} " if status >= 400 else ""
         return f"{prefix}{error.get('code') or 'Error'}: {error.get('message') or ''}".strip()
     return f"HTTP {status}"
-
-
-def _header_seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
-def retry_after(response: PipelineResponse[Any, Any], default: float) -> float:
-    return _header_seconds(response.http_response.headers.get("Retry-After")) or default
-
-
