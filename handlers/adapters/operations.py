@@ -24,11 +24,11 @@ waited on; not started: the request is sent again (a few times; until the deadli
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from contextlib import ExitStack
 from datetime import datetime
+from queue import SimpleQueue
 from typing import Any
 
 from azure.core.exceptions import AzureError
@@ -84,12 +84,15 @@ class Dispatch:
         self.pending: list[Pending] = []
         self._lanes_open, self._lane_workers = lanes, lane_workers
         self._lanes: dict[str, telemetry.InvocationPool] = {}
-        self._in_flight: deque[Future[list[_Sent]]] = deque()
+        # Each send, once answered, is settled whichever lane it went through: one subscription's
+        # slow sends must not hold back what the others' answered (their polls would wait).
+        self._answered: SimpleQueue[Future[list[_Sent]]] = SimpleQueue()
+        self._outstanding = 0
 
     @property
     def busy(self) -> bool:
         """Requests still on their way out."""
-        return bool(self._in_flight)
+        return self._outstanding > 0
 
     def submit(self, task: Sequence[Operation]) -> None:
         if not task:
@@ -98,12 +101,15 @@ class Dispatch:
         if scope not in self._lanes:
             self._lanes[scope] = self._lanes_open.enter_context(
                 telemetry.InvocationPool(max_workers=self._lane_workers, thread_name_prefix="send"))
-        self._in_flight.append(self._lanes[scope].submit(self._send_task, task))
+        self._outstanding += 1
+        self._lanes[scope].submit(self._send_task, task).add_done_callback(self._answered.put)
 
     def settle_done(self, *, wait: bool = False) -> None:
-        """Settle the sends that have answered (with `wait`, every send, follow-ups included)."""
-        while self._in_flight and (wait or self._in_flight[0].done()):
-            self._settle(self._in_flight.popleft().result())
+        """Settle the sends that have answered, in the order they answered (with `wait`, every
+        send, follow-ups included)."""
+        while self._outstanding and (wait or not self._answered.empty()):
+            self._outstanding -= 1
+            self._settle(self._answered.get().result())
 
     def finish(self, operation: Operation, outcome: OperationResult) -> None:
         """Record an operation's result, tell `on_result`, and send what follows it."""

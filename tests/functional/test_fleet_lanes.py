@@ -70,7 +70,7 @@ def test_many_subscriptions_share_a_bounded_number_of_send_threads(
     def slowly(operation: Operation) -> Operation:
         def send() -> Any:
             senders.add(threading.get_ident())
-            time.sleep(0.02)  # every task of a lane is handed over before the first is answered
+            time.sleep(0.2)  # every task of a lane is handed over before the first is answered
             return operation.send()
         return replace(operation, send=send)
 
@@ -233,3 +233,66 @@ def test_outcomes_are_stored_in_chunks_as_they_come_not_all_after_the_wait(
     assert [n for n, _ in stored] == [2, 2, 1], "two chunks while waiting, the last row at the end"
     assert all(emulator.vm_power_state(vm) == "PowerState/running" for vm in vms)
     assert {r.pre_outcome for r in get_runtime().ledger.list_machines(run_of(pre))} == {"succeeded"}
+
+
+def test_what_one_subscription_answered_is_waited_on_while_another_is_still_sending(
+    host: FunctionsHost, emulator: AzureEmulator
+) -> None:
+    # Sends are settled as they are answered, whichever lane: subscription A's sending (minutes at
+    # ARM's pace) must not keep B's accepted operations from being polled.
+    clients = get_runtime().clients
+    slow, quick = (RunMachine(emulator.add_vm(sub, "rg", name, power_state="deallocated"), MachineKind.VM, sub,
+                              "rg", name) for sub, name in ((SUB_A, "slow-lane"), (SUB_B, "quick-lane")))
+    quick_known = threading.Event()
+    known_before_slow_sent: list[bool] = []
+    ended: list[str] = []
+
+    def once_the_other_is_known(operation: Operation) -> Operation:
+        def send() -> Any:
+            known_before_slow_sent.append(quick_known.wait(timeout=20))  # real seconds
+            return operation.send()
+        return replace(operation, send=send)
+
+    def on_result(outcome: Any) -> None:
+        ended.append(outcome.resource_id)
+        quick_known.set()
+
+    results = run_operations(clients, [[once_the_other_is_known(power_operation(clients, slow, "start"))],
+                                       [power_operation(clients, quick, "start")]],
+                             parallelism=4, deadline=datetime.now(UTC) + timedelta(minutes=5), log=run_logger(None),
+                             on_result=on_result)
+
+    assert known_before_slow_sent == [True], "B's start ended while A's request was still on its way out"
+    assert ended == [quick.resource_id, slow.resource_id]
+    assert {r.outcome for r in results.values()} == {"succeeded"}
+
+
+def test_one_subscriptions_slow_polls_do_not_take_every_poll_thread(
+    host: FunctionsHost, emulator: AzureEmulator
+) -> None:
+    # A poll waits in its thread (ARM's Retry-After on a 429, the read bucket): while subscription
+    # A's polls are queued up, B's due poll takes the next free thread, not the place after A's.
+    emulator.operation_durations["start"] = 1.0
+    clients = get_runtime().clients
+    busy = [RunMachine(emulator.add_vm(SUB_A, "rg", f"busy{i}", power_state="deallocated"), MachineKind.VM, SUB_A,
+                       "rg", f"busy{i}") for i in range(8)]
+    other = RunMachine(emulator.add_vm(SUB_B, "rg", "other", power_state="deallocated"), MachineKind.VM, SUB_B,
+                       "rg", "other")
+    for machine in busy:
+        emulator.fail("operationStatus", machine.resource_id, status=429, code="TooManyRequests", times=3)
+    ended: list[str] = []
+
+    def tasks() -> Any:
+        yield from ([power_operation(clients, m, "start")] for m in busy)
+        give_up = emulator.clock.now() + 120  # simulated seconds
+        while emulator.count("GET", "/operations/", status=429) < 2 and emulator.clock.now() < give_up:
+            yield []  # A's polls are being throttled
+            emulator.clock.sleep(0.2)
+        yield [power_operation(clients, other, "start")]
+
+    results = run_operations(clients, tasks(), parallelism=2, total=9, subscriptions=2,
+                             deadline=datetime.now(UTC) + timedelta(minutes=5), log=run_logger(None),
+                             on_result=lambda outcome: ended.append(outcome.resource_id))
+
+    assert {r.outcome for r in results.values()} == {"succeeded"} and len(results) == 9
+    assert ended.index(other.resource_id) <= 2, f"B's start waited behind A's throttled polls: {ended}"
