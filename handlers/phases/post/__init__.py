@@ -1,14 +1,16 @@
 """The post phase: its steps, in order.
 
-`restore-power`, `retention` and `health` run beside the steps after them (`Step.beside`):
-once the restores are sent (they come first: they are what is billed), the deletes go out on
-ARM's delete budget, which nothing else here uses, and the patch results, the health checks
-(reads) and the tags go on while the VMs go down (the tags' writes after the restores' in ARM's
-write budget). `report` starts when all three have ended. `start-services`
-and the steps after `restore-power` are not essential: a failure there is recorded on the run
-and the steps after it (the report, the notifications) still run. A step that runs out of its
-invocation's time (the restores may wait for up to MAINTENANCE_RESTORE_TIMEOUT_SECONDS) hands the
-phase to a new invocation, which leaves out the steps that finished.
+`restore-power`, `patch-results`, `retention` and `health` run beside the steps after them
+(`Step.beside`). The restores' plan first, alone (they are what is billed); once it is stored,
+the others start while the restores are sent: the patch results (Resource Graph reads, ledger
+writes), the deletes (on ARM's delete budget, which nothing else here uses) and the health
+checks (reads). `tags` waits for the patch results it stamps and for the restores' requests to
+be out: its writes come right after theirs in ARM's write budget. `report` starts when all four
+have ended. `start-services` and the steps after `restore-power` are not essential: a failure
+there is recorded on the run and the steps after it (the report, the notifications) still run.
+A step that runs out of its invocation's time (the restores may wait for up to
+MAINTENANCE_RESTORE_TIMEOUT_SECONDS) hands the phase to a new invocation, which leaves out the
+steps that finished.
 """
 
 from __future__ import annotations
@@ -43,32 +45,35 @@ STEPS: list[Step[PostWork]] = [
                                     "MAINTENANCE_SCRIPT_CONTAINER", "MAINTENANCE_SCRIPT_TIMEOUT_SECONDS"),
          permissions=RUN_COMMANDS, records=("machine-*", "GuestPostDeadline")),
     Step("restore-power", "post", restore_power, "put back exactly the VMs the pre phase started (deallocations "
-         "first); once they are sent, the steps after it go on while it waits", beside=True,
+         "first); once what it will send is stored, the steps after it go on while it sends and waits", beside=True,
          preview=preview_restore, changes=True,
          settings=("MAINTENANCE_RESTORE_VMS", "MAINTENANCE_RESTORE_TIMEOUT_SECONDS", "MAINTENANCE_PARALLELISM"),
          permissions=("Microsoft.Compute/virtualMachines/deallocate/action",
                       "Microsoft.Compute/virtualMachines/powerOff/action"),
          records=("machine-*", "RestoreDeadline", "RestoreSummary", "alert-left-running")),
-    Step("retention", "post", run_retention, "delete this toolkit's expired snapshots (not those of failed runs), "
-         "beside the steps after it", preview=preview_retention, changes=True, essential=False, beside=True,
-         settings=("MAINTENANCE_SNAPSHOT_RETENTION_DAYS",), permissions=("Microsoft.Compute/snapshots/delete",),
+    Step("patch-results", "post", read_patch_results, "beside the steps after it from the start: read what Update "
+         "Manager installed in each machine, until every one has a final result or the wait is over",
+         essential=False, beside=True, settings=("MAINTENANCE_PATCH_RESULTS_WAIT_SECONDS",),
+         permissions=PATCH_RESULTS_READ, records=("machine-*", "PatchResultsWaited", "PatchSummary")),
+    Step("retention", "post", run_retention, "beside the steps after it from the start: delete this toolkit's "
+         "expired snapshots (not those of failed runs)", preview=preview_retention, changes=True, essential=False,
+         beside=True, settings=("MAINTENANCE_SNAPSHOT_RETENTION_DAYS",),
+         permissions=("Microsoft.Compute/snapshots/delete",),
          records=("RetentionSeen", "RetentionExpired", "RetentionDeleted", "RetentionFailed")),
-    Step("patch-results", "post", read_patch_results, "read what Update Manager installed in each machine, until "
-         "every one has a final result or the wait is over", essential=False,
-         settings=("MAINTENANCE_PATCH_RESULTS_WAIT_SECONDS",), permissions=PATCH_RESULTS_READ,
-         records=("machine-*", "PatchResultsWaited", "PatchSummary")),
     Step("health", "post", check_health, "check the machines are healthy after patching (running again, VM agent "
          "Ready, the http probe), rechecking the failing ones until the wait is over; name the rollback candidates; "
-         "beside the steps after it", essential=False, beside=True,
+         "beside the steps after it from the start", essential=False, beside=True,
          settings=("MAINTENANCE_POST_CHECKS", "MAINTENANCE_POST_CHECK_WAIT_SECONDS", "MAINTENANCE_HTTP_PROBE_URL",
                    "MAINTENANCE_HTTP_PROBE_TIMEOUT_SECONDS", "MAINTENANCE_POLL_INTERVAL_SECONDS"),
          permissions=("Microsoft.Compute/virtualMachines/instanceView/read", "Microsoft.ResourceGraph/resources/read"),
          records=("machine-*", "HealthWaited", "HealthSummary")),
-    Step("tags", "post", stamp_tags, "stamp each machine with the run's time and its patch status (merged: no other "
-         "tag is touched)", preview=preview_tags, changes=True, essential=False, settings=("MAINTENANCE_RESULT_TAGS",),
+    Step("tags", "post", stamp_tags, "once the patch results are read and the restores sent, stamp each machine with "
+         "the run's time and its patch status (merged: no other tag is touched)", waits_for=("patch-results",),
+         preview=preview_tags, changes=True, essential=False, settings=("MAINTENANCE_RESULT_TAGS",),
          permissions=("Microsoft.Resources/tags/write",), records=("TagsStamped", "TagsFailed")),
-    Step("report", "post", write_report, "once the restores, retention and health have ended, write the run's report "
-         "(JSON and HTML) to the app's storage", essential=False, waits_for=("restore-power", "retention", "health"),
+    Step("report", "post", write_report, "once the restores, patch results, retention and health have ended, write "
+         "the run's report (JSON and HTML) to the app's storage", essential=False,
+         waits_for=("restore-power", "patch-results", "retention", "health"),
          settings=("MAINTENANCE_REPORT_CONTAINER",), records=("ReportUrl", "ReportJsonUrl")),
 ]
 

@@ -86,8 +86,8 @@ def check_health(run: PhaseRun[PostWork]) -> None:
     if not checks:
         log.info("MAINTENANCE_POST_CHECKS is none: health after patching is not checked")
         return
-    # Its own read of the machines, not `run.state.records`: the step runs beside the others.
-    records = ledger.list_machines(event.correlation_id)
+    # Not `run.state.records` (the step runs beside the others): the rows as read when it started.
+    records = run.state.machine_rows(lambda: ledger.list_machines(event.correlation_id))
     subjects = {r.resource_id.lower(): r for r in records if _checked(r, checks)}
     # A machine that passed in an earlier invocation of this step stays passed.
     due = {key: r for key, r in subjects.items() if r.health != PASSED}

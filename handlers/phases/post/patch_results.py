@@ -29,8 +29,11 @@ _FINAL = frozenset({"succeeded", "failed", "completedwithwarnings", NOT_REPORTED
 
 
 def read_patch_results(run: PhaseRun[PostWork]) -> None:
+    # Beside the steps after it from the start: Resource Graph reads and ledger writes, no ARM budget
+    # they need. `tags` waits for it (it stamps the patch status); nothing else reads `state.records`.
+    run.go_on()
     runtime, event, log = run.runtime, run.event, run.log
-    run.state.records = runtime.ledger.list_machines(event.correlation_id)
+    run.state.records = run.state.machine_rows(lambda: runtime.ledger.list_machines(event.correlation_id))
     records = [r for r in run.state.records if r.kind in ("vm", "arc")]
     wanted = {r.resource_id.lower(): r for r in records if r.patch_status.lower() not in _FINAL}
     if not records or not wanted:

@@ -18,9 +18,11 @@ restore of the wave above it has ended (a restore that keeps failing holds the w
 until the restore deadline, then they are alerted with it). Within a wave the deallocations go
 out first: they take longest.
 
-The step runs beside the ones after it (`Step.beside`): once its requests are out, the steps
-after it go on while it waits. So it keeps its own list of the run's machines (not
-`run.state.records`) and stores only its columns of their rows (RESTORE_FIELDS).
+The step runs beside the ones after it (`Step.beside`): once what it will send is stored, the
+steps after it go on while it sends and waits; `tags` also waits for its requests to be out
+(`PostWork.restores_sent`: the tags' writes come after the restores' in ARM's write budget). So it
+keeps its own list of the run's machines (not `run.state.records`) and stores only its columns of
+their rows (RESTORE_FIELDS).
 """
 
 from __future__ import annotations
@@ -59,6 +61,14 @@ class _Plan:
 
 
 def restore_power(run: PhaseRun[PostWork]) -> None:
+    run.state.restores_sent.clear()  # before the steps after it start: the tags wait for the requests
+    try:
+        _restore_power(run)
+    finally:
+        run.state.restores_sent.set()
+
+
+def _restore_power(run: PhaseRun[PostWork]) -> None:
     runtime, event, log = run.runtime, run.event, run.log
     ledger = runtime.ledger
     plan = _plan(run)
@@ -85,9 +95,12 @@ def restore_power(run: PhaseRun[PostWork]) -> None:
         power_operation(runtime.clients, m, a, persistent=True), follow_only=r.restore_outcome == Outcome.ISSUED,
         poll_every=every)])) for m, a, r in plan.actions), descending=True), strict=False, halted=lambda: "")
     waves.open()
-    # Once the requests are out, the steps after this one go on while it waits.
+    # What it will send is stored: the steps after it go on while it sends and waits (the tags once
+    # its requests are out).
+    run.go_on()
     results = run_operations(runtime.clients, waves.first(), parallelism=runtime.settings.parallelism,
-                             deadline=wait_until, log=log, progress=runtime.progress, sent=run.go_on)
+                             deadline=wait_until, log=log, progress=runtime.progress,
+                             sent=run.state.restores_sent.set)
     still_running = []
     for _, action, record in plan.actions:
         result = results.get(record.resource_id.lower())

@@ -19,6 +19,9 @@ def stamp_tags(run: PhaseRun[PostWork]) -> None:
     changes = _changes(run)
     if not changes:
         return
+    # After the restores' requests (ARM's write budget: the restores are what is billed); restore-power
+    # sets this when they are out or it ends, so the wait is bounded by its own.
+    run.state.restores_sent.wait(timeout=max(0.0, run.runtime.clock.seconds_until(run.invocation_end)))
     failed = merge_tags(run.runtime.clients, changes, parallelism=run.runtime.settings.parallelism, log=run.log)
     run.summary["tags"] = {"stamped": len(changes) - len(failed), "failed": len(failed)}
     run.runtime.ledger.update_run(run.event.correlation_id, {
