@@ -23,7 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.fleet import Profile, default_baseline_time_scale, default_time_scale, subscription_count
+from bench.estate_report import print_estate
+from bench.fleet import (
+    Profile,
+    default_baseline_time_scale,
+    default_time_scale,
+    estate_time_scale,
+    subscription_count,
+)
 from bench.measure import app_version
 from bench.report import plot, print_guest, print_report
 
@@ -69,6 +76,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="share of the in-guest run's fleet tagged maintenance-stop-services (0.3)")
     parser.add_argument("--script-seconds", type=float, default=defaults.script_seconds,
                         help="how long each stop-services script runs, simulated s (45)")
+    parser.add_argument("--estate-size", type=int, default=20000, metavar="SIZE",
+                        help="also run the estate: this many machines, the emulator out of process and several "
+                             "host processes (0: skip; default 20000)")
+    parser.add_argument("--estate-subscriptions", type=int, default=16, help="the estate's subscriptions (16)")
+    parser.add_argument("--estate-regions", type=int, default=3, help="the estate's regions (3)")
+    parser.add_argument("--estate-hosts", type=int, default=4, help="Functions host processes for the estate (4)")
+    parser.add_argument("--estate-time-scale", type=float, help="real seconds per simulated second for the estate "
+                        "(default: bench/fleet.py estate_time_scale)")
     parser.add_argument("--subscriptions-per-worker", type=int, metavar="N",
                         help="MAINTENANCE_SUBSCRIPTIONS_PER_WORKER for the app (default: the app's, 4); 1 splits "
                              "every run over more than one subscription into a queue message per subscription")
@@ -138,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{guest.script_seconds:.0f} s stop-services script, time scale {scale}")
             results["guest"] = run_child("app", args.guest_size, scale, guest, env, args, extra=["--no-post"])
             _progress_done(results["guest"])
+        if args.estate_size:
+            results["estate"] = run_estate_measured(args, profile, azurite.connection_string)
         if args.profile:
             scale = args.time_scale or default_time_scale(args.profile)
             _progress(f"profile  {args.profile:>5} machines under yappi, time scale {scale}")
@@ -159,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     print_report(results)
     if "guest" in results:
         print_guest(results["guest"])
+    if "estate" in results:
+        print_estate(results["estate"])
     if "edge" in results:
         from bench.edge import print_edge
 
@@ -175,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("plot: skipped (matplotlib not installed: pip install -r bench/requirements.txt)")
     print(f"total wall time {results['total_wall_seconds']:.0f} s")
-    failed = [r for r in results["app"] + results["baseline"] + [results.get("guest", {})] if "error" in r]
+    failed = [r for r in [*results["app"], *results["baseline"], results.get("guest", {}), results.get("estate", {})]
+              if "error" in r]
     return 1 if failed else 0
 
 
@@ -208,6 +228,24 @@ def run_child(mode: str, size: int, scale: float, profile: Profile, env: dict[st
                     "error": f"child exited {proc.returncode} without a result: {tail}"}
         result["child_seconds"] = time.perf_counter() - began
         return result
+
+
+def run_estate_measured(args: argparse.Namespace, profile: Profile, connection_string: str) -> dict[str, Any]:
+    """The estate run (bench/estate.py), or what went wrong."""
+    from bench.estate import run_estate
+
+    scale = args.estate_time_scale or estate_time_scale(args.estate_size, args.estate_hosts)
+    _progress(f"estate   {args.estate_size:>5} machines, {args.estate_subscriptions} subscriptions, "
+              f"{args.estate_regions} regions, {args.estate_hosts} host processes, time scale {scale}")
+    try:
+        result = run_estate(args.estate_size, args.estate_subscriptions, args.estate_regions, args.estate_hosts,
+                            scale, profile, connection_string, log_level=args.log_level,
+                            timeout=args.child_timeout * 4)
+    except Exception as exc:  # beside the other figures, as a child's failure is
+        result = {"mode": "estate", "size": args.estate_size, "time_scale": scale,
+                  "error": f"{type(exc).__name__}: {exc}"}
+    _progress_done(result)
+    return result
 
 
 def run_profiled(size: int, scale: float, profile: Profile, env: dict[str, str],
@@ -289,8 +327,9 @@ def _progress_done(result: dict[str, Any]) -> None:
         print(f"[bench]   failed: {result['error'][:300]}", file=sys.stderr, flush=True)
         return
     done = result["completion"]
+    cpu = f"cpu {result['cpu']:.1f} s" if "cpu" in result else "cpu per process in the table"
     print(f"[bench]   makespan {done['makespan']:.1f} s simulated (bound {result['bound']['total']:.1f}); "
-          f"wall {result['wall']:.1f} s, cpu {result['cpu']:.1f} s; child {result.get('child_seconds', 0):.1f} s",
+          f"wall {result['wall']:.1f} s, {cpu}; child {result.get('child_seconds', 0):.1f} s",
           file=sys.stderr, flush=True)
     post = result.get("post")
     if post:

@@ -8,7 +8,7 @@ from typing import Any
 
 ARM_ENDPOINT = "https://management.bench.local"
 SUBSCRIPTIONS = tuple(f"00000000-0000-0000-0000-0000000000{suffix}" for suffix in ("a1", "b2", "c3", "d4"))
-REGIONS = ("westeurope", "northeurope")
+REGIONS = ("westeurope", "northeurope", "swedencentral")  # a fleet spans the first two unless told
 CONFIG_ID = (f"/subscriptions/{SUBSCRIPTIONS[0]}/resourceGroups/rg-patching/providers/"
              "Microsoft.Maintenance/maintenanceConfigurations/bench-weekly")
 GROUPS_PER_SUBSCRIPTION = 5
@@ -65,13 +65,17 @@ def _every(index: int, fraction: float) -> bool:
     return int((index + 1) * fraction + 1e-9) > int(index * fraction + 1e-9)
 
 
-def build_fleet(size: int, off_fraction: float, guest_fraction: float = 0.0, subscriptions: int = 0) -> list[Machine]:
-    """`size` VMs spread round-robin over the subscriptions (`subscription_count`) and two regions.
+def build_fleet(size: int, off_fraction: float, guest_fraction: float = 0.0, subscriptions: int = 0,
+                regions: int = 2) -> list[Machine]:
+    """`size` VMs spread round-robin over the subscriptions (`subscription_count`) and `regions`
+    regions (at most len(REGIONS)).
 
     Exactly round(size * off_fraction) are off, spread evenly through the fleet (so every
     subscription gets its share), alternating stopped and deallocated; round(size * guest_fraction)
     carry a stop-services tag, spread evenly too (off and running ones alike).
     """
+    if not 1 <= regions <= len(REGIONS):
+        raise ValueError(f"regions must be 1 to {len(REGIONS)}, not {regions}")
     count = subscription_count(size, subscriptions)
     chosen = [*SUBSCRIPTIONS, *(f"00000000-0000-0000-0000-{i:012x}" for i in range(len(SUBSCRIPTIONS), count))]
     subscriptions_used = chosen[:count]
@@ -90,7 +94,7 @@ def build_fleet(size: int, off_fraction: float, guest_fraction: float = 0.0, sub
         machines.append(Machine(
             name=f"vm-{index:05d}", subscription=subscription,
             resource_group=f"rg-fleet-{within % GROUPS_PER_SUBSCRIPTION}",
-            location=REGIONS[within % len(REGIONS)], power_state=state,
+            location=REGIONS[within % regions], power_state=state,
             stop_services="app.service,worker.service" if _every(index, guest_fraction) else "",
         ))
     return machines
@@ -114,6 +118,14 @@ def default_time_scale(size: int) -> float:
     if size <= 10:
         return 0.1
     return 1.0
+
+
+def estate_time_scale(size: int, hosts: int) -> float:
+    """Real seconds per simulated second for the estate run (bench/estate.py): its requests cross
+    real sockets (TLS, http.server) and its host processes, the emulator's and Azurite share the
+    machine's cores, so it needs more real time per simulated second than one process does. About
+    a simulated second per 5000 machines of a busy stretch (bench/README.md)."""
+    return max(1.0, round(size / 5000, 1))
 
 
 def default_baseline_time_scale(size: int) -> float:

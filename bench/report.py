@@ -237,8 +237,8 @@ def target_lines(results: dict[str, Any]) -> list[str]:
 
 
 def plot(results: dict[str, Any], path: Path) -> bool:
-    """makespan against fleet size (log x, log y): the app's pre and post phases, the baseline, their
-    bounds. False without matplotlib."""
+    """makespan against fleet size (log x, log y): the app's pre and post phases, the estate run
+    (bench/estate.py), the baseline, their bounds. False without matplotlib."""
     try:
         import matplotlib
 
@@ -260,6 +260,14 @@ def plot(results: dict[str, Any], path: Path) -> bool:
                     "deletes, tags, report)")
             ax.plot(xs, [r["post"]["bound"]["total"] for r in post], "--", color="tab:orange",
                     label="lower bound for the post phase")
+    estate = results.get("estate") or {}
+    if (estate.get("completion") or {}).get("makespan") and app:
+        # The growth up to the estate: the largest in-process run joined to the scaled-out one.
+        last = app[-1]
+        ax.plot([last["size"], estate["size"]], [last["completion"]["makespan"], estate["completion"]["makespan"]],
+                "*:", color="tab:blue", markersize=11,
+                label=f"this app, {estate['hosts']} host processes ({estate['subscriptions']} subscriptions)")
+        ax.plot([last["size"], estate["size"]], [last["bound"]["total"], estate["bound"]["total"]], "k:")
     if base:
         xs = [r["size"] for r in base]
         ax.plot(xs, [r["completion"]["makespan"] for r in base], "s-",

@@ -77,26 +77,10 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
     now = datetime.now(UTC)
     correlation_id = correlation_id_for(now, size)
     emulator.add_run(correlation_id, ids)
-    # The deadline is real time (the app's utcnow): far enough that it never cuts the run short.
-    expected_real = max(4 * bound["total"], 300.0) * time_scale
-    cutoff = now + timedelta(seconds=SAFETY_SECONDS + 2 * expected_real + 60)
-    suffix = uuid.uuid4().hex[:8]
+    cutoff = run_cutoff(now, bound["total"], time_scale)
     for name in _CREDENTIAL_ENV:
         os.environ.pop(name, None)
-    os.environ.update({
-        "AzureWebJobsStorage": connection_string,
-        "AZURE_RESOURCE_MANAGER_ENDPOINT": ARM_ENDPOINT,
-        "IDENTITY_ENDPOINT": "http://127.0.0.1:41741/msi/token",
-        "IDENTITY_HEADER": "bench",
-        "MAINTENANCE_LEDGER_TABLE": f"Bench{size}x{suffix}",
-        "MAINTENANCE_WORK_QUEUE": f"bench-work-{suffix}",
-        "MAINTENANCE_EVENTS_QUEUE": f"bench-events-{suffix}",
-        "MAINTENANCE_SNAPSHOT_DISKS": "os",
-        # Simulated seconds: the SDK's polling sleeps go through the emulator transport, which scales them.
-        "MAINTENANCE_POLL_INTERVAL_SECONDS": str(profile.poll_interval),
-        "MAINTENANCE_CUTOFF_SAFETY_SECONDS": str(SAFETY_SECONDS),
-        "MAINTENANCE_DRY_RUN": "false",
-    })
+    os.environ.update(app_environment(size, connection_string, profile))
     import function_app
     from emulator.functions_host import FunctionsHost
     from handlers import runtime
@@ -189,6 +173,33 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
         "cutoff_in_real_seconds": (cutoff - now).total_seconds(),
         "cpu_profile": profiled,
         "memory_profile": memory.summary() if memory is not None else None,
+    }
+
+
+def run_cutoff(now: datetime, bound: float, time_scale: float) -> datetime:
+    """The event's cancellation cutoff. The deadline is real time (the app's utcnow): far enough
+    that it never cuts the run short, and the window (10 minutes after it) no more than the 2 hours
+    ahead a pre event may announce (the app refuses one further out)."""
+    expected_real = max(4 * bound, 300.0) * time_scale
+    return now + timedelta(seconds=min(SAFETY_SECONDS + 2 * expected_real + 60, 100 * 60))
+
+def app_environment(size: int, connection_string: str, profile: Profile) -> dict[str, str]:
+    """The app settings of a bench run: its own ledger table and queues in Azurite, the emulator's
+    ARM and identity endpoints (in this process), snapshots of the OS disks."""
+    suffix = uuid.uuid4().hex[:8]
+    return {
+        "AzureWebJobsStorage": connection_string,
+        "AZURE_RESOURCE_MANAGER_ENDPOINT": ARM_ENDPOINT,
+        "IDENTITY_ENDPOINT": "http://127.0.0.1:41741/msi/token",
+        "IDENTITY_HEADER": "bench",
+        "MAINTENANCE_LEDGER_TABLE": f"Bench{size}x{suffix}",
+        "MAINTENANCE_WORK_QUEUE": f"bench-work-{suffix}",
+        "MAINTENANCE_EVENTS_QUEUE": f"bench-events-{suffix}",
+        "MAINTENANCE_SNAPSHOT_DISKS": "os",
+        # Simulated seconds: the SDK's polling sleeps go through the emulator transport, which scales them.
+        "MAINTENANCE_POLL_INTERVAL_SECONDS": str(profile.poll_interval),
+        "MAINTENANCE_CUTOFF_SAFETY_SECONDS": str(SAFETY_SECONDS),
+        "MAINTENANCE_DRY_RUN": "false",
     }
 
 

@@ -17,14 +17,19 @@ class EmulatorClock:
 
     The clock keeps running in real time (scaled) so that background LRO pollers and thread
     pools see time move on their own; `advance()` jumps ahead for tests that must not wait.
+    Processes on one machine share it by passing the same `epoch` and `origin` (a reading of
+    `time.monotonic()`, whose clock the machine's processes share) and no `advance()`: the
+    emulator serving in one process, the Functions hosts in others.
     """
 
-    def __init__(self, time_scale: float = 1.0, *, epoch: datetime | None = None) -> None:
+    def __init__(self, time_scale: float = 1.0, *, epoch: datetime | None = None,
+                 origin: float | None = None) -> None:
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
         self.time_scale = time_scale
         self.epoch = epoch or datetime.now(UTC)
-        self._t0 = time.monotonic()
+        self.origin = time.monotonic() if origin is None else origin
+        self._t0 = self.origin
         self._offset = 0.0
         self._lock = threading.Lock()
 

@@ -86,7 +86,10 @@ class FunctionsHost:
     app: func.FunctionApp
     connection_string: str
     max_dequeue_count: int = 5
-    concurrency: int = 6  # as host.json has it: batchSize 4 + newBatchThreshold 2
+    # As host.json has them: each queue's listener fetches `batch_size` messages, and another batch
+    # once no more than `new_batch_threshold` of its messages still run (so at most 6 at once).
+    batch_size: int = 4
+    new_batch_threshold: int = 2
     max_polling_interval: float = 2.0  # host.json maxPollingInterval, seconds
     invocations: list[Invocation] = field(default_factory=list)
     # host.json visibilityTimeout: how long a message whose invocation failed stays invisible.
@@ -171,39 +174,43 @@ class FunctionsHost:
 
     def run_queues(self, *, max_messages: int = 10_000) -> int:
         """Process visible queue messages until none is left and none is running; returns how many
-        were handled. Like the host, up to `concurrency` at once (host.json's batchSize plus
-        newBatchThreshold), fetching more as running ones finish, so messages that running
-        functions queue start while those still run. Messages still invisible (sent with a
-        delay) are left for a later call. Returns at once after `kill()`."""
+        were handled. Like the host's queue listener, per queue: a batch of `batch_size` messages,
+        another once no more than `new_batch_threshold` of them still run (host.json), so messages
+        that running functions queue start while those still run, and several hosts on the same
+        queues share out what is there. Messages still invisible (sent with a delay) are left for a
+        later call. Returns at once after `kill()`."""
         handled = 0
-        clients = {name: self._listen(name) for name in self.queue_triggers()}
+        triggers = self.queue_triggers()
+        clients = {name: self._listen(name) for name in triggers}
         idle = _FIRST_POLL
         visibility = whole_seconds(self.message_visibility, 1)
         waker: Future[None] = Future()
         with self._lock:
             self._wakers.add(waker)
-        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="host")
-        running: set[Future[None]] = set()
+        per_queue = self.batch_size + self.new_batch_threshold
+        pool = ThreadPoolExecutor(max_workers=per_queue * max(1, len(triggers)), thread_name_prefix="host")
+        running: dict[Future[None], str] = {}
         try:
             while not self._killed.is_set():
-                fetched = 0
-                for queue_name, function_name in self.queue_triggers().items():
-                    room = self.concurrency - len(running)
-                    if room <= 0:
-                        break
+                fetched, full = 0, True
+                for queue_name, function_name in triggers.items():
+                    if sum(1 for name in running.values() if name == queue_name) > self.new_batch_threshold:
+                        continue
+                    full = False
                     client = clients[queue_name]
-                    for message in self._receive(client, min(32, room), visibility):
-                        running.add(pool.submit(self._handle, client, queue_name, function_name, message))
+                    for message in self._receive(client, self.batch_size, visibility):
+                        future = pool.submit(self._handle, client, queue_name, function_name, message)
+                        running[future] = queue_name
                         fetched += 1
                 if not running:
                     return handled
                 # Like the host, poll an empty queue less and less often (host.json maxPollingInterval).
                 idle = _FIRST_POLL if fetched else min(idle * 2, self.max_polling_interval)
-                if fetched == 0 or len(running) >= self.concurrency:
-                    done, _ = wait(running | {waker}, timeout=idle, return_when=FIRST_COMPLETED)
+                if fetched == 0 or full:
+                    done, _ = wait({*running, waker}, timeout=idle, return_when=FIRST_COMPLETED)
                     done.discard(waker)
-                    running -= done
                     for future in done:
+                        del running[future]
                         future.result()
                     handled += len(done)
                     if handled > max_messages:

@@ -55,19 +55,25 @@ class LoopbackEndpoints:
         shutil.rmtree(self._workdir, ignore_errors=True)
 
 
+class _Server(ThreadingHTTPServer):
+    # A thread per connection; a listen backlog for a fleet's worth of clients connecting at once
+    # (socketserver's 5 would drop SYNs, and each dropped one costs the client a second).
+    request_queue_size = 512
+    daemon_threads = True
+
+
 def serve_on_loopback(emulator: AzureEmulator) -> LoopbackEndpoints:
     """Start both servers on free loopback ports (daemon threads); `close()` stops them."""
     workdir = tempfile.mkdtemp(prefix="emulator-tls-")
     cert_path, key_path = self_signed_certificate(workdir)
     handler = _handler_for(emulator)
 
-    arm = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    arm = _Server(("127.0.0.1", 0), handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
     arm.socket = context.wrap_socket(arm.socket, server_side=True)
-    identity = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    identity = _Server(("127.0.0.1", 0), handler)
     for server in (arm, identity):
-        server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True, name="emulator-http").start()
     return LoopbackEndpoints(
         arm_endpoint=f"https://127.0.0.1:{arm.server_address[1]}",

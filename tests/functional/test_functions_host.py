@@ -3,6 +3,7 @@ visibility of messages while and after it runs, several hosts on one queue, and 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -262,6 +263,40 @@ def test_two_hosts_on_one_queue_share_the_work(azurite: Azurite, sender: QueueCl
     assert sorted(seen) == sorted(f"m{i}".encode() for i in range(24)), "each message once"
     assert sum(handled) == 24
     assert all(len(host.invocations) > 0 for host in hosts), "both hosts took part"
+
+
+def test_messages_are_fetched_in_batches_as_host_json_sets_them(
+    azurite: Azurite, sender: QueueClient, queue_name: str
+) -> None:
+    # batchSize 4, newBatchThreshold 2: four at once, the next four once only two still run.
+    release, lock = threading.Event(), threading.Lock()
+    running: list[int] = []
+    started: list[int] = []  # how many ran (this one included) as each began
+
+    def hold(message: func.QueueMessage) -> None:
+        with lock:
+            running.append(1)
+            started.append(len(running))
+        release.wait(timeout=20)
+        with lock:
+            running.pop()
+
+    host = FunctionsHost(make_app(queue_name, hold), azurite.connection_string)
+    with open(REPO_ROOT / "host.json") as handle:
+        queues = json.load(handle)["extensions"]["queues"]
+    assert (host.batch_size, host.new_batch_threshold) == (queues["batchSize"], queues["newBatchThreshold"])
+    for i in range(6):
+        sender.send_message(f"m{i}")
+    runner = threading.Thread(target=host.run_queues)
+    runner.start()
+    deadline = time.monotonic() + 10
+    while len(started) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # more than the host's polling interval: a greedy host would fetch the rest now
+    assert len(started) == 4 and len(visible(sender)) == 2, "one batch of four, the rest left on the queue"
+    release.set()
+    runner.join(timeout=30)
+    assert len(started) == 6 and max(started) <= 4
 
 
 def test_a_failed_delete_means_the_message_is_delivered_again(
