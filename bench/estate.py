@@ -87,8 +87,13 @@ def run_estate(size: int, subscriptions: int, regions: int, hosts: int, time_sca
                  "--out", outs[i], "--log-level", log_level, "--timeout", str(timeout)]
                 + (["--event", event_path] if i == 0 else []) + (["--log-dir", log_dir] if log_dir else []),
                 cwd=REPO, env=environment) for i in range(hosts)]
-            for proc in procs:
-                proc.wait(timeout=timeout + 120)
+            try:
+                for proc in procs:
+                    proc.wait(timeout=timeout + 120)
+            finally:
+                for proc in procs:  # none outlives the run (a timeout, an interrupt)
+                    if proc.poll() is None:
+                        proc.kill()
             results = [_read(out, f"host {i}") for i, out in enumerate(outs)]
             since = results[0].get("since")
             if arm.stdin is not None:

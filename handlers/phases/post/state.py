@@ -13,8 +13,9 @@ from handlers.ledger import MachineRecord
 class PostWork:
     run_status: str = "unknown"
     nothing_to_restore: bool = False  # no ledger record of the run's pre event
-    # The run's machines as the foreground steps left them (start-services, patch-results) for the
-    # tags; the steps beside (restore-power, retention, health) keep their own.
+    # The run's machines as start-services, then patch-results (beside, but the only one to write
+    # it), left them for the tags; the other steps beside (restore-power, retention, health) keep
+    # their own.
     records: list[MachineRecord] = field(default_factory=list)
     # Clear while `restore-power` still sends (set once its requests are out, or it ended, or it did
     # not run here): the tags' writes come after the restores' in ARM's write budget.
