@@ -296,3 +296,44 @@ def test_one_subscriptions_slow_polls_do_not_take_every_poll_thread(
 
     assert {r.outcome for r in results.values()} == {"succeeded"} and len(results) == 9
     assert ended.index(other.resource_id) <= 2, f"B's start waited behind A's throttled polls: {ended}"
+
+
+def test_a_retried_group_records_the_snapshot_its_dead_attempt_made_before_the_verdict_reads_it(
+    host: FunctionsHost, emulator: AzureEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A group's worker made a snapshot and died before storing its outcome. The retried group finds
+    # the snapshot (Resource Graph, by the run's tag) and reuses it; the verdict, in another
+    # invocation, reads the ledger: the row must say so there, not only in the retried worker.
+    from handlers.adapters.snapshots import MARKER_TAG, MARKER_VALUE, RUN_TAG, snapshot_name
+    from handlers.core.keys import run_key
+    from handlers.ledger import SnapshotRecord
+
+    monkeypatch.setenv("MAINTENANCE_SUBSCRIPTIONS_PER_WORKER", "1")
+    monkeypatch.setenv("MAINTENANCE_SNAPSHOT_DISKS", "os")
+    made = emulator.add_vm(SUB_A, "rg", "made-before", power_state="running")
+    other = emulator.add_vm(SUB_B, "rg", "other-lane", power_state="running")
+    pre = make_event("pre")
+    run = run_of(pre)
+    emulator.add_run(run, [made, other])
+    host.deliver_event("pre_maintenance", pre)
+    disk = emulator.disk_ids(made)[0]
+    name = snapshot_name(disk, run)
+    snapshot = emulator.add_snapshot(SUB_A, "rg", name, source_disk_id=disk,
+                                     tags={MARKER_TAG: MARKER_VALUE, RUN_TAG: run_key(run)})
+    ledger = get_runtime().ledger
+    ledger.add_rows(run, [
+        MachineRecord(resource_id=made, kind="vm", subscription_id=SUB_A, resource_group="rg", name="made-before",
+                      location="westeurope", original_power_state="running", pre_outcome="not-needed",
+                      lane=subscription_of(made)),
+        SnapshotRecord(disk_id=disk, vm_id=made, snapshot_id=snapshot, snapshot_name=name, location="westeurope",
+                       lane=subscription_of(made)),
+    ])
+    group = lane_phase([SUB_A.lower()])
+    assert ledger.claim_phase(run, group, now=datetime.now(UTC) - PHASE_LEASE - timedelta(minutes=1))
+
+    host.run_queues()
+
+    rows = {r.vm_id.lower(): r for r in ledger.list_snapshots(run)}
+    assert rows[made.lower()].outcome == "reused"
+    assert emulator.count("PUT", f"/snapshots/{name}") == 0, "the snapshot was not made again"
+    assert ledger.get_run(run)["Verdict"] == "ready", ledger.get_run(run)["FailingReasons"]  # type: ignore[index]

@@ -75,6 +75,10 @@ def _plan_snapshots(run: PhaseRun[PreWork], scope: list[str] | None) -> list[Sna
         found = find_existing(runtime.clients, scope or event.subscription_ids, event.correlation_id, due)
         reconciled = {r.row_key(): reconcile(r, found.get(r.snapshot_id.lower())) for r in due}
         planned = [reconciled.get(r.row_key(), r) for r in planned]
+        # An earlier attempt's row that the snapshot found settles (reused, or refused) is stored
+        # now: no request follows to record it, and a split run's verdict reads the ledger.
+        settled = [v for k, v in reconciled.items() if k in rows and v.outcome != rows[k].outcome]
+        runtime.ledger.save_rows(event.correlation_id, settled)
         rows.update({k: v for k, v in reconciled.items() if k in rows})
     rows.update({r.row_key(): r for r in planned})
     work.snapshots = rows
