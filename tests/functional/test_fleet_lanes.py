@@ -41,7 +41,7 @@ def test_a_throttled_subscription_does_not_hold_up_the_others(
     throttled = [emulator.add_vm(SUB_A, "rg-a", f"a{i}", power_state="deallocated") for i in range(8)]
     free = [emulator.add_vm(SUB_B, "rg-b", f"b{i}", power_state="deallocated") for i in range(8)]
     for vm in throttled:
-        emulator.fail("start", vm, status=429, code="TooManyRequests", times=4)
+        emulator.fail("start", vm, status=429, code="TooManyRequests", times=8)
     pre = make_event("pre")
     emulator.add_run(run_of(pre), throttled + free)
 

@@ -229,7 +229,7 @@ def test_operation_ends_with_the_execution_or_after_provisioning_when_async(emu:
 @pytest.mark.parametrize("emu", [FAST], indirect=True)
 def test_sdk_poller_returns_once_the_execution_ended(emu: AzureEmulator) -> None:
     vm = emu.add_vm(SUB, RG, "vm1", power_state="running")
-    emu.script_behaviour(duration=5, output="ok")
+    emu.script_behaviour(duration=5, output="ok", times=1)
     client = compute(emu).virtual_machine_run_commands
 
     result = client.begin_create_or_update(RG, "vm1", "rc1", body()).result(timeout=10)
