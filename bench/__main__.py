@@ -234,7 +234,7 @@ def run_estate_measured(args: argparse.Namespace, profile: Profile, connection_s
     """The estate run (bench/estate.py), or what went wrong."""
     from bench.estate import run_estate
 
-    scale = args.estate_time_scale or estate_time_scale(args.estate_size, args.estate_hosts)
+    scale = args.estate_time_scale or estate_time_scale(args.estate_size)
     _progress(f"estate   {args.estate_size:>5} machines, {args.estate_subscriptions} subscriptions, "
               f"{args.estate_regions} regions, {args.estate_hosts} host processes, time scale {scale}")
     try:

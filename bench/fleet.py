@@ -120,7 +120,7 @@ def default_time_scale(size: int) -> float:
     return 1.0
 
 
-def estate_time_scale(size: int, hosts: int) -> float:
+def estate_time_scale(size: int) -> float:
     """Real seconds per simulated second for the estate run (bench/estate.py): its requests cross
     real sockets (TLS, http.server) and its host processes, the emulator's and Azurite share the
     machine's cores, so it needs more real time per simulated second than one process does. About

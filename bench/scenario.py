@@ -183,6 +183,7 @@ def run_cutoff(now: datetime, bound: float, time_scale: float) -> datetime:
     expected_real = max(4 * bound, 300.0) * time_scale
     return now + timedelta(seconds=min(SAFETY_SECONDS + 2 * expected_real + 60, 100 * 60))
 
+
 def app_environment(size: int, connection_string: str, profile: Profile) -> dict[str, str]:
     """The app settings of a bench run: its own ledger table and queues in Azurite, the emulator's
     ARM and identity endpoints (in this process), snapshots of the OS disks."""

@@ -62,8 +62,7 @@ def test_many_subscriptions_share_a_bounded_number_of_send_threads(
     host: FunctionsHost, emulator: AzureEmulator
 ) -> None:
     subscriptions = [f"00000000-0000-0000-0000-{i:012d}" for i in range(1, 71)]
-    machines = [RunMachine(emulator.add_vm(sub, "rg", f"vm{n}", power_state="deallocated"), MachineKind.VM, sub,
-                           "rg", f"vm{n}") for sub in subscriptions for n in range(6)]
+    machines = [stopped_vm(emulator, sub, f"vm{n}") for sub in subscriptions for n in range(6)]
     clients = get_runtime().clients
     senders: set[int] = set()
 
@@ -177,6 +176,12 @@ def run_of(event: dict[str, Any]) -> str:
     return str(event["data"]["correlationId"])
 
 
+def stopped_vm(emulator: AzureEmulator, subscription: str, name: str) -> RunMachine:
+    """A deallocated VM in resource group `rg`, as the run's inventory describes it."""
+    resource_id = emulator.add_vm(subscription, "rg", name, power_state="deallocated")
+    return RunMachine(resource_id, MachineKind.VM, subscription, "rg", name)
+
+
 def test_what_was_sent_first_is_polled_while_the_rest_is_still_being_sent(
     host: FunctionsHost, emulator: AzureEmulator
 ) -> None:
@@ -184,8 +189,7 @@ def test_what_was_sent_first_is_polled_while_the_rest_is_still_being_sent(
     # then, not in one sweep of every poll after the last send (which held up the verdict).
     emulator.operation_durations["start"] = 5.0
     clients = get_runtime().clients
-    first, second = (RunMachine(emulator.add_vm(SUB_A, "rg", name, power_state="deallocated"), MachineKind.VM,
-                                SUB_A, "rg", name) for name in ("early", "late"))
+    first, second = (stopped_vm(emulator, SUB_A, name) for name in ("early", "late"))
     ended: list[str] = []
     known_when_second_sent: list[str] = []
 
@@ -241,8 +245,7 @@ def test_what_one_subscription_answered_is_waited_on_while_another_is_still_send
     # Sends are settled as they are answered, whichever lane: subscription A's sending (minutes at
     # ARM's pace) must not keep B's accepted operations from being polled.
     clients = get_runtime().clients
-    slow, quick = (RunMachine(emulator.add_vm(sub, "rg", name, power_state="deallocated"), MachineKind.VM, sub,
-                              "rg", name) for sub, name in ((SUB_A, "slow-lane"), (SUB_B, "quick-lane")))
+    slow, quick = stopped_vm(emulator, SUB_A, "slow-lane"), stopped_vm(emulator, SUB_B, "quick-lane")
     quick_known = threading.Event()
     known_before_slow_sent: list[bool] = []
     ended: list[str] = []
@@ -274,10 +277,8 @@ def test_one_subscriptions_slow_polls_do_not_take_every_poll_thread(
     # A's polls are queued up, B's due poll takes the next free thread, not the place after A's.
     emulator.operation_durations["start"] = 1.0
     clients = get_runtime().clients
-    busy = [RunMachine(emulator.add_vm(SUB_A, "rg", f"busy{i}", power_state="deallocated"), MachineKind.VM, SUB_A,
-                       "rg", f"busy{i}") for i in range(8)]
-    other = RunMachine(emulator.add_vm(SUB_B, "rg", "other", power_state="deallocated"), MachineKind.VM, SUB_B,
-                       "rg", "other")
+    busy = [stopped_vm(emulator, SUB_A, f"busy{i}") for i in range(8)]
+    other = stopped_vm(emulator, SUB_B, "other")
     for machine in busy:
         emulator.fail("operationStatus", machine.resource_id, status=429, code="TooManyRequests", times=3)
     ended: list[str] = []
