@@ -251,6 +251,7 @@ var eventsQueueName = 'maintenance-events'
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'deadletter'
 var reportContainerName = 'reports'
+var handoffContainerName = 'handoffs'
 
 // Where the maintenance configuration lives. For a new one, its id is known before it exists.
 var createConfiguration = empty(maintenanceConfigurationId)
@@ -285,6 +286,7 @@ var appSettings = {
   MAINTENANCE_CANCEL_ON_FAILURE: cancelOnFailure ? 'true' : 'false'
   MAINTENANCE_GUEST_ACTIONS: enableGuestActions ? 'true' : 'false'
   MAINTENANCE_REPORT_CONTAINER: reportContainerName
+  MAINTENANCE_HANDOFF_CONTAINER: handoffContainerName
 }
 
 // Notifications and links: each group of settings only when it is turned on, so a deployment with
@@ -345,6 +347,7 @@ module storage 'app/storage.bicep' = {
     deploymentContainerName: deploymentContainerName
     deadLetterContainerName: deadLetterContainerName
     reportContainerName: reportContainerName
+    handoffContainerName: handoffContainerName
     queueNames: [
       workQueueName
       '${workQueueName}-poison'

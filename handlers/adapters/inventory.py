@@ -7,7 +7,7 @@ machines and their state *before* acting, never to confirm an action's result.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -160,9 +160,10 @@ def _machines_of(rows: Iterable[dict[str, Any]], log: logging.LoggerAdapter[Any]
 
 def get_vm_views(
     graph: ResourceGraphClient, subscription_ids: Sequence[str], resource_ids: Iterable[str], *,
-    options: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None, keep: Callable[[VmView], bool] | None = None,
 ) -> dict[str, VmView]:
-    """Power state, location, tags and disks of many machines, keyed by lower-cased id, in few queries."""
+    """Power state, location, tags and disks of many machines, keyed by lower-cased id, in few
+    queries; with `keep`, only the views it keeps (the others are not held)."""
     wanted = sorted({rid.lower() for rid in resource_ids})
     if len(wanted) <= IDS_PER_QUERY:
         queries = [("id", wanted)]
@@ -183,7 +184,7 @@ def get_vm_views(
             code = _first(row, "powerState", ("properties", "extended", "instanceView", "powerState", "code"))
             tags = row.get("tags") or {}
             profile = row.get("storageProfile") or (row.get("properties") or {}).get("storageProfile")
-            views[resource_id.lower()] = VmView(
+            view = VmView(
                 resource_id=resource_id,
                 power_state=power_state_name(code),
                 location=str(row.get("location") or ""),
@@ -195,6 +196,8 @@ def get_vm_views(
                 arc_status=_first(row, "arcStatus", ("properties", "status")).lower()
                 if "hybridcompute" in str(row.get("type") or "").lower() else "",
             )
+            if keep is None or keep(view):
+                views[resource_id.lower()] = view
     return views
 
 

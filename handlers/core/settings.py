@@ -103,6 +103,7 @@ class Settings:
     script_container: str | None = None
     patch_results_wait_seconds: int = 900
     report_container: str = "reports"
+    handoff_container: str = "handoffs"
     result_tags: tuple[tuple[str, str], ...] = DEFAULT_RESULT_TAGS
     notify: NotifySettings = NotifySettings()
     hold: HoldSettings = HoldSettings()
@@ -178,6 +179,8 @@ class Settings:
             result_tags=_result_tags(reader),
             report_container=reader.matching("MAINTENANCE_REPORT_CONTAINER", "reports", _CONTAINER_NAME,
                                              "a blob container name (3-63 lower-case letters, digits, -)"),
+            handoff_container=reader.matching("MAINTENANCE_HANDOFF_CONTAINER", "handoffs", _CONTAINER_NAME,
+                                           "a blob container name (3-63 lower-case letters, digits, -)"),
             notify=notify,
             hold=read_hold(reader, notify),
             health=read_health(reader),

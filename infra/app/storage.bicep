@@ -1,6 +1,7 @@
 // The app's storage account: Functions host storage, the Flex Consumption deployment container,
 // the run ledger (Table), the work and events queues (with their -poison queues, which the host
-// would otherwise create on first failure), the Event Grid dead-letter container and the run reports' container.
+// would otherwise create on first failure), the Event Grid dead-letter container, the run reports' container
+// and the hand-offs' container (its blobs deleted a day after they were written).
 // Shared-key access is off: every client (host, app, Event Grid) authenticates with Entra ID.
 // With publicNetworkAccess Disabled the public endpoint is closed: the app then reaches the account
 // through its VNet integration and private endpoints the estate's network provides (infra/README.md),
@@ -25,6 +26,9 @@ param deadLetterContainerName string
 
 @description('Blob container the run reports are written to (MAINTENANCE_REPORT_CONTAINER).')
 param reportContainerName string
+
+@description('Blob container of what a split run\'s coordinator hands its groups (MAINTENANCE_HANDOFF_CONTAINER).')
+param handoffContainerName string
 
 @description('Queues to create (work, events and their -poison queues).')
 param queueNames array
@@ -101,6 +105,52 @@ resource reportContainer 'Microsoft.Storage/storageAccounts/blobServices/contain
   properties: {
     publicAccess: 'None'
   }
+}
+
+resource handoffContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: handoffContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+// A hand-off lives for the minutes of one pre phase and the run's verdict deletes it; this rule
+// removes one the verdict could not (storage failing then), a day later.
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'expire-handoffs'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                '${handoffContainerName}/'
+              ]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: 1
+                }
+              }
+            }
+          }
+        }
+      ]
+    }
+  }
+  dependsOn: [
+    handoffContainer
+  ]
 }
 
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {

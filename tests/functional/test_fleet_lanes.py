@@ -338,3 +338,62 @@ def test_a_retried_group_records_the_snapshot_its_dead_attempt_made_before_the_v
     assert rows[made.lower()].outcome == "reused"
     assert emulator.count("PUT", f"/snapshots/{name}") == 0, "the snapshot was not made again"
     assert ledger.get_run(run)["Verdict"] == "ready", ledger.get_run(run)["FailingReasons"]  # type: ignore[index]
+
+
+def test_the_groups_of_a_split_run_take_their_machines_from_the_coordinator_not_from_resource_graph(
+    host: FunctionsHost, emulator: AzureEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Resource Graph's quota is the identity's, shared by every instance: the coordinator asks for
+    # the run's machines, the unreadable subscriptions and the machines' views once; the groups
+    # read theirs from its hand-off; the verdict (every group finished) reads the tags again only.
+    from handlers.core.keys import run_key
+
+    monkeypatch.setenv("MAINTENANCE_SUBSCRIPTIONS_PER_WORKER", "1")
+    monkeypatch.setenv("MAINTENANCE_SNAPSHOT_DISKS", "os")
+    vms = [emulator.add_vm(sub, "rg", f"vm{n}", power_state=state)
+           for sub in (SUB_A, SUB_B, SUB_C) for n, state in enumerate(("deallocated", "running"))]
+    pre = make_event("pre", subscriptions=(SUB_A, SUB_B, SUB_C))
+    emulator.add_run(run_of(pre), vms)
+
+    host.deliver_event("pre_maintenance", pre)
+    host.run_queues()
+
+    runtime = get_runtime()
+    row = runtime.ledger.get_run(run_of(pre))
+    assert row is not None and row["Verdict"] == "ready", row
+    assert row["SplitMessages"] == 3 and row["HandedOff"] == 3
+    assert emulator.count("POST", "/providers/Microsoft.ResourceGraph/resources") == 3 + 1
+    assert [emulator.actions(vm) for vm in vms] == [["start"], []] * 3
+    assert len(runtime.ledger.list_snapshots(run_of(pre))) == 6
+    container = runtime.clients.blob_container(runtime.settings.handoff_container)
+    assert list(container.list_blobs(name_starts_with=run_key(run_of(pre)))) == [], "the verdict deleted them"
+
+
+def test_the_verdict_of_a_split_run_reads_the_hold_tag_a_person_set_after_the_groups_planned(
+    host: FunctionsHost, emulator: AzureEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAINTENANCE_SUBSCRIPTIONS_PER_WORKER", "1")
+    monkeypatch.setenv("MAINTENANCE_SNAPSHOT_DISKS", "none")
+    held, free = (emulator.add_vm(sub, "rg", "app", power_state="running") for sub in (SUB_A, SUB_B))
+    pre = make_event("pre")
+    emulator.add_run(run_of(pre), [held, free])
+    # A person tags the machine once the coordinator has read the views it hands the groups.
+    from handlers.phases.pre import fan_out
+
+    hand_off = fan_out._hand_off
+
+    def then_tagged(run: Any) -> Any:
+        store = hand_off(run)
+        with emulator.lock:
+            emulator.find_vm(held).tags = {"maintenance-hold": "INC-42"}
+        return store
+
+    monkeypatch.setattr(fan_out, "_hand_off", then_tagged)
+
+    host.deliver_event("pre_maintenance", pre)
+    host.run_queues()
+
+    row = get_runtime().ledger.get_run(run_of(pre))
+    assert row is not None and row["Verdict"] == "failed"
+    assert str(row["FailingReasons"]).count("carries the hold tag") == 1 and "INC-42" in str(row["FailingReasons"])
+    assert emulator.run_status(run_of(pre)) == "Cancelled"

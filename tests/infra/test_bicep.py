@@ -762,7 +762,7 @@ def test_app_settings_are_identity_based_and_read_by_the_app() -> None:
                  "MAINTENANCE_LEDGER_TABLE", "MAINTENANCE_WORK_QUEUE", "MAINTENANCE_EVENTS_QUEUE",
                  "MAINTENANCE_DRY_RUN", "MAINTENANCE_ALLOWED_CONFIGURATION_IDS", "MAINTENANCE_SNAPSHOT_DISKS",
                  "MAINTENANCE_SNAPSHOT_RESOURCE_GROUP", "MAINTENANCE_CANCEL_ON_FAILURE", "MAINTENANCE_GUEST_ACTIONS",
-                 "MAINTENANCE_REPORT_CONTAINER"):
+                 "MAINTENANCE_REPORT_CONTAINER", "MAINTENANCE_HANDOFF_CONTAINER"):
         assert name in settings, f"app setting {name} is not set"
     assert not FLEX_REJECTED_SETTINGS & set(settings), FLEX_REJECTED_SETTINGS & set(settings)
     authentication = settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]
@@ -825,6 +825,7 @@ def test_app_setting_defaults_match_the_app_and_the_storage() -> None:
     assert settings["MAINTENANCE_WORK_QUEUE"] == defaults.work_queue
     assert settings["MAINTENANCE_EVENTS_QUEUE"] == defaults.events_queue
     assert settings["MAINTENANCE_REPORT_CONTAINER"] == defaults.report_container
+    assert settings["MAINTENANCE_HANDOFF_CONTAINER"] == defaults.handoff_container
     main = load(MAIN)
     body, _ = main.instances(main.modules["storage"])[0]
     assert literal(main, get(body, "params", "ledgerTableName"), "ledgerTableName") == defaults.ledger_table

@@ -1,9 +1,15 @@
 """Step `discover`: the run's machines (Resource Graph's applyUpdates records of the run) and
-the event's subscriptions the app's identity cannot read."""
+the event's subscriptions the app's identity cannot read. A group of a split run takes its
+machines from the coordinator's hand-off (`handlers.adapters.handoffs`) when there is one."""
 
 from __future__ import annotations
 
-from handlers.adapters.inventory import MachineKind, find_run_machines, find_unreadable_subscriptions
+from azure.core.exceptions import AzureError
+
+from handlers.adapters.handoffs import read_handoff
+from handlers.adapters.inventory import MachineKind, RunMachine, find_run_machines, find_unreadable_subscriptions
+from handlers.adapters.operations import describe_error
+from handlers.core.errors import SettingsError
 from handlers.core.ids import subscription_of
 from handlers.core.status import Verdict
 from handlers.phases.pre.state import PreWork
@@ -21,6 +27,8 @@ def discover(run: PhaseRun[PreWork]) -> None:
     work, event, log = run.state, run.event, run.log
     scope = list(run.work.lanes) if run.scope is Scope.GROUP else None
     machines = work.given_machines
+    if machines is None and scope is not None:
+        machines = _handed_off(run)
     if machines is None:
         machines = find_run_machines(run.runtime.clients.resource_graph(), scope or event.subscription_ids,
                                      event.correlation_id, log=log)
@@ -37,6 +45,23 @@ def discover(run: PhaseRun[PreWork]) -> None:
     if work.machines and all(m.kind is MachineKind.ARC for m in work.machines):
         log.warning("every machine of this run is an Arc-enabled server: none can be started or snapshotted "
                     "from Azure")
+
+
+def _handed_off(run: PhaseRun[PreWork]) -> list[RunMachine] | None:
+    """A group's machines (and views, for `plan`) as the coordinator stored them; None when there
+    is no hand-off or it cannot be read (the group then asks Resource Graph)."""
+    runtime, event = run.runtime, run.event
+    try:
+        handed = read_handoff(runtime.clients.blob_container(runtime.settings.handoff_container, quick=True),
+                              event.correlation_id, run.work.ledger_phase)
+    except (AzureError, SettingsError, ValueError) as exc:
+        run.log.warning("the coordinator's hand-off could not be read (asking Resource Graph instead): %s",
+                        describe_error(exc) if isinstance(exc, AzureError) else exc)
+        return None
+    if handed is None:
+        return None
+    machines, run.state.handed_views = handed
+    return machines
 
 
 def _unreadable_subscriptions(run: PhaseRun[PreWork]) -> list[str]:

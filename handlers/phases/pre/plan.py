@@ -30,9 +30,10 @@ def plan(run: PhaseRun[PreWork]) -> None:
     runtime, work = run.runtime, run.state
     settings = runtime.settings
     scope = list(run.work.lanes) if run.scope is Scope.GROUP else None
-    graph = runtime.clients.resource_graph()
-    views = get_vm_views(graph, scope or run.event.subscription_ids,
-                         [m.resource_id for m in work.machines if m.kind is not MachineKind.OTHER])
+    views = work.handed_views
+    if views is None:
+        views = get_vm_views(runtime.clients.resource_graph(), scope or run.event.subscription_ids,
+                             [m.resource_id for m in work.machines if m.kind is not MachineKind.OTHER])
     if settings.snapshot_disks != "none":
         views = read_storage_profiles(runtime.clients, work.machines, views, parallelism=settings.parallelism)
     work.views = views
@@ -63,23 +64,24 @@ def _plan_machines(run: PhaseRun[PreWork], scope: list[str] | None) -> list[Mach
 
 
 def _plan_snapshots(run: PhaseRun[PreWork], scope: list[str] | None) -> list[SnapshotRecord]:
-    """Snapshot records (the ledger's, and new ones apart), reconciled with snapshots of those
-    names that already exist (one Resource Graph query by the run's tag)."""
+    """Snapshot records (the ledger's, and new ones apart). The ledger's still due are reconciled
+    with snapshots of those names that exist already (one Resource Graph query by the run's tag):
+    an earlier attempt may have made them. A new one needs no lookup: a row is stored before its
+    snapshot is requested (`send`), so no snapshot of this run exists without its row."""
     runtime, work, event = run.runtime, run.state, run.event
     rows = {r.row_key(): r for r in _rows(runtime.ledger.list_snapshots, run, scope)}
     planned = [replace(r, lane=subscription_of(r.snapshot_id or r.disk_id))
                for r in plan_snapshots(runtime.settings, event.correlation_id, work.machines, work.views)
                if r.row_key() not in rows]
-    due = [r for r in list(rows.values()) + planned if r.outcome not in FINAL]
+    due = [r for r in rows.values() if r.outcome not in FINAL]
     if due:
         found = find_existing(runtime.clients, scope or event.subscription_ids, event.correlation_id, due)
         reconciled = {r.row_key(): reconcile(r, found.get(r.snapshot_id.lower())) for r in due}
-        planned = [reconciled.get(r.row_key(), r) for r in planned]
-        # An earlier attempt's row that the snapshot found settles (reused, or refused) is stored
-        # now: no request follows to record it, and a split run's verdict reads the ledger.
-        settled = [v for k, v in reconciled.items() if k in rows and v.outcome != rows[k].outcome]
-        runtime.ledger.save_rows(event.correlation_id, settled)
-        rows.update({k: v for k, v in reconciled.items() if k in rows})
+        # A row that the snapshot found settles (reused, or refused) is stored now: no request
+        # follows to record it, and a split run's verdict reads the ledger.
+        runtime.ledger.save_rows(event.correlation_id,
+                                 [v for k, v in reconciled.items() if v.outcome != rows[k].outcome])
+        rows.update(reconciled)
     rows.update({r.row_key(): r for r in planned})
     work.snapshots = rows
     return planned

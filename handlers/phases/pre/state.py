@@ -22,6 +22,7 @@ class PreWork:
     unreadable: list[str] = field(default_factory=list)  # subscriptions the identity cannot read
     unchecked: str = ""  # why the run's machines could not be established (the verdict fails closed)
     views: dict[str, VmView] = field(default_factory=dict)
+    handed_views: dict[str, VmView] | None = None  # a group's, from the coordinator's hand-off
     records: dict[str, MachineRecord] = field(default_factory=dict)  # by lower-cased id
     snapshots: dict[str, SnapshotRecord] = field(default_factory=dict)  # by row key
     new_rows: list[Any] = field(default_factory=list)  # planned rows not yet in the ledger
