@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -15,6 +16,10 @@ from handlers.core.keys import machine_row_key, snapshot_row_key
 _SPARSE = frozenset({"os_type", "stop_services", "pre_script", "post_script", "guest_pre", "guest_pre_outcome",
                      "guest_pre_detail", "guest_pre_output", "guest_post", "guest_post_outcome", "guest_post_detail",
                      "guest_post_output", "patch_status", "patch_failed_updates", "after_action", "after_detail"})
+
+
+def _shared(value: Any) -> Any:
+    return sys.intern(value) if type(value) is str and len(value) <= 64 else value
 
 
 class _Row:
@@ -41,7 +46,10 @@ class _Row:
 
     @classmethod
     def from_entity(cls, entity: Mapping[str, Any]) -> Any:
-        values = {f.name: entity[_column(f.name)] for f in fields(cls) if _column(f.name) in entity}  # type: ignore[arg-type]
+        # Short values (a subscription, a region, an outcome) are shared between the rows, not one
+        # copy each: a split run's verdict holds 20,000 machines and their snapshots at once.
+        values = {f.name: _shared(entity[_column(f.name)])
+                  for f in fields(cls) if _column(f.name) in entity}  # type: ignore[arg-type]
         values["etag"] = entity.metadata.get("etag") if hasattr(entity, "metadata") else None
         return cls(**values)
 

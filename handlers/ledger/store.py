@@ -44,6 +44,10 @@ ALERTS_PARTITION = "alerts"  # alerts about no run we can name (an unreadable po
 _R = TypeVar("_R", bound=_Row)
 _T = TypeVar("_T")
 _LEDGER_WRITERS = 4
+# A transaction is a POST, which azure-core does not send again after a dropped connection (it
+# cannot know whether it was applied). Ours can be: upserts, or inserts that fall back to one
+# conditional insert per row when the rows exist (`add_rows_in_order`).
+_RESEND = {"retry_on_methods": frozenset({"HEAD", "GET", "PUT", "DELETE", "OPTIONS", "TRACE", "POST"})}
 
 
 class Ledger(PhaseRows):
@@ -132,7 +136,7 @@ class Ledger(PhaseRows):
 
         def insert(chunk: list[_R]) -> list[_R]:
             try:
-                self._table.submit_transaction([("create", r.to_entity(partition)) for r in chunk])
+                self._table.submit_transaction([("create", r.to_entity(partition)) for r in chunk], **_RESEND)
                 return chunk
             except TableTransactionError:
                 return [self._add_one(correlation_id, r) for r in chunk]
@@ -146,7 +150,7 @@ class Ledger(PhaseRows):
 
         def merge(chunk: list[_Row]) -> None:
             self._table.submit_transaction(
-                [("upsert", r.to_entity(partition, only=only), {"mode": UpdateMode.MERGE}) for r in chunk])
+                [("upsert", r.to_entity(partition, only=only), {"mode": UpdateMode.MERGE}) for r in chunk], **_RESEND)
 
         for _ in self._in_order(merge, _chunks(list(records))):
             pass
@@ -249,7 +253,7 @@ class Ledger(PhaseRows):
             if len(chunk) == 1:
                 self._table.upsert_entity(chunk[0])
             else:
-                self._table.submit_transaction([("upsert", row) for row in chunk])
+                self._table.submit_transaction([("upsert", row) for row in chunk], **_RESEND)
 
         for _ in self._in_order(upsert, _chunks(list(rows.values()))):
             pass

@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -23,7 +24,7 @@ from handlers.core.events import parse_event
 from handlers.core.work import Step, WorkMessage, send_work
 from handlers.ledger import Ledger
 from handlers.runtime import get_runtime
-from tests.conftest import SUB_A, make_event
+from tests.conftest import SUB_A, SUB_B, make_event
 from tests.reliability.conftest import run_of
 
 
@@ -160,3 +161,53 @@ def test_a_poison_handler_retried_after_a_storage_failure_alerts_once(
     assert len(alerts) == 1, "one alert per message, not one per attempt"
     assert getattr(alerts[0], "maintenance.alert", "").startswith("poison-message:")
     assert "poison-message" in get_runtime().ledger.list_alerts(run_of(pre))
+
+
+@pytest.mark.parametrize(("method", "warning"), [
+    ("PUT", "could not store the groups' hand-offs"),
+    ("GET", "the coordinator's hand-off could not be read"),
+])
+def test_the_handoff_container_failing_leaves_each_group_to_find_its_own_machines(
+    host: FunctionsHost, emulator: AzureEmulator, proxy: StorageFaultProxy, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch, method: str, warning: str,
+) -> None:
+    monkeypatch.setenv("MAINTENANCE_SUBSCRIPTIONS_PER_WORKER", "1")
+    vms = [emulator.add_vm(sub, "rg-h", "vm", power_state="deallocated") for sub in (SUB_A, SUB_B)]
+    pre = make_event("pre", subscriptions=(SUB_A, SUB_B))
+    emulator.add_run(run_of(pre), vms)
+    host.deliver_event("pre_maintenance", pre)
+    rule = proxy.fail("blob", method=method, path_contains=f"/{get_runtime().settings.handoff_container}/", status=503)
+
+    with caplog.at_level(logging.WARNING):
+        host.run_queues()
+
+    assert rule.fired >= 1
+    assert all(emulator.actions(vm) == ["start"] for vm in vms)
+    assert azurite_ledger(proxy.azurite).get_run(run_of(pre))["Verdict"] == "ready"  # type: ignore[index]
+    assert any(warning in r.getMessage() for r in caplog.records)
+    # Each group asked Resource Graph for its machines (and views) itself.
+    assert emulator.count("POST", "/providers/Microsoft.ResourceGraph/resources") > 3 + 1
+
+
+def test_a_ledger_transaction_whose_connection_drops_is_sent_again(
+    host: FunctionsHost, emulator: AzureEmulator, proxy: StorageFaultProxy, azurite: Azurite
+) -> None:
+    # Storage closes idle keep-alive connections; a transaction (a POST) sent on one as it closes
+    # is reset. azure-core sends no POST again on its own: a group's last outcomes would be lost
+    # with the invocation (seen at 20,000 machines, where the message's retry then mended it).
+    from handlers.ledger import MachineRecord
+
+    run = run_of(make_event("pre"))
+    rows = [MachineRecord(resource_id=f"/subscriptions/{SUB_A}/resourceGroups/rg/providers/Microsoft.Compute/"
+                          f"virtualMachines/vm{i}", kind="vm", subscription_id=SUB_A, resource_group="rg",
+                          name=f"vm{i}", pre_outcome="succeeded") for i in range(3)]
+    ledger = get_runtime().ledger
+    first = proxy.reset("table", method="POST", path_contains="$batch", times=1)
+    ledger.add_rows(run, rows)
+    again = proxy.reset("table", method="POST", path_contains="$batch", times=1)
+    ledger.save_rows(run, [replace(r, pre_detail="stored again") for r in rows])
+
+    assert first.fired == 1 and again.fired == 1
+    stored = azurite_ledger(azurite).list_machines(run)
+    assert sorted(r.name for r in stored) == ["vm0", "vm1", "vm2"]
+    assert {r.pre_detail for r in stored} == {"stored again"}
