@@ -180,7 +180,7 @@ class Settings:
             report_container=reader.matching("MAINTENANCE_REPORT_CONTAINER", "reports", _CONTAINER_NAME,
                                              "a blob container name (3-63 lower-case letters, digits, -)"),
             handoff_container=reader.matching("MAINTENANCE_HANDOFF_CONTAINER", "handoffs", _CONTAINER_NAME,
-                                           "a blob container name (3-63 lower-case letters, digits, -)"),
+                                              "a blob container name (3-63 lower-case letters, digits, -)"),
             notify=notify,
             hold=read_hold(reader, notify),
             health=read_health(reader),
