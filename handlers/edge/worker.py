@@ -11,6 +11,7 @@ must not end in the poison queue unrecorded.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import azure.functions as func
@@ -105,6 +106,14 @@ def _verdict(runtime: Runtime, work: WorkMessage, dequeue_count: int, log: RunLo
         pre = runtime.ledger.get_phase(event.correlation_id, "pre")
         if pre is not None and pre.get("Status") == PhaseStatus.COMPLETED.value:
             log.info("the pre phase has reached its verdict; this message is a duplicate")
+            return None
+        if (pre is not None and pre.get("Status") == PhaseStatus.RUNNING.value
+                and isinstance(lease := pre.get("LeaseUntil"), datetime) and lease > runtime.clock.utcnow()
+                and runtime.clock.seconds_until(cutoff_of(event)) <= 0):
+            # Past the cutoff no cancel can be made, and a verdict beside the live pre phase would
+            # decide on rows it is still writing (and overwrite them): the phase records its own
+            # verdict, and its message is retried if its worker dies.
+            log.info("the cutoff has passed and the pre phase's worker is alive: it records its own verdict")
             return None
         return run_claimed(runtime, work, dequeue_count=dequeue_count, log=log, work=decide)
     except Exception as exc:
