@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from azure.core.credentials import TokenCredential
 from azure.core.pipeline.transport import HttpTransport
@@ -27,6 +28,9 @@ from handlers.core.clock import Clock, Ticker
 from handlers.core.settings import Settings
 from handlers.core.telemetry import invocation
 from handlers.ledger import Ledger
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
 
 # `invocation(context)` is the scope each function of function_app.py runs its handler in.
 __all__ = ["Runtime", "configure", "get_runtime", "invocation", "reset"]
@@ -52,6 +56,11 @@ class Runtime:
 
     def work_queue(self) -> QueueClient:
         return self.clients.queue(self.settings.work_queue)
+
+    def handoff_container(self) -> ContainerClient:
+        """Where a split run's coordinator hands its groups their machines (quick retries: a
+        group without its hand-off asks Resource Graph)."""
+        return self.clients.blob_container(self.settings.handoff_container, quick=True)
 
 
 _lock = threading.Lock()

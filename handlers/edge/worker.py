@@ -11,7 +11,6 @@ must not end in the poison queue unrecorded.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 import azure.functions as func
@@ -22,7 +21,7 @@ from handlers.core.errors import InvalidEventError, UnsupportedEventTypeError
 from handlers.core.events import EventKind
 from handlers.core.logs import RunLogger, run_logger
 from handlers.core.work import Step, WorkMessage, send_work
-from handlers.ledger import PhaseStatus
+from handlers.ledger import PhaseStatus, live_lease
 from handlers.phases import post, pre
 from handlers.phases.claims import Claimed, Heartbeat, run_claimed
 from handlers.phases.post import run_post
@@ -107,8 +106,7 @@ def _verdict(runtime: Runtime, work: WorkMessage, dequeue_count: int, log: RunLo
         if pre is not None and pre.get("Status") == PhaseStatus.COMPLETED.value:
             log.info("the pre phase has reached its verdict; this message is a duplicate")
             return None
-        if (pre is not None and pre.get("Status") == PhaseStatus.RUNNING.value
-                and isinstance(lease := pre.get("LeaseUntil"), datetime) and lease > runtime.clock.utcnow()
+        if (pre is not None and live_lease(pre, runtime.clock.utcnow()) is not None
                 and runtime.clock.seconds_until(cutoff_of(event)) <= 0):
             # Past the cutoff no cancel can be made, and a verdict beside the live pre phase would
             # decide on rows it is still writing (and overwrite them): the phase records its own

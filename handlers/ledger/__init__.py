@@ -3,6 +3,7 @@ alerts kept on a run (`alerts`)."""
 
 from __future__ import annotations
 
+from handlers.ledger.phases import live_lease
 from handlers.ledger.records import HEALTH_FIELDS, PATCH_FIELDS, RESTORE_FIELDS
 from handlers.ledger.store import (
     ALERTS_PARTITION,
@@ -22,4 +23,5 @@ from handlers.ledger.store import (
 
 __all__ = ["ALERTS_PARTITION", "HEALTH_FIELDS", "PATCH_FIELDS", "PHASE_LEASE", "REJECTED_PARTITION", "RESTORE_FIELDS",
            "AcceptOutcome", "Ledger", "LeaseLostError",
-           "MachineRecord", "PhaseBusy", "PhaseClaim", "PhaseStatus", "SnapshotRecord", "machine_row_key", "run_key"]
+           "MachineRecord", "PhaseBusy", "PhaseClaim", "PhaseStatus", "SnapshotRecord", "live_lease", "machine_row_key",
+           "run_key"]

@@ -148,10 +148,9 @@ class PhaseRows:
         if status in (PhaseStatus.COMPLETED.value, PhaseStatus.DISPATCHED.value):
             return None
         attempts = int(existing.get("Attempts") or 0)
-        if status == PhaseStatus.RUNNING.value:
-            held_until = _lease_until(existing)
-            if held_until is not None and now < held_until:
-                return PhaseBusy(held_until, attempts)
+        held_until = live_lease(existing, now)
+        if held_until is not None:
+            return PhaseBusy(held_until, attempts)
         until = now + lease
         update = {"PartitionKey": partition, "RowKey": row, "Status": PhaseStatus.RUNNING.value,
                   "ClaimedAt": now, "LeaseUntil": until, "Attempts": attempts + 1}
@@ -248,6 +247,14 @@ class PhaseRows:
             return self._table.get_entity(partition, row)
         except ResourceNotFoundError:
             return None
+
+
+def live_lease(row: Mapping[str, Any], now: datetime) -> datetime | None:
+    """When the live claim on a phase row ends; None when no worker holds the phase now."""
+    if row.get("Status") != PhaseStatus.RUNNING.value:
+        return None
+    until = _lease_until(row)
+    return until if until is not None and now < until else None
 
 
 def _lease_until(row: Mapping[str, Any]) -> datetime | None:

@@ -52,8 +52,7 @@ def _handed_off(run: PhaseRun[PreWork]) -> list[RunMachine] | None:
     is no hand-off or it cannot be read (the group then asks Resource Graph)."""
     runtime, event = run.runtime, run.event
     try:
-        handed = read_handoff(runtime.clients.blob_container(runtime.settings.handoff_container, quick=True),
-                              event.correlation_id, run.work.ledger_phase)
+        handed = read_handoff(runtime.handoff_container(), event.correlation_id, run.work.ledger_phase)
     except (AzureError, SettingsError, ValueError) as exc:
         run.log.warning("the coordinator's hand-off could not be read (asking Resource Graph instead): %s",
                         describe_error(exc) if isinstance(exc, AzureError) else exc)

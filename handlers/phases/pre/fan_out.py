@@ -102,7 +102,7 @@ def _hand_off(run: PhaseRun[PreWork]) -> Callable[[list[str]], bool]:
     from one discovery for the whole run, here."""
     runtime, event, machines = run.runtime, run.event, run.state.machines
     try:
-        container = runtime.clients.blob_container(runtime.settings.handoff_container, quick=True)
+        container = runtime.handoff_container()
         views = get_vm_views(runtime.clients.resource_graph(), event.subscription_ids,
                              [m.resource_id for m in machines if m.kind is not MachineKind.OTHER])
     except (AzureError, SettingsError) as exc:
@@ -204,8 +204,7 @@ def _delete_handoffs(run: PhaseRun[PreWork]) -> None:
     container's lifecycle rule (the Bicep deletes its blobs a day after they were written)."""
     runtime = run.runtime
     try:
-        deleted = delete_handoffs(runtime.clients.blob_container(runtime.settings.handoff_container, quick=True),
-                                  run.event.correlation_id)
+        deleted = delete_handoffs(runtime.handoff_container(), run.event.correlation_id)
     except (AzureError, SettingsError) as exc:
         run.log.warning("the coordinator's hand-offs could not be deleted (the container's lifecycle rule will): %s",
                         exc)
