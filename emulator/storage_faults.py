@@ -4,7 +4,8 @@ Requests are forwarded byte for byte (method, path and query, headers, body), so
 signatures stay valid, and answered with Azurite's status, headers and body. Rules, matched in
 order, make requests fail instead: an error answer in the service's own format (`fail`), a dropped
 connection (`reset`), no answer at all (`blackhole`), or a port that refuses connections
-(`unreachable`).
+(`unreachable`); or make them slow: forwarded after a pause (`delay`), as a request that met a
+busy partition is.
 
     with StorageFaultProxy(azurite) as proxy:
         queue = QueueClient.from_connection_string(proxy.connection_string, "work")
@@ -37,12 +38,14 @@ class ProxyRule:
     refused: the operating system refuses those)."""
 
     service: str
-    action: str  # fail | reset | blackhole | unreachable
+    action: str  # fail | reset | blackhole | unreachable | delay
     status: int = 503
     code: str = ""
     message: str = ""
     method: str | None = None
     path_contains: str | None = None
+    body_contains: bytes | None = None
+    pause: float = 0.0  # a delay's pause, in seconds
     times: int | None = None
     deadline: float | None = None  # time.monotonic() at which it ends
     fired: int = 0
@@ -60,13 +63,14 @@ class ProxyRule:
         self.ended.wait(timeout)
         return self.holds(time.monotonic())
 
-    def matches(self, service: str, method: str, path: str, now: float) -> bool:
+    def matches(self, service: str, method: str, path: str, body: bytes, now: float) -> bool:
         return (
             self.service == service
             and self.action != "unreachable"
             and self.live(now)
             and (self.method is None or self.method.upper() == method.upper())
             and (self.path_contains is None or self.path_contains.lower() in path.lower())
+            and (self.body_contains is None or self.body_contains in body)
         )
 
 
@@ -175,6 +179,22 @@ class StorageFaultProxy:
         or the proxy stops, then close it. `times` limits how many requests it swallows."""
         return self._add(ProxyRule(service, "blackhole"), method, path_contains, times, seconds)
 
+    def delay(
+        self,
+        service: str,
+        pause: float,
+        *,
+        method: str | None = None,
+        path_contains: str | None = None,
+        body_contains: str | None = None,
+        times: int | None = None,
+    ) -> ProxyRule:
+        """Forward the matching requests after `pause` seconds (each), answered as Azurite answers
+        them; `body_contains` picks them by what they carry (say, the one write of a column)."""
+        rule = ProxyRule(service, "delay", pause=pause,
+                         body_contains=None if body_contains is None else body_contains.encode())
+        return self._add(rule, method, path_contains, times, None)
+
     def unreachable(self, service: str, *, seconds: float | None = None) -> ProxyRule:
         """Refuse connections to the service's port (its listener closes) and break the open ones,
         until cleared or `seconds` passed."""
@@ -209,12 +229,12 @@ class StorageFaultProxy:
             self._rules.append(rule)
         return rule
 
-    def take_rule(self, service: str, method: str, path: str) -> ProxyRule | None:
+    def take_rule(self, service: str, method: str, path: str, body: bytes) -> ProxyRule | None:
         """The first live rule for this request, consumed once; None: forward it."""
         now = time.monotonic()
         with self._lock:
             for rule in self._rules:
-                if rule.matches(service, method, path, now):
+                if rule.matches(service, method, path, body, now):
                     rule.fired += 1
                     if rule.times is not None:
                         rule.times -= 1

@@ -22,12 +22,14 @@ _SERVER = {"blob": "Windows-Azure-Blob/1.0", "queue": "Windows-Azure-Queue/1.0",
 
 
 class Fault(Protocol):
-    """A rule that struck a request: fail (answer `status`), reset, or blackhole."""
+    """A rule that struck a request: fail (answer `status`), reset, blackhole, or delay (forward
+    after `pause` seconds)."""
 
     action: str
     status: int
     code: str
     message: str
+    pause: float
 
     def hold(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the rule to end; True while it still holds."""
@@ -42,7 +44,7 @@ class Faults(Protocol):
     @property
     def stopped(self) -> bool: ...
 
-    def take_rule(self, service: str, method: str, path: str) -> Fault | None: ...
+    def take_rule(self, service: str, method: str, path: str, body: bytes) -> Fault | None: ...
 
     def count_forwarded(self, service: str) -> None: ...
 
@@ -94,7 +96,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
         proxy, service = self.server.proxy, self.server.service
         chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
         body = self._read_chunked() if chunked else self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        rule = proxy.take_rule(service, self.command, self.path)
+        rule = proxy.take_rule(service, self.command, self.path, body)
+        if rule is not None and rule.action == "delay":
+            rule.hold(rule.pause)  # a clear (or the proxy stopping) ends the pause early
+            rule = None
         if rule is None:
             self._forward(body, chunked)
         elif rule.action == "fail":

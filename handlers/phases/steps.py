@@ -126,6 +126,8 @@ class PhaseRun(Generic[S]):
     summary: dict[str, Any] = field(default_factory=dict)
     ended: Ended | None = None  # set by a step that ends the phase here
     failures: dict[str, str] = field(default_factory=dict)  # step -> error, for the non-essential ones
+    # Held while a failure is recorded: steps beside fail at the same moment, and the last write wins.
+    failures_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     # A step beside calls this when the steps after it may start (a no-op for the others).
     go_on: Callable[[], None] = field(default=_nothing, repr=False)
 
@@ -270,7 +272,9 @@ def invocation_end(runtime: Runtime) -> datetime:
 def _record_failure(run: PhaseRun[Any], step: Step[Any], exc: Exception) -> None:
     detail = describe_error(exc) if isinstance(exc, AzureError) else f"{type(exc).__name__}: {exc}"
     run.log.warning("step %s failed (recorded; the steps after it still run): %s", step.name, detail)
-    run.failures[step.name] = detail
-    run.summary.setdefault("failed_steps", {})[step.name] = detail
-    run.runtime.ledger.update_run(run.event.correlation_id, {"StepErrors": json.dumps(run.failures, sort_keys=True)})
+    with run.failures_lock:  # the write under the lock too: the row holds every failure, in order
+        run.failures[step.name] = detail
+        run.summary.setdefault("failed_steps", {})[step.name] = detail
+        failures = json.dumps(run.failures, sort_keys=True)
+        run.runtime.ledger.update_run(run.event.correlation_id, {"StepErrors": failures})
 

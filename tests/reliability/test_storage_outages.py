@@ -5,6 +5,7 @@ the queue unreachable while an Event Grid delivery is being acknowledged."""
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import threading
 import time
@@ -211,3 +212,29 @@ def test_a_ledger_transaction_whose_connection_drops_is_sent_again(
     stored = azurite_ledger(azurite).list_machines(run)
     assert sorted(r.name for r in stored) == ["vm0", "vm1", "vm2"]
     assert {r.pre_detail for r in stored} == {"stored again"}
+
+
+def test_steps_failing_together_are_all_named_when_the_first_ones_write_is_slow(
+    host: FunctionsHost, emulator: AzureEmulator, proxy: StorageFaultProxy, azurite: Azurite,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The post phase's steps beside each other fail at the same moment when Resource Graph refuses
+    # them all. Each failure writes the run's StepErrors whole, so the one written last must hold
+    # every failure: the first write, held up in storage, must not land over the second.
+    monkeypatch.setenv("MAINTENANCE_ARM_RETRIES", "0")
+    vm = emulator.add_vm(SUB_A, "rg-s", "vm-s", power_state="deallocated")
+    pre = make_event("pre", subscriptions=(SUB_A,))
+    emulator.add_run(run_of(pre), [vm])
+    host.deliver_event("pre_maintenance", pre)
+    host.run_queues()
+    emulator.fail("graph", status=400, code="BadRequest", message="query refused")
+    slow = proxy.delay("table", 3.0, path_contains=get_runtime().settings.ledger_table,
+                       body_contains='"StepErrors"', times=1)
+
+    host.deliver_event("post_maintenance", make_event("post", subscriptions=(SUB_A,)))
+    host.run_queues()
+
+    assert slow.fired == 1
+    run = azurite_ledger(azurite).get_run(run_of(pre))
+    assert run is not None and run.get("ReportUrl")
+    assert {"retention", "patch-results"} <= set(json.loads(str(run["StepErrors"])))
