@@ -50,7 +50,7 @@ def test_a_group_reads_back_exactly_the_machines_and_views_it_was_handed(contain
     (gzip.compress(b'{"version": 1, "correlationId": "/another/run"}'), "it names another run"),
     (gzip.compress(f'{{"version": 1, "correlationId": "{RUN}", "machines": [["x", "vm"]], "views": []}}'.encode()),
      "a machine or view that does not parse"),
-])
+], ids=["not-gzip", "another-version", "another-run", "unparsable-machine"])
 def test_a_blob_that_is_not_this_runs_hand_off_is_refused(container: ContainerClient, body: bytes,
                                                            problem: str) -> None:
     container.create_container()
