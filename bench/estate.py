@@ -36,7 +36,7 @@ from azure.core.pipeline.transport import RequestsTransport
 
 from bench.fleet import Profile, build_fleet, correlation_id_for, pre_event
 from bench.measure import completion, peak_rss_mb, request_stats
-from bench.scenario import _CREDENTIAL_ENV, _configure_logging, app_bound, app_environment, make_emulator, run_cutoff
+from bench.scenario import CREDENTIAL_ENV, app_bound, app_environment, configure_logging, make_emulator, run_cutoff
 from emulator import EmulatorClock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,7 +71,7 @@ def run_estate(size: int, subscriptions: int, regions: int, hosts: int, time_sca
              "--ready", ready_path, "--out", arm_out], cwd=REPO, stdin=subprocess.PIPE, text=True)
         try:
             ready = _wait_for_file(ready_path, arm, 600.0)
-            environment = {k: v for k, v in os.environ.items() if k not in _CREDENTIAL_ENV}
+            environment = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_ENV}
             environment.update(app_environment(size, connection_string, profile))
             environment.update({
                 "AZURE_RESOURCE_MANAGER_ENDPOINT": ready["arm_endpoint"],
@@ -211,7 +211,7 @@ def host_main(args: argparse.Namespace) -> int:
 
 
 def _host(args: argparse.Namespace, ready: dict[str, Any]) -> dict[str, Any]:
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level)
     if args.log_dir:  # each host's log lines to a file of its own, to read after the run
         sink = logging.FileHandler(os.path.join(args.log_dir, f"host{args.index}.log"))
         sink.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s %(message)s"))

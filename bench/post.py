@@ -18,7 +18,7 @@ from typing import Any
 from bench.bound import PostWork, post_bound
 from bench.fleet import Machine, Profile, _iso
 from bench.measure import Stopwatch, request_stats
-from bench.scenario import _simulated_since
+from bench.scenario import simulated_since
 from emulator import AzureEmulator
 from emulator.disks import disk_id, os_disk_name
 from emulator.functions_host import FunctionsHost
@@ -85,8 +85,8 @@ def run_post(emulator: AzureEmulator, host: FunctionsHost, ledger: Any, fleet: l
     phase = ledger.get_phase(correlation_id, "post") or {}
     ends = post_completion(emulator, ids, since)
     stats = request_stats(emulator.requests, since)
-    finished = _simulated_since(phase.get("FinishedAt"), since_real, time_scale)
-    report_at = _simulated_since(run.get("ReportWrittenAt"), since_real, time_scale)
+    finished = simulated_since(phase.get("FinishedAt"), since_real, time_scale)
+    report_at = simulated_since(run.get("ReportWrittenAt"), since_real, time_scale)
     makespan = max([t for t in (finished, report_at, *ends["last"].values()) if t is not None], default=0.0)
     longest = max(invocations, key=lambda i: i.seconds, default=None)
     outcomes: Counter[str] = Counter(r.restore_outcome or "-" for r in ledger.list_machines(correlation_id))

@@ -25,7 +25,7 @@ from handlers.core.guest_tags import STOP_SERVICES_TAG
 
 # Variables that could make DefaultAzureCredential pick something other than the emulator's
 # managed identity endpoint (as in tests/conftest.py).
-_CREDENTIAL_ENV = (
+CREDENTIAL_ENV = (
     "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_TENANT_ID", "AZURE_USERNAME",
     "AZURE_FEDERATED_TOKEN_FILE", "MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT",
     "IMDS_ENDPOINT", "AZURE_POD_IDENTITY_AUTHORITY_HOST", "AZURE_CLIENT_ID",
@@ -68,7 +68,7 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
     `cpu_profile`: profile the event and the worker with yappi (CPU clock, every thread);
     `trace_memory`: trace their allocations with tracemalloc (bench.profiling.MemoryTracer).
     """
-    _configure_logging(log_level)
+    configure_logging(log_level)
     fleet = build_fleet(size, profile.off_fraction, profile.guest_fraction, profile.subscriptions)
     subscriptions = sorted({m.subscription for m in fleet})
     emulator, ids = make_emulator(fleet, profile, time_scale)
@@ -78,7 +78,7 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
     correlation_id = correlation_id_for(now, size)
     emulator.add_run(correlation_id, ids)
     cutoff = run_cutoff(now, bound["total"], time_scale)
-    for name in _CREDENTIAL_ENV:
+    for name in CREDENTIAL_ENV:
         os.environ.pop(name, None)
     os.environ.update(app_environment(size, connection_string, profile))
     import function_app
@@ -121,7 +121,7 @@ def run_app(size: int, profile: Profile, time_scale: float, connection_string: s
     phase = app_runtime.ledger.get_phase(correlation_id, "pre") or {}
     ack_seconds = next((i.seconds for i in host.invocations if i.function == "pre_maintenance"), None)
     worker_done = worker.simulated + ack.simulated
-    verdict_at = _simulated_since(run.get("VerdictAt"), since_real, time_scale)
+    verdict_at = simulated_since(run.get("VerdictAt"), since_real, time_scale)
     stretches = phases(threads, since, time_scale, stats, done["makespan"], worker_done)
     pre_peak_mb = peak_rss_mb()
     after = None
@@ -204,7 +204,7 @@ def app_environment(size: int, connection_string: str, profile: Profile) -> dict
     }
 
 
-def _simulated_since(at: Any, since_real: datetime, time_scale: float) -> float | None:
+def simulated_since(at: Any, since_real: datetime, time_scale: float) -> float | None:
     """Simulated seconds from `since_real` to `at`, a wall-clock time the app recorded (the emulator's
     clock runs time_scale real seconds per simulated second)."""
     if not isinstance(at, datetime):
@@ -261,7 +261,7 @@ def request_log_mb(emulator: AzureEmulator) -> float:
     return (each + 8) * len(requests) / 1024 / 1024
 
 
-def _configure_logging(level: str) -> None:
+def configure_logging(level: str) -> None:
     """What the Functions worker does with records at host.json's level (Information): format and
     forward each one. Here they are formatted into /dev/null, so their cost is counted."""
     root = logging.getLogger()
