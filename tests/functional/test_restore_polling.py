@@ -3,6 +3,8 @@ end closely, and a fleet's restores would otherwise take ARM's read budget from 
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from emulator import AzureEmulator
@@ -36,7 +38,6 @@ def test_a_restore_is_polled_every_other_interval(host: FunctionsHost, emulator:
     # Each poll 2 s or more after the one before (never the pre phase's 1 s: a poll is due that long
     # after the last answer, so a busy machine only makes gaps longer), and the wait was polled
     # along the way (at least a third of the 30 due), not read once at its end.
-    times = [r.time for r in polls]
-    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    gaps = [later.time - earlier.time for earlier, later in pairwise(polls)]
     assert gaps and min(gaps) >= 2 - 1e-6, gaps
     assert DEALLOCATE_SECONDS / 2 / 3 <= len(polls) <= DEALLOCATE_SECONDS / 2 + 3, len(polls)
